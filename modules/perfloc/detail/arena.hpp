@@ -1,0 +1,557 @@
+// perfloc/detail/arena.hpp — the data structures of the top chunk and of process chunks, and their fast paths.
+//
+// Memory layout (the seed's picture, as built):
+//
+//   reservation 0:  [ top_state header | meta region: child_meta + thread_cache slots | allocation memory ... ]
+//   reservation k:  [ allocation memory ... ]            (more reservations when one is exhausted)
+//
+// Allocation memory is handed out in blocks of 64 KiB << size_class. A block starts with a block_header.
+// A process chunk is a list of blocks; its first block holds the chunk_header right after the block_header,
+// and the chunk's child_meta (in the meta region) and the chunk_header point at each other.
+//
+// Opening and releasing a chunk must cost a handful of nanoseconds, so it touches only the calling
+// thread's thread_cache: a stack of free blocks per small size class, a stack of free child_metas, and the
+// thread's part of the children meta list. No atomic read-modify-write, no lock, on that path. Everything
+// else (refills, big blocks, reservations, statistics) goes through top_state under its mutex.
+//
+// The live list of a thread_cache is written by its owning thread only, with relaxed atomic stores (plain
+// moves on x86), so that statistics can walk it from any thread: child_metas are never unmapped while the
+// top lives, so a walker never faults, and a bound on its steps ends a walk that a concurrent edit sent
+// astray. A walk is exact when the list's owner is not opening or releasing chunks meanwhile; that is the
+// price of an open and a release that take no lock and no locked instruction. A chunk released on another
+// thread than the one that opened it (a coroutine that moved) is handed back to its home cache through a
+// lock-free stack the owner drains.
+//
+// This header is included from the global module fragment of the module units: the names are internal
+// (perfloc::detail), reachable by the inline fast paths of the module interfaces, and exported by nothing.
+#pragma once
+
+#include <atomic>
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <memory_resource>
+#include <mutex>
+#include <new>
+#include <source_location>
+#include <string_view>
+#include <type_traits>
+
+#include "perfloc/detail/track.hpp"
+
+namespace perfloc::detail {
+
+// ---------------------------------------------------------------------------------------------------------
+// Sizes
+// ---------------------------------------------------------------------------------------------------------
+
+inline constexpr std::size_t granule_bytes = std::size_t{64} << 10;  ///< the smallest block; blocks are 2^k of them
+inline constexpr std::size_t page_bytes = 4096;
+inline constexpr std::size_t min_alignment = 16;  ///< every bump allocation is 16-aligned and a multiple of 16
+inline constexpr std::size_t large_request_bytes = std::size_t{256} << 10;  ///< larger requests get their own block
+inline constexpr unsigned block_class_count = 48;     ///< 64 KiB << 47 is far above any reservation
+inline constexpr unsigned cached_block_classes = 7;   ///< 64 KiB .. 4 MiB blocks are cached per thread
+inline constexpr unsigned max_growth_class = 6;       ///< a chunk's bump blocks grow geometrically to 4 MiB
+
+/// How many free blocks of a class one thread keeps: 16 of 64 KiB down to 1 of 4 MiB (about 11 MiB at most).
+constexpr unsigned cached_block_limit(unsigned size_class) noexcept {
+  return size_class < 4 ? 16u >> size_class : 1u;
+}
+
+constexpr std::size_t block_bytes_of(unsigned size_class) noexcept { return granule_bytes << size_class; }
+
+/// The smallest class whose blocks hold `bytes`.
+constexpr unsigned block_class_for(std::size_t bytes) noexcept {
+  const std::size_t granules = (bytes + granule_bytes - 1) / granule_bytes;
+  return granules <= 1 ? 0u : static_cast<unsigned>(std::bit_width(granules - 1));
+}
+
+/// 1, 2, 4, 8 or 16: the alignments the fast path serves (constant-folded for the usual constant argument).
+constexpr bool is_small_power_of_two(std::size_t alignment) noexcept {
+  return alignment <= min_alignment && ((0x10116u >> alignment) & 1u);
+}
+
+constexpr std::size_t round_up(std::size_t n, std::size_t alignment) noexcept {
+  return (n + alignment - 1) & ~(alignment - 1);
+}
+
+/// What a bump allocation of `bytes` consumes: a multiple of 16, at least 16, so that allocate(0) is distinct.
+constexpr std::size_t footprint(std::size_t bytes) noexcept { return round_up(bytes ? bytes : 1, min_alignment); }
+
+/// Requests that get a block of their own, decided from the request alone so that allocate and
+/// deallocate of the same (bytes, alignment) always agree.
+constexpr bool needs_own_block(std::size_t footprint_bytes, std::size_t alignment) noexcept {
+  return footprint_bytes + (alignment > min_alignment ? alignment : 0) > large_request_bytes;
+}
+
+struct thread_cache;
+struct top_state;
+struct chunk_header;
+
+// ---------------------------------------------------------------------------------------------------------
+// Blocks
+// ---------------------------------------------------------------------------------------------------------
+
+/// The first 64 bytes of every block. Stays committed and unpoisoned while the block is free.
+struct alignas(64) block_header {
+  block_header* next = nullptr;  ///< in a free list, or in a chunk's block list
+  block_header* prev = nullptr;  ///< in a chunk's list of own-block allocations (doubly linked for O(1) free)
+  std::size_t bytes = 0;         ///< the whole block, this header included
+  unsigned size_class = 0;
+  bool body_committed = true;    ///< false once the body was given back to the OS above the watermark
+
+  std::byte* payload() noexcept { return reinterpret_cast<std::byte*>(this + 1); }
+  std::byte* end() noexcept { return reinterpret_cast<std::byte*>(this) + bytes; }
+};
+static_assert(sizeof(block_header) == 64);
+
+/// Writes a fresh header at the start of a block (a new block, or one given back after holding a single
+/// large allocation, which used the whole block, header included).
+inline block_header* make_block_header(std::byte* at, unsigned size_class) noexcept {
+  track::internal_access(at, sizeof(block_header));
+  auto* block = ::new (static_cast<void*>(at)) block_header{};
+  block->bytes = block_bytes_of(size_class);
+  block->size_class = size_class;
+  return block;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The children meta list
+// ---------------------------------------------------------------------------------------------------------
+
+enum class meta_state : std::uint8_t { free, live, released_elsewhere };
+
+inline constexpr std::size_t label_capacity = 40;  ///< labels longer than this are cut (bounded, no allocation)
+
+/// One per live process chunk, in the top chunk's meta region: the chunk's entry in the children meta list.
+/// Fields a statistics walker reads from another thread are atomics; the rest belong to the chunk's owner.
+struct alignas(64) child_meta {
+  std::atomic<child_meta*> prev{nullptr};  ///< neighbours in the home cache's live list
+  std::atomic<child_meta*> next{nullptr};
+  chunk_header* chunk = nullptr;           ///< the chunk this meta describes; the chunk points back
+  thread_cache* home = nullptr;            ///< the cache whose live list holds this meta
+  child_meta* free_next = nullptr;         ///< in a free stack, or in a cache's remote-release stack
+  std::atomic<std::size_t> in_use_bytes{0};
+  std::atomic<std::size_t> held_bytes{0};  ///< bytes of the blocks the chunk holds
+  std::atomic<meta_state> state{meta_state::free};
+  std::source_location opened_at{};
+  char label[label_capacity]{};
+  std::uint64_t magic = 0;  ///< tells a child_meta from other slots of the meta region (debug checks)
+
+  /// Single writer (the chunk's owner): a plain load and store, no locked instruction.
+  void add_in_use(std::size_t n) noexcept {
+    in_use_bytes.store(in_use_bytes.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
+  void sub_in_use(std::size_t n) noexcept {
+    in_use_bytes.store(in_use_bytes.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+  }
+  void add_held(std::ptrdiff_t n) noexcept {
+    held_bytes.store(held_bytes.load(std::memory_order_relaxed) + static_cast<std::size_t>(n),
+                     std::memory_order_relaxed);
+  }
+};
+static_assert(sizeof(child_meta) == 128);
+inline constexpr std::uint64_t child_meta_magic = 0x7065'7266'6c6f'636dULL;  // "perflocm"
+
+// ---------------------------------------------------------------------------------------------------------
+// Per-thread cache
+// ---------------------------------------------------------------------------------------------------------
+
+/// A thread's private part of one top chunk. Lives in the top's meta region; outlives its thread (orphaned,
+/// then adopted by a new thread) so that chunks that moved away can still be released into it.
+struct thread_cache {
+  top_state* top = nullptr;
+  child_meta live;                         ///< sentinel of this cache's part of the children meta list
+  child_meta* free_metas = nullptr;
+  block_header* free_blocks[cached_block_classes]{};
+  std::uint8_t free_block_count[cached_block_classes]{};
+  std::atomic<child_meta*> released_elsewhere{nullptr};  ///< metas of chunks other threads released
+  std::atomic<std::uint64_t> opened{0};    ///< chunks opened here (single writer)
+  std::atomic<std::uint64_t> released{0};  ///< chunks opened here and released here
+  thread_cache* next_in_top = nullptr;     ///< all caches of the top (under the top's mutex)
+  bool orphaned = false;                   ///< its thread has exited (under the top's mutex)
+
+  thread_cache() noexcept {
+    live.prev.store(&live, std::memory_order_relaxed);
+    live.next.store(&live, std::memory_order_relaxed);
+  }
+
+  static void count(std::atomic<std::uint64_t>& counter) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+
+  // --- the live list (owner only) ---
+  void link(child_meta* meta) noexcept {
+    child_meta* first = live.next.load(std::memory_order_relaxed);
+    meta->prev.store(&live, std::memory_order_relaxed);
+    meta->next.store(first, std::memory_order_relaxed);
+    first->prev.store(meta, std::memory_order_relaxed);
+    live.next.store(meta, std::memory_order_release);  // a walker that sees the meta sees it filled in
+  }
+  void unlink(child_meta* meta) noexcept {
+    child_meta* before = meta->prev.load(std::memory_order_relaxed);
+    child_meta* after = meta->next.load(std::memory_order_relaxed);
+    before->next.store(after, std::memory_order_relaxed);
+    after->prev.store(before, std::memory_order_relaxed);
+  }
+
+  // --- free blocks ---
+  inline block_header* take_block(unsigned size_class);
+  inline void give_block(block_header* block) noexcept;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// The top chunk's header
+// ---------------------------------------------------------------------------------------------------------
+
+struct top_settings {
+  std::size_t reservation_bytes;
+  std::size_t max_reserved_bytes;
+  std::size_t retain_bytes;
+};
+
+struct reservation {
+  std::byte* base = nullptr;
+  std::size_t bytes = 0;
+  std::byte* frontier = nullptr;  ///< allocation memory below it has been committed and handed out
+};
+
+inline constexpr unsigned max_reservations = 64;
+
+/// Lives at the start of reservation 0. Everything below the mutex is guarded by it.
+struct top_state {
+  std::uint64_t id = 0;  ///< unique per top ever created: tells a stale thread binding from a new top
+  top_settings settings{};
+  std::size_t max_request_bytes = 0;  ///< the largest allocation this top can ever satisfy
+
+  // Statistics readable without the mutex.
+  std::atomic<std::size_t> reserved_bytes{0};
+  std::atomic<std::size_t> committed_bytes{0};
+  std::atomic<std::size_t> peak_committed_bytes{0};
+  std::atomic<std::uint64_t> released_elsewhere_count{0};  ///< releases away from the home cache
+
+  std::mutex mutex;
+  reservation reservations[max_reservations]{};
+  unsigned reservation_count = 0;
+  block_header* free_blocks[block_class_count]{};
+  std::size_t retained_bytes = 0;  ///< committed bytes in free_blocks
+  std::byte* meta_begin = nullptr;
+  std::byte* meta_bump = nullptr;
+  std::byte* meta_committed_end = nullptr;
+  std::byte* meta_end = nullptr;
+  child_meta* free_metas = nullptr;  ///< metas given back by exiting threads
+  thread_cache* caches = nullptr;
+};
+
+struct top_totals {
+  std::size_t reserved_bytes = 0;
+  std::size_t committed_bytes = 0;
+  std::size_t peak_committed_bytes = 0;
+  std::size_t in_use_bytes = 0;
+  std::uint64_t live_chunks = 0;
+};
+
+// Out of line (src/perfloc/top_state.cpp): everything that takes the mutex or talks to the OS.
+top_state* create_top(const top_settings& settings);
+void destroy_top(top_state* top) noexcept;  ///< with live chunks: a leak report (and abort in debug builds)
+top_totals collect_totals(top_state* top);
+block_header* top_take_block(top_state* top, unsigned size_class);  ///< throws std::bad_alloc
+/// From the top; when it is exhausted, gives this cache's free blocks back to it first and tries again.
+block_header* refill_block(thread_cache* cache, unsigned size_class);
+void top_give_block(top_state* top, block_header* block) noexcept;
+thread_cache* bind_cache(top_state* top);  ///< the calling thread's cache of `top`, made on first use
+child_meta* refill_metas(thread_cache* cache);  ///< throws std::bad_alloc
+void drain_released_elsewhere(thread_cache* cache) noexcept;
+void release_elsewhere(child_meta* meta) noexcept;  ///< a chunk released away from its home cache
+bool is_live_meta(const void* meta) noexcept;  ///< debug checks: does a live top own this live meta?
+
+/// default_top()'s state, published once it exists: the process_chunk default constructor's fast path.
+inline std::atomic<top_state*> default_top_state{nullptr};
+
+/// The calling thread's last used cache. Constant-initialized and trivial, so that importers reach it
+/// directly, without a TLS wrapper call.
+struct cache_binding {
+  top_state* top = nullptr;
+  std::uint64_t id = 0;
+  thread_cache* cache = nullptr;
+};
+inline thread_local constinit cache_binding current_binding{};
+
+inline thread_cache* cache_for(top_state* top) {
+  const cache_binding& binding = current_binding;
+  if (binding.top == top && binding.id == top->id) [[likely]] return binding.cache;
+  return bind_cache(top);
+}
+
+inline block_header* thread_cache::take_block(unsigned size_class) {
+  if (size_class < cached_block_classes) {
+    if (block_header* block = free_blocks[size_class]) [[likely]] {
+      free_blocks[size_class] = block->next;
+      --free_block_count[size_class];
+      return block;
+    }
+  }
+  return refill_block(this, size_class);
+}
+
+inline void thread_cache::give_block(block_header* block) noexcept {
+  track::taken_back(block->payload(), block->bytes - sizeof(block_header));
+  const unsigned size_class = block->size_class;
+  if (size_class < cached_block_classes && free_block_count[size_class] < cached_block_limit(size_class)) {
+    block->next = free_blocks[size_class];
+    free_blocks[size_class] = block;
+    ++free_block_count[size_class];
+    return;
+  }
+  top_give_block(top, block);
+}
+
+/// Returns a block to the calling thread's cache, or straight to the top when no cache can be had (a thread
+/// past its thread_local teardown, or a meta region that is full).
+inline void give_block_anywhere(top_state* top, block_header* block) noexcept {
+  thread_cache* cache = nullptr;
+  try {
+    cache = cache_for(top);
+  } catch (...) {
+  }
+  if (cache) return cache->give_block(block);
+  track::taken_back(block->payload(), block->bytes - sizeof(block_header));
+  top_give_block(top, block);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Process chunks
+// ---------------------------------------------------------------------------------------------------------
+
+/// Precedes each object with a non-trivial destructor: the chunk's cleanup list, run newest first at release.
+struct cleanup_record {
+  cleanup_record* next;
+  cleanup_record* prev;
+  void (*destroy)(void* object) noexcept;
+};
+
+/// The 8 bytes right before every object `make` returns: its chunk's meta, and two flag bits.
+struct object_header {
+  static constexpr std::uintptr_t destroyed_bit = 1;
+  static constexpr std::uintptr_t has_cleanup_bit = 2;
+  static constexpr std::uintptr_t flag_bits = 63;  // child_meta is 64-aligned
+  std::uintptr_t word;
+
+  child_meta* meta() const noexcept { return reinterpret_cast<child_meta*>(word & ~flag_bits); }
+};
+static_assert(sizeof(object_header) == 8);
+
+/// Where `make<T>` puts the header (and cleanup record) and the object inside one allocation.
+template <class T>
+struct object_layout {
+  static constexpr bool has_cleanup = !std::is_trivially_destructible_v<T>;
+  static constexpr std::size_t alignment = alignof(T) > min_alignment ? alignof(T) : min_alignment;
+  static constexpr std::size_t prefix =
+      round_up(sizeof(object_header) + (has_cleanup ? sizeof(cleanup_record) : 0), alignof(T) > 8 ? alignof(T) : 8);
+  static constexpr std::size_t request = prefix + sizeof(T);
+  static constexpr std::size_t bytes = footprint(request);  ///< what the allocation consumes
+
+  static object_header* header_of(void* object) noexcept { return static_cast<object_header*>(object) - 1; }
+  static cleanup_record* record_of(void* object) noexcept {
+    return reinterpret_cast<cleanup_record*>(header_of(object)) - 1;
+  }
+  static std::byte* start_of(void* object) noexcept { return static_cast<std::byte*>(object) - prefix; }
+};
+
+/// Free memory inside a chunk, kept for reuse. The link sits in the span's last 8 bytes (and mid-size spans
+/// keep their size in the 8 before), so the object header at the span's start survives: a second destroy
+/// still sees the destroyed bit.
+inline constexpr unsigned small_span_classes = 32;  ///< exact sizes 16, 32, ..., 512
+inline constexpr unsigned span_class_count = 42;    ///< then by power of two up to 256 KiB and above
+
+constexpr unsigned span_class_of(std::size_t span_bytes) noexcept {  // a span of this size goes here
+  if (span_bytes <= 512) return static_cast<unsigned>(span_bytes / 16 - 1);
+  const unsigned log2 = static_cast<unsigned>(std::bit_width(span_bytes) - 1);  // 9 .. 63
+  return log2 >= 18 ? span_class_count - 1 : small_span_classes + (log2 - 9);
+}
+constexpr unsigned first_span_class_for(std::size_t request_bytes) noexcept {  // any span from here up fits
+  if (request_bytes <= 512) return static_cast<unsigned>(request_bytes / 16 - 1);
+  const unsigned ceil_log2 = static_cast<unsigned>(std::bit_width(request_bytes - 1));  // 10 .. 18
+  return small_span_classes + (ceil_log2 - 9);
+}
+
+/// A block holding one large allocation, which may use all of it (a 4 MiB buffer fits a 4 MiB block): its
+/// record lives in the chunk's own memory instead of in the block.
+struct own_block {
+  std::byte* start;     ///< the block
+  std::byte* payload;   ///< the allocation in it
+  own_block* prev;
+  own_block* next;
+  unsigned size_class;
+};
+
+/// The header of a process chunk, in its first block right after the block_header.
+struct chunk_header {
+  std::byte* bump;   ///< next free byte of the current block
+  std::byte* limit;  ///< `end`, or `bump` while reusable spans exist (which sends allocation to the slow path)
+  std::byte* end;    ///< end of the current block
+  child_meta* meta;
+  top_state* top;
+  cleanup_record* cleanups;       ///< objects whose destructors run at release, newest first
+  block_header* more_blocks;      ///< bump blocks after the first, newest first
+  own_block* own_blocks;          ///< blocks of single large allocations
+  unsigned next_block_class;
+  std::uint64_t span_mask;        ///< bit c set: span_lists[c] is non-empty
+  std::byte* span_lists[span_class_count];  ///< each points at a span's link (its last 8 bytes)
+  alignas(16) std::byte resource_storage[16];  ///< the std::pmr view of this chunk, made on first use
+  bool resource_made;
+
+  block_header* first_block() noexcept { return reinterpret_cast<block_header*>(this) - 1; }
+
+  /// The fast path: a pointer bump. Everything else goes to allocate_slow.
+  void* allocate(std::size_t bytes, std::size_t alignment) {
+    std::byte* p = bump;
+    if (is_small_power_of_two(alignment) && bytes <= large_request_bytes &&
+        bytes < static_cast<std::size_t>(limit - p)) [[likely]] {
+      // bump and limit are 16-aligned, so bytes < room implies footprint(bytes) <= room.
+      const std::size_t n = footprint(bytes);
+      bump = p + n;
+      meta->add_in_use(n);
+      track::handed_out(p, bytes);
+      return p;
+    }
+    return allocate_slow(bytes, alignment);
+  }
+
+  /// Gives [p, p + footprint(bytes)) back: the bump steps back when it is the latest allocation, otherwise
+  /// the span is kept for reuse (or its own block returns to the top).
+  void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    const std::size_t n = footprint(bytes);
+    meta->sub_in_use(n);
+    auto* start = static_cast<std::byte*>(p);
+    if (needs_own_block(n, alignment)) return free_own_block(start);
+    track::taken_back(start, n);
+    if (start + n == bump) {
+      if (limit == bump) limit = start;
+      bump = start;
+      return;
+    }
+    keep_span(start, n);
+  }
+
+  void* allocate_slow(std::size_t bytes, std::size_t alignment);  // src/perfloc/process.cpp
+  void free_own_block(std::byte* p) noexcept;
+  void keep_span(std::byte* start, std::size_t n) noexcept;
+  void run_cleanups() noexcept;
+  void give_back_blocks() noexcept;
+  void* take_span(std::size_t n) noexcept;
+  void grow(std::size_t min_bytes);
+  void* allocate_own_block(std::size_t bytes, std::size_t n, std::size_t alignment);
+
+  void push_cleanup(cleanup_record* record) noexcept {
+    record->prev = nullptr;
+    record->next = cleanups;
+    if (cleanups) cleanups->prev = record;
+    cleanups = record;
+  }
+  void unlink_cleanup(cleanup_record* record) noexcept {
+    if (record->prev) record->prev->next = record->next;
+    else cleanups = record->next;
+    if (record->next) record->next->prev = record->prev;
+  }
+};
+
+inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header), 64);
+
+void copy_label(child_meta* meta, std::string_view label) noexcept;
+
+/// Opens a process chunk from the calling thread's cache: no lock unless the cache must be refilled.
+[[gnu::always_inline]] inline chunk_header* open_chunk(top_state* top, std::string_view label, const std::source_location& where) {
+  thread_cache* cache = cache_for(top);
+  if (cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] drain_released_elsewhere(cache);
+  child_meta* meta = cache->free_metas;
+  if (!meta) [[unlikely]] meta = refill_metas(cache);
+  block_header* block = cache->take_block(0);  // may throw: the meta is still on the free stack, nothing lost
+  cache->free_metas = meta->free_next;
+
+  auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
+  track::internal_access(chunk, sizeof(chunk_header));
+  chunk->bump = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
+  chunk->end = block->end();
+  chunk->limit = chunk->end;
+  chunk->meta = meta;
+  chunk->top = top;
+  chunk->cleanups = nullptr;
+  chunk->more_blocks = nullptr;
+  chunk->own_blocks = nullptr;
+  chunk->next_block_class = 1;
+  chunk->span_mask = 0;
+  chunk->resource_made = false;
+
+  meta->chunk = chunk;
+  meta->home = cache;
+  meta->in_use_bytes.store(0, std::memory_order_relaxed);
+  meta->held_bytes.store(block->bytes, std::memory_order_relaxed);
+  meta->state.store(meta_state::live, std::memory_order_relaxed);
+  meta->opened_at = where;
+  if (label.empty()) meta->label[0] = '\0';
+  else copy_label(meta, label);
+  cache->link(meta);
+  thread_cache::count(cache->opened);
+  return chunk;
+}
+
+/// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
+[[gnu::always_inline]] inline void release_chunk(chunk_header* chunk) noexcept {
+  if (chunk->cleanups) chunk->run_cleanups();
+  if (chunk->more_blocks || chunk->own_blocks) [[unlikely]] chunk->give_back_blocks();
+  top_state* top = chunk->top;
+  child_meta* meta = chunk->meta;
+  block_header* first = chunk->first_block();
+  meta->in_use_bytes.store(0, std::memory_order_relaxed);
+  meta->held_bytes.store(0, std::memory_order_relaxed);
+  const cache_binding& binding = current_binding;
+  if (binding.cache == meta->home && binding.top == top && binding.id == top->id) [[likely]] {  // where opened
+    thread_cache* cache = binding.cache;
+    cache->unlink(meta);
+    meta->state.store(meta_state::free, std::memory_order_relaxed);
+    meta->free_next = cache->free_metas;
+    cache->free_metas = meta;
+    thread_cache::count(cache->released);
+    cache->give_block(first);
+    return;
+  }
+  release_elsewhere(meta);  // counts the release, hands the meta to its home cache
+  give_block_anywhere(top, first);
+}
+
+// Debug-build checks (src/perfloc/process.cpp): print a clear message and abort.
+[[noreturn]] void misuse(const char* message, const void* where = nullptr) noexcept;
+void check_destroy(const object_header* header, const void* object) noexcept;
+/// Stops when `object` lies in a chunk opened on this thread after `owner` (so released before it).
+void check_outlives(chunk_header* owner, const void* object) noexcept;
+
+// ---------------------------------------------------------------------------------------------------------
+// The std::pmr view
+// ---------------------------------------------------------------------------------------------------------
+
+/// A chunk seen as a std::pmr::memory_resource. Made in the chunk header on first use, so that the pointer
+/// stays valid while the process_chunk handle moves. Its virtual functions are out of line in
+/// src/perfloc/process.cpp, which is where its vtable is emitted.
+class chunk_resource final : public std::pmr::memory_resource {
+ public:
+  explicit chunk_resource(chunk_header* chunk) noexcept : chunk_(chunk) {}
+
+ private:
+  void* do_allocate(std::size_t bytes, std::size_t alignment) override;
+  void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
+  bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override;
+
+  chunk_header* chunk_;
+};
+static_assert(sizeof(chunk_resource) <= sizeof(chunk_header::resource_storage));
+
+inline std::pmr::memory_resource* resource_of(chunk_header* chunk) noexcept {
+  if (!chunk->resource_made) {
+    ::new (static_cast<void*>(chunk->resource_storage)) chunk_resource(chunk);
+    chunk->resource_made = true;
+  }
+  return std::launder(reinterpret_cast<chunk_resource*>(chunk->resource_storage));
+}
+
+}  // namespace perfloc::detail

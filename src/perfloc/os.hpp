@@ -1,0 +1,17 @@
+// src/perfloc/os.hpp — the only place perfloc talks to the operating system about memory.
+#pragma once
+
+#include <cstddef>
+
+namespace perfloc::detail::os {
+
+/// Reserves address space: no memory, no swap, inaccessible until committed. nullptr when refused.
+void* reserve(std::size_t bytes) noexcept;
+/// Makes [p, p + bytes) readable and writable; pages are backed on first touch. false when refused.
+bool commit(void* p, std::size_t bytes) noexcept;
+/// Gives the pages of [p, p + bytes) back to the OS; they stay accessible and read as zero afterwards.
+void decommit(void* p, std::size_t bytes) noexcept;
+/// Returns a whole reservation.
+void release(void* p, std::size_t bytes) noexcept;
+
+}  // namespace perfloc::detail::os

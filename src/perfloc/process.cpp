@@ -1,0 +1,228 @@
+// src/perfloc/process.cpp — a process chunk's slow paths: growth, reuse of freed spans, large allocations,
+// release, and the debug checks.
+//
+// The fast path (arena.hpp, chunk_header::allocate) is a bump within the current block. It falls through to
+// here when the block is full, when the alignment is above 16, or when the chunk holds freed spans: a chunk
+// that has reusable memory sets `limit` to `bump`, so the fast path costs nothing extra for knowing it.
+// Freed spans wait in segregated stacks: exact 16-byte classes up to 512 bytes, then powers of two; a
+// request takes the smallest non-empty class that is sure to fit and gives the remainder back.
+#include <bit>
+#include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+#include "perfloc/detail/arena.hpp"
+
+namespace perfloc::detail {
+namespace {
+
+std::byte* align_up(std::byte* p, std::size_t alignment) {
+  const auto address = reinterpret_cast<std::uintptr_t>(p);
+  return p + (((address + alignment - 1) & ~(alignment - 1)) - address);
+}
+
+// A span's link is its last 8 bytes; a span above 512 bytes keeps its size in the 8 before.
+std::byte** link_of(std::byte* span_end) { return reinterpret_cast<std::byte**>(span_end - 8); }
+std::size_t* size_of(std::byte* span_end) { return reinterpret_cast<std::size_t*>(span_end - 16); }
+
+}  // namespace
+
+void chunk_header::keep_span(std::byte* start, std::size_t n) noexcept {
+  const unsigned span_class = span_class_of(n);
+  const std::uint64_t bit = std::uint64_t{1} << span_class;
+  std::byte* span_end = start + n;
+  const std::size_t bookkeeping = n > 512 ? 16 : 8;
+  track::internal_access(span_end - bookkeeping, bookkeeping);
+  if (n > 512) *size_of(span_end) = n;
+  *link_of(span_end) = (span_mask & bit) ? span_lists[span_class] : nullptr;
+  track::taken_back(span_end - bookkeeping, bookkeeping);
+  span_lists[span_class] = span_end;
+  span_mask |= bit;
+  limit = bump;  // reusable memory exists: send allocations to the slow path
+}
+
+void* chunk_header::take_span(std::size_t n) noexcept {
+  const unsigned first = first_span_class_for(n);
+  const std::uint64_t candidates = span_mask & (~std::uint64_t{0} << first);
+  if (!candidates) return nullptr;
+  const unsigned span_class = static_cast<unsigned>(std::countr_zero(candidates));
+  std::byte* span_end = span_lists[span_class];
+  const bool sized = span_class >= small_span_classes;
+  track::internal_access(span_end - (sized ? 16 : 8), sized ? 16 : 8);
+  const std::size_t span_bytes = sized ? *size_of(span_end) : (span_class + 1) * 16;
+  std::byte* next = *link_of(span_end);
+  span_lists[span_class] = next;
+  if (!next) span_mask &= ~(std::uint64_t{1} << span_class);
+  std::byte* start = span_end - span_bytes;
+  track::taken_back(start, span_bytes);
+  if (span_bytes > n) keep_span(start + n, span_bytes - n);
+  limit = span_mask ? bump : end;
+  return start;
+}
+
+void chunk_header::grow(std::size_t min_bytes) {
+  const unsigned wanted = std::max(next_block_class, block_class_for(min_bytes + sizeof(block_header)));
+  block_header* block = cache_for(top)->take_block(wanted);  // may throw: nothing has changed yet
+  if (end - bump >= static_cast<std::ptrdiff_t>(min_alignment)) keep_span(bump, static_cast<std::size_t>(end - bump));
+  block->next = more_blocks;
+  more_blocks = block;
+  bump = block->payload();
+  end = block->end();
+  limit = span_mask ? bump : end;
+  meta->add_held(static_cast<std::ptrdiff_t>(block->bytes));
+  if (next_block_class < max_growth_class) ++next_block_class;
+}
+
+void* chunk_header::allocate_own_block(std::size_t bytes, std::size_t n, std::size_t alignment) {
+  // Blocks start page-aligned; a larger alignment needs room to slide the allocation up.
+  const std::size_t slide = alignment > page_bytes ? alignment - page_bytes : 0;
+  const unsigned size_class = block_class_for(n + slide);
+  auto* record = static_cast<own_block*>(allocate(sizeof(own_block), alignof(own_block)));
+  meta->sub_in_use(footprint(sizeof(own_block)));  // bookkeeping, not user memory
+  block_header* block;
+  try {
+    block = cache_for(top)->take_block(size_class);
+  } catch (...) {
+    meta->add_in_use(footprint(sizeof(own_block)));
+    deallocate(record, sizeof(own_block), alignof(own_block));
+    throw;
+  }
+  auto* start = reinterpret_cast<std::byte*>(block);
+  std::byte* p = align_up(start, alignment);
+  *record = {start, p, nullptr, own_blocks, size_class};
+  if (own_blocks) own_blocks->prev = record;
+  own_blocks = record;
+  meta->add_held(static_cast<std::ptrdiff_t>(block_bytes_of(size_class)));
+  meta->add_in_use(n);
+  track::taken_back(start, block_bytes_of(size_class));
+  track::handed_out(p, bytes);
+  return p;
+}
+
+void* chunk_header::allocate_slow(std::size_t bytes, std::size_t alignment) {
+  if (!std::has_single_bit(alignment))
+    throw std::invalid_argument("perfloc: alignment " + std::to_string(alignment) + " is not a power of two");
+  if (bytes > top->max_request_bytes) throw std::bad_alloc();
+  if (alignment < min_alignment) alignment = min_alignment;
+  const std::size_t n = footprint(bytes);
+  if (needs_own_block(n, alignment)) return allocate_own_block(bytes, n, alignment);
+
+  std::byte* p = nullptr;
+  if (span_mask && alignment == min_alignment) p = static_cast<std::byte*>(take_span(n));
+  if (!p) {
+    p = align_up(bump, alignment);
+    if (p + n > end) {
+      grow(n + alignment);
+      p = align_up(bump, alignment);
+    }
+    if (p != bump) keep_span(bump, static_cast<std::size_t>(p - bump));  // the alignment gap is reusable
+    bump = p + n;
+    limit = span_mask ? bump : end;
+  }
+  meta->add_in_use(n);
+  track::handed_out(p, bytes);
+  return p;
+}
+
+void chunk_header::free_own_block(std::byte* p) noexcept {
+  own_block* record = own_blocks;
+  while (record->payload != p) record = record->next;  // few: only allocations above 256 KiB
+  if (record->prev) record->prev->next = record->next;
+  else own_blocks = record->next;
+  if (record->next) record->next->prev = record->prev;
+  meta->add_held(-static_cast<std::ptrdiff_t>(block_bytes_of(record->size_class)));
+  give_block_anywhere(top, make_block_header(record->start, record->size_class));
+  meta->add_in_use(footprint(sizeof(own_block)));
+  deallocate(record, sizeof(own_block), alignof(own_block));
+}
+
+void chunk_header::run_cleanups() noexcept {
+  // Newest first; a destructor may destroy() or make() objects of this chunk, which edits the list: take
+  // the head off before running it.
+  while (cleanup_record* record = cleanups) {
+    cleanups = record->next;
+    if (cleanups) cleanups->prev = nullptr;
+    record->destroy(reinterpret_cast<std::byte*>(record + 1) + sizeof(object_header));
+  }
+}
+
+void chunk_header::give_back_blocks() noexcept {
+  // Own blocks first: their records live in the bump blocks.
+  for (own_block* record = own_blocks; record; record = record->next)
+    give_block_anywhere(top, make_block_header(record->start, record->size_class));
+  own_blocks = nullptr;
+  while (block_header* block = more_blocks) {
+    more_blocks = block->next;
+    give_block_anywhere(top, block);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The std::pmr view
+// ------------------------------------------------------------------------------------------------------------
+
+void* chunk_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
+  return chunk_->allocate(bytes, alignment);
+}
+void chunk_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
+  chunk_->deallocate(p, bytes, alignment);
+}
+bool chunk_resource::do_is_equal(const std::pmr::memory_resource& other) const noexcept { return this == &other; }
+
+void copy_label(child_meta* meta, std::string_view label) noexcept {
+  const std::size_t length = label.size() < label_capacity - 1 ? label.size() : label_capacity - 1;
+  label.copy(meta->label, length);
+  meta->label[length] = '\0';
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Misuse
+// ------------------------------------------------------------------------------------------------------------
+
+void misuse(const char* message, const void* where) noexcept {
+  if (where) std::fprintf(stderr, "perfloc: %s (at %p)\n", message, where);
+  else std::fprintf(stderr, "perfloc: %s\n", message);
+  std::abort();
+}
+
+void check_destroy(const object_header* header, const void* object) noexcept {
+  if (!is_live_meta(header->meta()))
+    misuse("perfloc::destroy was given a pointer that process_chunk::make did not return, or whose chunk was "
+           "already released",
+           object);
+  if (header->word & object_header::destroyed_bit) misuse("perfloc::destroy was called twice on one object", object);
+}
+
+namespace {
+bool block_contains(block_header* block, const void* p) {
+  const auto* at = static_cast<const std::byte*>(p);
+  return at >= block->payload() && at < block->end();
+}
+bool chunk_contains(chunk_header* chunk, const void* p) {
+  if (block_contains(chunk->first_block(), p)) return true;
+  for (block_header* b = chunk->more_blocks; b; b = b->next)
+    if (block_contains(b, p)) return true;
+  for (own_block* b = chunk->own_blocks; b; b = b->next)
+    if (p >= b->start && p < b->start + block_bytes_of(b->size_class)) return true;
+  return false;
+}
+}  // namespace
+
+void check_outlives(chunk_header* owner, const void* object) noexcept {
+  const cache_binding& binding = current_binding;
+  if (binding.top != owner->top || binding.id != owner->top->id || owner->meta->home != binding.cache) return;
+  // The live list is newest first: every chunk before the owner's was opened after it on this thread.
+  for (child_meta* m = binding.cache->live.next.load(std::memory_order_relaxed); m != owner->meta && m != &binding.cache->live;
+       m = m->next.load(std::memory_order_relaxed)) {
+    if (m->state.load(std::memory_order_relaxed) != meta_state::live || !chunk_contains(m->chunk, object)) continue;
+    char message[256];
+    std::snprintf(message, sizeof message,
+                  "perfloc::vector holds a reference into chunk '%s', opened after the vector's chunk '%s': it "
+                  "will be released first and leave the reference dangling",
+                  m->label[0] ? m->label : "(no label)", owner->meta->label[0] ? owner->meta->label : "(no label)");
+    misuse(message, object);
+  }
+}
+
+}  // namespace perfloc::detail

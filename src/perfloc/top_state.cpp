@@ -1,0 +1,445 @@
+// src/perfloc/top_state.cpp — the top chunk's slow paths: reservations, blocks, the meta region, thread caches.
+//
+// Everything here runs under the top's mutex, and only when a thread cache is empty or full, a chunk needs a
+// big block, or somebody asks for statistics. Blocks are 64 KiB << class; free blocks wait in one stack per
+// class. A request is served from its class's stack, else carved from the reservation frontier (committing
+// it), else split from a bigger free block, else from a new reservation, until `max_reserved_bytes`. Free
+// committed memory above `retain_bytes` goes back to the OS (the block bodies are decommitted; their
+// 4 KiB headers stay, so the free stacks never touch a decommitted page).
+//
+// Thread caches live in the meta region, are bound to a thread on first use and orphaned when it exits;
+// a new thread adopts an orphan before a new cache is made, so their number stays that of the threads.
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "os.hpp"
+#include "perfloc/detail/arena.hpp"
+
+namespace perfloc::detail {
+namespace {
+
+// ----------------------------------------------------------------------------------------------------------
+// The registry of live tops: lets an exiting thread know whether the top its cache belongs to still exists.
+// ----------------------------------------------------------------------------------------------------------
+
+std::mutex registry_mutex;
+std::vector<top_state*>& live_tops() {
+  static auto* tops = new std::vector<top_state*>();  // never destroyed: threads may exit after main
+  return *tops;
+}
+std::atomic<std::uint64_t> next_top_id{1};
+
+bool is_registered(const top_state* top, std::uint64_t id) {
+  for (top_state* live : live_tops())
+    if (live == top && live->id == id) return true;
+  return false;
+}
+
+void note_committed(top_state* top, std::ptrdiff_t delta) {
+  const std::size_t now = top->committed_bytes.load(std::memory_order_relaxed) + static_cast<std::size_t>(delta);
+  top->committed_bytes.store(now, std::memory_order_relaxed);
+  if (now > top->peak_committed_bytes.load(std::memory_order_relaxed))
+    top->peak_committed_bytes.store(now, std::memory_order_relaxed);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// Reservations and blocks (callers hold the mutex)
+// ----------------------------------------------------------------------------------------------------------
+
+/// Reserves `wanted` bytes, or less down to `needed` when the OS refuses (an RLIMIT_AS, a small machine).
+std::pair<std::byte*, std::size_t> reserve_at_least(std::size_t wanted, std::size_t needed) {
+  for (std::size_t bytes = wanted;; bytes = std::max(round_up(bytes / 2, granule_bytes), needed)) {
+    if (void* p = os::reserve(bytes)) return {static_cast<std::byte*>(p), bytes};
+    if (bytes == needed) return {nullptr, 0};
+  }
+}
+
+block_header* make_block(std::byte* at, unsigned size_class, bool body_committed) {
+  block_header* block = make_block_header(at, size_class);
+  block->body_committed = body_committed;
+  return block;
+}
+
+void push_free(top_state* top, block_header* block) {
+  if (block->body_committed) top->retained_bytes += block->bytes;
+  block->next = top->free_blocks[block->size_class];
+  top->free_blocks[block->size_class] = block;
+}
+
+block_header* pop_free(top_state* top, unsigned size_class) {
+  block_header* block = top->free_blocks[size_class];
+  if (!block) return nullptr;
+  top->free_blocks[size_class] = block->next;
+  if (block->body_committed) top->retained_bytes -= block->bytes;
+  return block;
+}
+
+block_header* carve_from_frontier(top_state* top, unsigned size_class) {
+  if (top->reservation_count == 0) return nullptr;
+  reservation& r = top->reservations[top->reservation_count - 1];
+  const std::size_t bytes = block_bytes_of(size_class);
+  if (static_cast<std::size_t>(r.base + r.bytes - r.frontier) < bytes) return nullptr;
+  if (!os::commit(r.frontier, bytes)) throw std::bad_alloc();
+  note_committed(top, static_cast<std::ptrdiff_t>(bytes));
+  block_header* block = make_block(r.frontier, size_class, true);
+  r.frontier += bytes;
+  track::taken_back(block->payload(), bytes - sizeof(block_header));
+  return block;
+}
+
+/// Halves a bigger free block until it has the wanted class; the upper halves go to the free stacks.
+block_header* split_bigger(top_state* top, unsigned size_class) {
+  unsigned from = size_class + 1;
+  while (from < block_class_count && !top->free_blocks[from]) ++from;
+  if (from == block_class_count) return nullptr;
+  block_header* block = pop_free(top, from);
+  const bool committed = block->body_committed;
+  while (from > size_class) {
+    --from;
+    std::byte* upper = reinterpret_cast<std::byte*>(block) + block_bytes_of(from);
+    // A decommitted body reads as zero again once touched; the new header is one more committed page.
+    if (!committed) note_committed(top, static_cast<std::ptrdiff_t>(page_bytes));
+    push_free(top, make_block(upper, from, committed));
+  }
+  block->bytes = block_bytes_of(size_class);
+  block->size_class = size_class;
+  return block;
+}
+
+bool add_reservation(top_state* top, std::size_t needed) {
+  const std::size_t reserved = top->reserved_bytes.load(std::memory_order_relaxed);
+  if (top->reservation_count == max_reservations || reserved >= top->settings.max_reserved_bytes) return false;
+  const std::size_t room = top->settings.max_reserved_bytes - reserved;
+  if (needed > room) return false;
+  const std::size_t wanted = std::min(std::max(top->settings.reservation_bytes, needed), room);
+  auto [base, bytes] = reserve_at_least(wanted, needed);
+  if (!base) return false;
+  top->reservations[top->reservation_count++] = {base, bytes, base};
+  top->reserved_bytes.store(reserved + bytes, std::memory_order_relaxed);
+  return true;
+}
+
+block_header* take_block_locked(top_state* top, unsigned size_class) {
+  if (size_class >= block_class_count) throw std::bad_alloc();
+  if (block_header* block = pop_free(top, size_class)) {
+    if (!block->body_committed) {
+      note_committed(top, static_cast<std::ptrdiff_t>(block->bytes - page_bytes));
+      block->body_committed = true;
+    }
+    return block;
+  }
+  if (block_header* block = carve_from_frontier(top, size_class)) return block;
+  if (block_header* block = split_bigger(top, size_class)) return take_block_locked(top, size_class);
+  if (add_reservation(top, block_bytes_of(size_class))) return carve_from_frontier(top, size_class);
+  throw std::bad_alloc();
+}
+
+void give_block_locked(top_state* top, block_header* block) {
+  block->next = block->prev = nullptr;
+  if (block->body_committed && top->retained_bytes + block->bytes > top->settings.retain_bytes) {
+    os::decommit(reinterpret_cast<std::byte*>(block) + page_bytes, block->bytes - page_bytes);
+    note_committed(top, -static_cast<std::ptrdiff_t>(block->bytes - page_bytes));
+    block->body_committed = false;
+  }
+  push_free(top, block);
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The meta region (callers hold the mutex)
+// ----------------------------------------------------------------------------------------------------------
+
+void* take_meta_slot(top_state* top, std::size_t bytes) {
+  bytes = round_up(bytes, alignof(child_meta));
+  if (static_cast<std::size_t>(top->meta_end - top->meta_bump) < bytes) throw std::bad_alloc();
+  while (top->meta_bump + bytes > top->meta_committed_end) {
+    if (!os::commit(top->meta_committed_end, granule_bytes)) throw std::bad_alloc();
+    top->meta_committed_end += granule_bytes;
+    note_committed(top, static_cast<std::ptrdiff_t>(granule_bytes));
+  }
+  void* slot = top->meta_bump;
+  top->meta_bump += bytes;
+  return slot;
+}
+
+std::size_t meta_slots(const top_state* top) {
+  return static_cast<std::size_t>(top->meta_bump - top->meta_begin) / sizeof(child_meta);
+}
+
+void drain_locked_or_owned(thread_cache* cache) noexcept {
+  child_meta* meta = cache->released_elsewhere.exchange(nullptr, std::memory_order_acquire);
+  while (meta) {
+    child_meta* next = meta->free_next;
+    cache->unlink(meta);
+    meta->state.store(meta_state::free, std::memory_order_relaxed);
+    meta->free_next = cache->free_metas;
+    cache->free_metas = meta;
+    meta = next;
+  }
+}
+
+/// Gives all of a cache's free blocks to the top; false if it had none.
+bool flush_blocks_locked(top_state* top, thread_cache* cache) {
+  bool flushed = false;
+  for (unsigned c = 0; c < cached_block_classes; ++c) {
+    while (block_header* block = cache->free_blocks[c]) {
+      cache->free_blocks[c] = block->next;
+      give_block_locked(top, block);
+      flushed = true;
+    }
+    cache->free_block_count[c] = 0;
+  }
+  return flushed;
+}
+
+/// The thread is gone: its free blocks and metas go back to the top; its live list stays for the chunks
+/// that moved away, until another thread adopts the cache.
+void orphan(top_state* top, thread_cache* cache) {
+  std::lock_guard lock(top->mutex);
+  drain_locked_or_owned(cache);
+  flush_blocks_locked(top, cache);
+  while (child_meta* meta = cache->free_metas) {
+    cache->free_metas = meta->free_next;
+    meta->free_next = top->free_metas;
+    top->free_metas = meta;
+  }
+  cache->orphaned = true;
+}
+
+// ----------------------------------------------------------------------------------------------------------
+// The calling thread's caches
+// ----------------------------------------------------------------------------------------------------------
+
+struct thread_caches {
+  struct entry {
+    top_state* top;
+    std::uint64_t id;
+    thread_cache* cache;
+  };
+  std::vector<entry> entries;
+
+  ~thread_caches() {
+    current_binding = {};
+    gone = true;
+    std::lock_guard lock(registry_mutex);
+    for (const entry& e : entries)
+      if (is_registered(e.top, e.id)) orphan(e.top, e.cache);
+  }
+  static thread_local bool gone;
+};
+thread_local bool thread_caches::gone = false;
+thread_local thread_caches this_thread_caches;
+
+/// The in-use bytes of a cache's live chunks, read from another thread while the owner runs: relaxed
+/// atomics, and a bound on the steps in case an edit sends the walk astray.
+std::size_t live_in_use(const top_state* top, thread_cache* cache) {
+  const std::size_t step_limit = meta_slots(top) + 1;
+  std::size_t sum = 0, steps = 0;
+  for (child_meta* m = cache->live.next.load(std::memory_order_acquire); m != &cache->live && ++steps <= step_limit;
+       m = m->next.load(std::memory_order_acquire))
+    if (m->state.load(std::memory_order_relaxed) == meta_state::live)
+      sum += m->in_use_bytes.load(std::memory_order_relaxed);
+  return sum;
+}
+
+/// Counts the live chunks; with `report`, prints each one (the leak report). Caller holds the mutex.
+std::uint64_t count_live_chunks(top_state* top, bool report) {
+  std::uint64_t opened = 0, released = top->released_elsewhere_count.load(std::memory_order_acquire);
+  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
+    released += cache->released.load(std::memory_order_acquire);
+  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
+    opened += cache->opened.load(std::memory_order_acquire);
+  const std::uint64_t live = opened > released ? opened - released : 0;
+  if (report && live) {
+    std::fprintf(stderr, "perfloc: a top chunk is destroyed while %llu process chunk(s) are alive:\n",
+                 static_cast<unsigned long long>(live));
+    for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
+      for (child_meta* m = cache->live.next.load(); m != &cache->live; m = m->next.load())
+        if (m->state.load() == meta_state::live)
+          std::fprintf(stderr, "  chunk '%s': %zu bytes in use, %zu bytes held, opened at %s:%u in %s\n",
+                       m->label[0] ? m->label : "(no label)", m->in_use_bytes.load(), m->held_bytes.load(),
+                       m->opened_at.file_name(), static_cast<unsigned>(m->opened_at.line()),
+                       m->opened_at.function_name());
+  }
+  return live;
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------------------
+// Entry points declared in arena.hpp
+// ------------------------------------------------------------------------------------------------------------
+
+top_state* create_top(const top_settings& wanted) {
+  top_settings settings = wanted;
+  const std::size_t header_bytes = round_up(sizeof(top_state), granule_bytes);
+  const std::size_t min_reservation = header_bytes + 2 * granule_bytes + 4 * granule_bytes;
+  settings.reservation_bytes = std::max(round_up(settings.reservation_bytes, granule_bytes), min_reservation);
+  settings.max_reserved_bytes = std::max(settings.max_reserved_bytes, settings.reservation_bytes);
+
+  auto [base, bytes] = reserve_at_least(settings.reservation_bytes, min_reservation);
+  if (!base) throw std::bad_alloc();
+  const std::size_t meta_bytes = std::max(granule_bytes, round_up(bytes / 32, granule_bytes));
+  if (!os::commit(base, header_bytes + granule_bytes)) {
+    os::release(base, bytes);
+    throw std::bad_alloc();
+  }
+  auto* top = ::new (static_cast<void*>(base)) top_state{};
+  top->id = next_top_id.fetch_add(1, std::memory_order_relaxed);
+  top->settings = settings;
+  top->max_request_bytes = settings.max_reserved_bytes / 2;
+  top->reservations[0] = {base, bytes, base + header_bytes + meta_bytes};
+  top->reservation_count = 1;
+  top->reserved_bytes.store(bytes, std::memory_order_relaxed);
+  note_committed(top, static_cast<std::ptrdiff_t>(header_bytes + granule_bytes));
+  top->meta_begin = base + header_bytes;
+  top->meta_bump = top->meta_begin;
+  top->meta_committed_end = top->meta_begin + granule_bytes;
+  top->meta_end = top->meta_begin + meta_bytes;
+
+  std::lock_guard lock(registry_mutex);
+  live_tops().push_back(top);
+  return top;
+}
+
+void destroy_top(top_state* top) noexcept {
+  {
+    std::lock_guard lock(registry_mutex);
+    auto& tops = live_tops();
+    tops.erase(std::remove(tops.begin(), tops.end(), top), tops.end());
+  }
+  std::uint64_t live;
+  {
+    std::lock_guard lock(top->mutex);
+    for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) drain_locked_or_owned(cache);
+    live = count_live_chunks(top, true);
+  }
+  if (live) {
+#ifndef NDEBUG
+    std::fprintf(stderr, "perfloc: release every process chunk before its top chunk (aborting: debug build)\n");
+    std::abort();
+#else
+    std::fprintf(stderr, "perfloc: the top chunk's memory is left mapped so that those chunks stay valid\n");
+    return;
+#endif
+  }
+  reservation reservations[max_reservations];
+  const unsigned count = top->reservation_count;
+  std::copy_n(top->reservations, count, reservations);
+  top->~top_state();
+  for (unsigned i = count; i-- > 0;) {
+    track::internal_access(reservations[i].base, reservations[i].frontier - reservations[i].base);
+    os::release(reservations[i].base, reservations[i].bytes);
+  }
+}
+
+top_totals collect_totals(top_state* top) {
+  top_totals totals;
+  std::lock_guard lock(top->mutex);
+  totals.reserved_bytes = top->reserved_bytes.load(std::memory_order_relaxed);
+  totals.committed_bytes = top->committed_bytes.load(std::memory_order_relaxed);
+  totals.peak_committed_bytes = top->peak_committed_bytes.load(std::memory_order_relaxed);
+  totals.live_chunks = count_live_chunks(top, false);
+  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
+    totals.in_use_bytes += live_in_use(top, cache);
+  return totals;
+}
+
+block_header* top_take_block(top_state* top, unsigned size_class) {
+  std::lock_guard lock(top->mutex);
+  return take_block_locked(top, size_class);
+}
+
+block_header* refill_block(thread_cache* cache, unsigned size_class) {
+  top_state* top = cache->top;
+  std::lock_guard lock(top->mutex);
+  try {
+    return take_block_locked(top, size_class);
+  } catch (const std::bad_alloc&) {
+    if (!flush_blocks_locked(top, cache)) throw;
+    return take_block_locked(top, size_class);
+  }
+}
+
+void top_give_block(top_state* top, block_header* block) noexcept {
+  std::lock_guard lock(top->mutex);
+  give_block_locked(top, block);
+}
+
+thread_cache* bind_cache(top_state* top) {
+  if (thread_caches::gone) throw std::bad_alloc();  // past this thread's thread_local teardown
+  auto& entries = this_thread_caches.entries;
+  for (const auto& e : entries)
+    if (e.top == top && e.id == top->id) {
+      current_binding = {top, top->id, e.cache};
+      return e.cache;
+    }
+  entries.reserve(entries.size() + 1);  // the only step that can throw after the cache is taken
+  thread_cache* cache = nullptr;
+  {
+    std::lock_guard lock(top->mutex);
+    for (thread_cache* c = top->caches; c; c = c->next_in_top)
+      if (c->orphaned) {
+        cache = c;
+        cache->orphaned = false;
+        drain_locked_or_owned(cache);
+        break;
+      }
+    if (!cache) {
+      cache = ::new (take_meta_slot(top, sizeof(thread_cache))) thread_cache();
+      cache->top = top;
+      cache->next_in_top = top->caches;
+      top->caches = cache;
+    }
+  }
+  entries.push_back({top, top->id, cache});
+  current_binding = {top, top->id, cache};
+  return cache;
+}
+
+child_meta* refill_metas(thread_cache* cache) {
+  top_state* top = cache->top;
+  std::lock_guard lock(top->mutex);
+  for (int i = 0; i < 16; ++i) {
+    child_meta* meta = top->free_metas;
+    if (meta) {
+      top->free_metas = meta->free_next;
+    } else {
+      if (i > 0 && static_cast<std::size_t>(top->meta_end - top->meta_bump) < sizeof(child_meta)) break;
+      meta = ::new (take_meta_slot(top, sizeof(child_meta))) child_meta();
+      meta->magic = child_meta_magic;
+    }
+    meta->free_next = cache->free_metas;
+    cache->free_metas = meta;
+  }
+  return cache->free_metas;
+}
+
+void drain_released_elsewhere(thread_cache* cache) noexcept { drain_locked_or_owned(cache); }
+
+void release_elsewhere(child_meta* meta) noexcept {
+  top_state* top = meta->home->top;
+  meta->state.store(meta_state::released_elsewhere, std::memory_order_relaxed);
+  top->released_elsewhere_count.fetch_add(1, std::memory_order_release);
+  std::atomic<child_meta*>& stack = meta->home->released_elsewhere;
+  child_meta* head = stack.load(std::memory_order_relaxed);
+  do {
+    meta->free_next = head;
+  } while (!stack.compare_exchange_weak(head, meta, std::memory_order_release, std::memory_order_relaxed));
+}
+
+bool is_live_meta(const void* p) noexcept {
+  std::lock_guard lock(registry_mutex);
+  for (top_state* top : live_tops()) {
+    const auto* at = static_cast<const std::byte*>(p);
+    if (at < top->meta_begin || at >= top->meta_bump) continue;
+    if ((at - top->meta_begin) % alignof(child_meta) != 0) return false;
+    const auto* meta = static_cast<const child_meta*>(p);
+    return meta->magic == child_meta_magic && meta->state.load() != meta_state::free;
+  }
+  return false;
+}
+
+}  // namespace perfloc::detail

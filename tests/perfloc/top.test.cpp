@@ -1,0 +1,243 @@
+// Tests of perfloc.top: reservations, commit and decommit, the children meta list, thread caches.
+#define BOOST_TEST_MODULE perfloc.top
+#include <boost/test/unit_test.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "death.hpp"
+
+import perfloc;
+
+namespace {
+constexpr std::size_t KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB;
+}
+
+BOOST_AUTO_TEST_CASE(default_top_is_one_object_and_reports_sane_figures) {
+  perfloc::top_chunk& top = perfloc::default_top();
+  BOOST_TEST(&top == &perfloc::default_top());
+  const perfloc::top_stats stats = top.stats();
+  BOOST_TEST(stats.reserved_bytes >= 1 * GiB);
+  BOOST_TEST(stats.committed_bytes > 0u);
+  BOOST_TEST(stats.committed_bytes <= stats.reserved_bytes);
+  BOOST_TEST(stats.peak_committed_bytes >= stats.committed_bytes);
+}
+
+BOOST_AUTO_TEST_CASE(options_are_rounded_and_reported) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 3 * MiB + 1, .max_reserved_bytes = 0,
+                                              .retain_bytes = 0}};
+  const perfloc::top_options options = top.options();
+  BOOST_TEST(options.reservation_bytes % (64 * KiB) == 0u);
+  BOOST_TEST(options.reservation_bytes >= 3 * MiB + 1);
+  BOOST_TEST(options.max_reserved_bytes >= options.reservation_bytes);  // never below one reservation
+  BOOST_TEST(top.stats().reserved_bytes == options.reservation_bytes);
+}
+
+BOOST_AUTO_TEST_CASE(live_chunks_and_in_use_follow_the_children_meta_list) {
+  perfloc::top_chunk top;
+  BOOST_TEST(top.stats().live_chunks == 0u);
+  BOOST_TEST(top.stats().in_use_bytes == 0u);
+  {
+    perfloc::process_chunk a{top, "a"};
+    perfloc::process_chunk b{top, "b"};
+    a.allocate(100);
+    b.allocate(1000);
+    b.allocate(24);
+    const perfloc::top_stats stats = top.stats();
+    BOOST_TEST(stats.live_chunks == 2u);
+    BOOST_TEST(stats.in_use_bytes == a.stats().in_use_bytes + b.stats().in_use_bytes);
+    BOOST_TEST(stats.in_use_bytes == 112u + 1008u + 32u);
+    {
+      perfloc::process_chunk c{top};
+      BOOST_TEST(top.stats().live_chunks == 3u);
+    }
+    BOOST_TEST(top.stats().live_chunks == 2u);
+  }
+  BOOST_TEST(top.stats().live_chunks == 0u);
+  BOOST_TEST(top.stats().in_use_bytes == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(memory_is_committed_as_it_grows_and_returned_above_the_watermark) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * GiB, .retain_bytes = 0}};
+  const std::size_t before = top.stats().committed_bytes;
+  {
+    perfloc::process_chunk chunk{top};
+    for (int i = 0; i < 64; ++i) std::memset(chunk.allocate(1 * MiB), 0xab, 1 * MiB);
+    BOOST_TEST(top.stats().committed_bytes >= before + 64 * MiB);
+  }
+  // With nothing retained, all but what the thread cache keeps (at most ~11 MiB) goes back to the OS.
+  BOOST_TEST(top.stats().committed_bytes < before + 16 * MiB);
+  BOOST_TEST(top.stats().peak_committed_bytes >= before + 64 * MiB);
+}
+
+BOOST_AUTO_TEST_CASE(retained_memory_is_reused_without_growing) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 256 * MiB}};
+  for (int round = 0; round < 3; ++round) {
+    perfloc::process_chunk chunk{top};
+    for (int i = 0; i < 32; ++i) chunk.allocate(1 * MiB);
+  }
+  const std::size_t settled = top.stats().committed_bytes;
+  for (int round = 0; round < 10; ++round) {
+    perfloc::process_chunk chunk{top};
+    for (int i = 0; i < 32; ++i) chunk.allocate(1 * MiB);
+  }
+  BOOST_TEST(top.stats().committed_bytes == settled);
+}
+
+BOOST_AUTO_TEST_CASE(more_reservations_are_taken_when_one_is_exhausted) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 2 * MiB, .max_reserved_bytes = 64 * MiB}};
+  const std::size_t first = top.stats().reserved_bytes;
+  {
+    perfloc::process_chunk chunk{top};
+    for (int i = 0; i < 8; ++i) std::memset(chunk.allocate(1 * MiB), i, 1 * MiB);
+    BOOST_TEST(top.stats().reserved_bytes > first);
+    BOOST_TEST(top.stats().reserved_bytes <= 64 * MiB);
+  }
+  BOOST_TEST(top.stats().live_chunks == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(an_exhausted_top_throws_bad_alloc_and_every_chunk_stays_usable) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 2 * MiB, .max_reserved_bytes = 2 * MiB}};
+  perfloc::process_chunk keeper{top, "keeper"};
+  std::size_t taken = 0;
+  auto* kept = static_cast<unsigned char*>(keeper.allocate(4000));
+  std::memset(kept, 0x5a, 4000);
+  {
+    perfloc::process_chunk greedy{top, "greedy"};
+    BOOST_CHECK_THROW(
+        for (;;) {
+          greedy.allocate(200 * KiB);
+          taken += 200 * KiB;
+        },
+        std::bad_alloc);
+    BOOST_TEST(taken > 0u);
+    BOOST_TEST(taken < 2 * MiB);
+    const std::size_t in_use = greedy.stats().in_use_bytes;
+    BOOST_CHECK_THROW(greedy.allocate(1 * MiB), std::bad_alloc);
+    BOOST_TEST(greedy.stats().in_use_bytes == in_use);  // a failed request leaves nothing behind
+    greedy.allocate(64);                               // small requests still fit in the current block
+  }
+  for (int i = 0; i < 4000; ++i) BOOST_REQUIRE(kept[i] == 0x5a);
+  // What the greedy chunk took is back: a new chunk can take it again.
+  perfloc::process_chunk again{top};
+  for (std::size_t i = 0; i < taken / (200 * KiB); ++i) BOOST_CHECK_NO_THROW(again.allocate(200 * KiB));
+  BOOST_TEST(top.stats().live_chunks == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(requests_beyond_what_the_top_can_ever_give_throw_bad_alloc) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 4 * MiB, .max_reserved_bytes = 64 * MiB}};
+  perfloc::process_chunk chunk{top};
+  BOOST_CHECK_THROW(chunk.allocate(1 * GiB), std::bad_alloc);
+  BOOST_CHECK_THROW(chunk.allocate(std::size_t(-1)), std::bad_alloc);
+  BOOST_CHECK_THROW(chunk.allocate(std::size_t(-1) - 15), std::bad_alloc);
+  BOOST_CHECK_THROW(chunk.allocate(std::size_t(-1) / 2, 4096), std::bad_alloc);
+  BOOST_TEST(chunk.stats().in_use_bytes == 0u);
+  BOOST_CHECK_NO_THROW(chunk.allocate(100));
+}
+
+BOOST_AUTO_TEST_CASE(chunks_open_and_release_from_many_threads_while_stats_are_read) {
+  perfloc::top_chunk top;
+  std::atomic<bool> done{false};
+  std::atomic<int> walks{0};
+  std::atomic<std::size_t> most_in_use{0};
+  std::thread reader([&] {  // walks the live lists while their owners edit them (the tsan preset checks this)
+    while (!done.load()) {
+      most_in_use = std::max(most_in_use.load(), top.stats().in_use_bytes);
+      ++walks;
+    }
+  });
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 3; ++t)
+    workers.emplace_back([&top, t] {
+      for (int round = 0; round < 2000; ++round) {
+        std::vector<perfloc::process_chunk> open;
+        for (int i = 0; i < 8; ++i) {
+          open.emplace_back(top);
+          auto* p = static_cast<int*>(open.back().allocate(sizeof(int) * 16));
+          for (int k = 0; k < 16; ++k) p[k] = t * 1000 + k;
+        }
+      }
+    });
+  for (auto& w : workers) w.join();
+  done = true;
+  reader.join();
+  BOOST_TEST(walks.load() > 0);
+  BOOST_TEST(most_in_use.load() <= 3u * 8u * 64u);  // each worker holds at most 8 chunks of 64 bytes
+  BOOST_TEST(top.stats().live_chunks == 0u);
+  BOOST_TEST(top.stats().in_use_bytes == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_chunk_released_on_another_thread_goes_back_to_its_home) {
+  perfloc::top_chunk top;
+  std::vector<perfloc::process_chunk> moved;
+  for (int i = 0; i < 100; ++i) {
+    moved.emplace_back(top, "travelling");
+    moved.back().make<int>(i);
+  }
+  BOOST_TEST(top.stats().live_chunks == 100u);
+  std::thread elsewhere([&] { moved.clear(); });
+  elsewhere.join();
+  BOOST_TEST(top.stats().live_chunks == 0u);
+  BOOST_TEST(top.stats().in_use_bytes == 0u);
+  // The home thread keeps opening chunks, reusing the metas handed back to it.
+  for (int i = 0; i < 1000; ++i) {
+    perfloc::process_chunk chunk{top};
+    chunk.allocate(8);
+  }
+  BOOST_TEST(top.stats().live_chunks == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(exited_threads_leave_their_cache_to_the_next_thread) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
+  auto work = [&top] {
+    for (int i = 0; i < 100; ++i) {
+      perfloc::process_chunk chunk{top};
+      chunk.allocate(10 * KiB);
+    }
+  };
+  std::thread(work).join();
+  const std::size_t after_one = top.stats().committed_bytes;
+  for (int t = 0; t < 50; ++t) std::thread(work).join();
+  // Fifty more threads adopt the same orphaned cache instead of each committing a new one.
+  BOOST_TEST(top.stats().committed_bytes <= after_one + 128 * KiB);
+  BOOST_TEST(top.stats().live_chunks == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_chunk_alive_when_its_thread_exits_is_still_released_correctly) {
+  perfloc::top_chunk top;
+  perfloc::process_chunk survivor{top};  // moved out of a thread that then exits
+  std::thread([&] {
+    perfloc::process_chunk opened_here{top, "outlives its thread"};
+    *opened_here.make<int>() = 7;
+    survivor = std::move(opened_here);
+  }).join();
+  BOOST_TEST(top.stats().live_chunks == 1u);
+  survivor.release();
+  BOOST_TEST(top.stats().live_chunks == 0u);
+  std::thread([&] {  // the next thread adopts the orphaned cache, with the meta handed back to it
+    perfloc::process_chunk chunk{top};
+    BOOST_TEST(top.stats().live_chunks == 1u);
+  }).join();
+  BOOST_TEST(top.stats().live_chunks == 0u);
+}
+
+#ifndef NDEBUG
+BOOST_AUTO_TEST_CASE(a_top_destroyed_with_live_chunks_names_them_and_aborts) {
+  const perfloc_test::death death = perfloc_test::run_in_child([] {
+    auto* top = new perfloc::top_chunk{};
+    auto* leaked = new perfloc::process_chunk{*top, "GET /users"};
+    leaked->allocate(100);
+    delete top;
+  });
+  BOOST_TEST(death.died);
+  BOOST_TEST(death.output.find("1 process chunk(s) are alive") != std::string::npos, death.output);
+  BOOST_TEST(death.output.find("GET /users") != std::string::npos, death.output);
+  BOOST_TEST(death.output.find("top.test.cpp") != std::string::npos, death.output);  // where it was opened
+}
+#endif
