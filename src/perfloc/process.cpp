@@ -2,10 +2,13 @@
 // release, and the debug checks.
 //
 // The fast path (arena.hpp, chunk_header::allocate) is a bump within the current block. It falls through to
-// here when the block is full, when the alignment is above 16, or when the chunk holds freed spans: a chunk
-// that has reusable memory sets `limit` to `bump`, so the fast path costs nothing extra for knowing it.
-// Freed spans wait in segregated stacks: exact 16-byte classes up to 512 bytes, then powers of two; a
-// request takes the smallest non-empty class that is sure to fit and gives the remainder back.
+// here when the block is full, when the alignment is above 16, or right after a free: deallocate sets
+// `limit` to `bump`, so the fast path costs nothing extra for knowing that memory waits for reuse. Spans
+// wait in segregated stacks: exact 16-byte classes up to 512 bytes, then powers of two; a request takes
+// the smallest non-empty class that is sure to fit and gives the remainder back. Allocation stays on the
+// slow path while freed spans serve it, and goes back to bumping at the first request none of them fits.
+// The tail of a full block and alignment gaps are kept too, but only for when the block is full: they
+// do not take the fast path away.
 #include <bit>
 #include <cstdio>
 #include <cstdlib>
@@ -28,7 +31,7 @@ std::size_t* size_of(std::byte* span_end) { return reinterpret_cast<std::size_t*
 
 }  // namespace
 
-void chunk_header::keep_span(std::byte* start, std::size_t n) noexcept {
+void chunk_header::keep_span(std::byte* start, std::size_t n, bool reuse_first) noexcept {
   const unsigned span_class = span_class_of(n);
   const std::uint64_t bit = std::uint64_t{1} << span_class;
   std::byte* span_end = start + n;
@@ -39,7 +42,7 @@ void chunk_header::keep_span(std::byte* start, std::size_t n) noexcept {
   track::taken_back(span_end - bookkeeping, bookkeeping);
   span_lists[span_class] = span_end;
   span_mask |= bit;
-  limit = bump;  // reusable memory exists: send allocations to the slow path
+  if (reuse_first) limit = bump;  // send allocations to the slow path, which reuses it
 }
 
 void* chunk_header::take_span(std::size_t n) noexcept {
@@ -56,20 +59,20 @@ void* chunk_header::take_span(std::size_t n) noexcept {
   if (!next) span_mask &= ~(std::uint64_t{1} << span_class);
   std::byte* start = span_end - span_bytes;
   track::taken_back(start, span_bytes);
-  if (span_bytes > n) keep_span(start + n, span_bytes - n);
-  limit = span_mask ? bump : end;
+  if (span_bytes > n) keep_span(start + n, span_bytes - n, false);
   return start;
 }
 
 void chunk_header::grow(std::size_t min_bytes) {
   const unsigned wanted = std::max(next_block_class, block_class_for(min_bytes + sizeof(block_header)));
   block_header* block = cache_for(top)->take_block(wanted);  // may throw: nothing has changed yet
-  if (end - bump >= static_cast<std::ptrdiff_t>(min_alignment)) keep_span(bump, static_cast<std::size_t>(end - bump));
+  if (end - bump >= static_cast<std::ptrdiff_t>(min_alignment))
+    keep_span(bump, static_cast<std::size_t>(end - bump), false);
   block->next = more_blocks;
   more_blocks = block;
   bump = block->payload();
   end = block->end();
-  limit = span_mask ? bump : end;
+  limit = end;
   meta->add_held(static_cast<std::ptrdiff_t>(block->bytes));
   if (next_block_class < max_growth_class) ++next_block_class;
 }
@@ -106,28 +109,31 @@ void* chunk_header::allocate_slow(std::size_t bytes, std::size_t alignment) {
   if (bytes > top->max_request_bytes) throw std::bad_alloc();
   if (alignment < min_alignment) alignment = min_alignment;
   const std::size_t n = footprint(bytes);
-  if (needs_own_block(n, alignment)) return allocate_own_block(bytes, n, alignment);
+  if (may_need_own_block(n, alignment)) return allocate_own_block(bytes, n, alignment);
 
   std::byte* p = nullptr;
   if (span_mask && alignment == min_alignment) p = static_cast<std::byte*>(take_span(n));
-  if (!p) {
+  if (p) {
+    limit = span_mask ? bump : end;  // keep reusing while spans are left
+  } else {
     p = align_up(bump, alignment);
     if (p + n > end) {
       grow(n + alignment);
       p = align_up(bump, alignment);
     }
-    if (p != bump) keep_span(bump, static_cast<std::size_t>(p - bump));  // the alignment gap is reusable
+    if (p != bump) keep_span(bump, static_cast<std::size_t>(p - bump), false);  // the alignment gap
     bump = p + n;
-    limit = span_mask ? bump : end;
+    limit = end;  // no span fits requests like this one: back to bumping
   }
   meta->add_in_use(n);
   track::handed_out(p, bytes);
   return p;
 }
 
-void chunk_header::free_own_block(std::byte* p) noexcept {
+bool chunk_header::free_own_block(std::byte* p) noexcept {
   own_block* record = own_blocks;
-  while (record->payload != p) record = record->next;  // few: only allocations above 256 KiB
+  while (record && record->payload != p) record = record->next;  // few: only allocations above 256 KiB
+  if (!record) return false;  // a large request that fit the current block
   if (record->prev) record->prev->next = record->next;
   else own_blocks = record->next;
   if (record->next) record->next->prev = record->prev;
@@ -135,6 +141,7 @@ void chunk_header::free_own_block(std::byte* p) noexcept {
   give_block_anywhere(top, make_block_header(record->start, record->size_class));
   meta->add_in_use(footprint(sizeof(own_block)));
   deallocate(record, sizeof(own_block), alignof(own_block));
+  return true;
 }
 
 void chunk_header::run_cleanups() noexcept {

@@ -180,18 +180,40 @@ void drain_locked_or_owned(thread_cache* cache) noexcept {
   }
 }
 
+chunk_header* header_of_first(block_header* first) { return reinterpret_cast<chunk_header*>(first->payload()); }
+
+/// A shell leaves the cache: its meta goes to the cache's free metas, its block is then a plain block.
+void detach_meta(thread_cache* cache, block_header* first) {
+  chunk_header* header = header_of_first(first);
+  track::internal_access(&header->meta, sizeof header->meta);
+  child_meta* meta = header->meta;
+  meta->free_next = cache->free_metas;
+  cache->free_metas = meta;
+}
+
 /// Gives all of a cache's free blocks to the top; false if it had none.
 bool flush_blocks_locked(top_state* top, thread_cache* cache) {
   bool flushed = false;
   for (unsigned c = 0; c < cached_block_classes; ++c) {
     while (block_header* block = cache->free_blocks[c]) {
       cache->free_blocks[c] = block->next;
+      if (c == 0) detach_meta(cache, block);
       give_block_locked(top, block);
       flushed = true;
     }
     cache->free_block_count[c] = 0;
   }
   return flushed;
+}
+
+/// Makes `first` a shell of `cache` with `meta` attached.
+void attach_meta(thread_cache* cache, block_header* first, child_meta* meta) {
+  chunk_header* header = header_of_first(first);
+  track::internal_access(header, sizeof(chunk_header));
+  header->meta = meta;
+  header->top = cache->top;
+  meta->chunk = header;
+  meta->home = cache;
 }
 
 /// The thread is gone: its free blocks and metas go back to the top; its live list stays for the chunks
@@ -232,38 +254,32 @@ struct thread_caches {
 thread_local bool thread_caches::gone = false;
 thread_local thread_caches this_thread_caches;
 
-/// The in-use bytes of a cache's live chunks, read from another thread while the owner runs: relaxed
-/// atomics, and a bound on the steps in case an edit sends the walk astray.
-std::size_t live_in_use(const top_state* top, thread_cache* cache) {
-  const std::size_t step_limit = meta_slots(top) + 1;
-  std::size_t sum = 0, steps = 0;
-  for (child_meta* m = cache->live.next.load(std::memory_order_acquire); m != &cache->live && ++steps <= step_limit;
-       m = m->next.load(std::memory_order_acquire))
-    if (m->state.load(std::memory_order_relaxed) == meta_state::live)
-      sum += m->in_use_bytes.load(std::memory_order_relaxed);
-  return sum;
-}
+struct live_figures {
+  std::uint64_t chunks = 0;
+  std::size_t in_use_bytes = 0;
+};
 
-/// Counts the live chunks; with `report`, prints each one (the leak report). Caller holds the mutex.
-std::uint64_t count_live_chunks(top_state* top, bool report) {
-  std::uint64_t opened = 0, released = top->released_elsewhere_count.load(std::memory_order_acquire);
-  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
-    released += cache->released.load(std::memory_order_acquire);
-  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
-    opened += cache->opened.load(std::memory_order_acquire);
-  const std::uint64_t live = opened > released ? opened - released : 0;
-  if (report && live) {
-    std::fprintf(stderr, "perfloc: a top chunk is destroyed while %llu process chunk(s) are alive:\n",
-                 static_cast<unsigned long long>(live));
-    for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
-      for (child_meta* m = cache->live.next.load(); m != &cache->live; m = m->next.load())
-        if (m->state.load() == meta_state::live)
-          std::fprintf(stderr, "  chunk '%s': %zu bytes in use, %zu bytes held, opened at %s:%u in %s\n",
-                       m->label[0] ? m->label : "(no label)", m->in_use_bytes.load(), m->held_bytes.load(),
-                       m->opened_at.file_name(), static_cast<unsigned>(m->opened_at.line()),
-                       m->opened_at.function_name());
+/// Walks the live chunks of every cache: from another thread while their owners run, with relaxed atomics
+/// and a bound on the steps in case an edit sends the walk astray. With `report`, prints each chunk (the
+/// leak report). Caller holds the mutex.
+live_figures walk_live_chunks(top_state* top, bool report) {
+  live_figures figures;
+  const std::size_t step_limit = meta_slots(top) + 1;
+  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
+    std::size_t steps = 0;
+    for (child_meta* m = cache->live.next.load(std::memory_order_acquire);
+         m != &cache->live && ++steps <= step_limit; m = m->next.load(std::memory_order_acquire)) {
+      if (m->state.load(std::memory_order_relaxed) != meta_state::live) continue;
+      ++figures.chunks;
+      figures.in_use_bytes += m->in_use_bytes.load(std::memory_order_relaxed);
+      if (report)
+        std::fprintf(stderr, "  chunk '%s': %zu bytes in use, %zu bytes held, opened at %s:%u in %s\n",
+                     m->label[0] ? m->label : "(no label)", m->in_use_bytes.load(), m->held_bytes.load(),
+                     m->opened_at.file_name(), static_cast<unsigned>(m->opened_at.line()),
+                     m->opened_at.function_name());
+    }
   }
-  return live;
+  return figures;
 }
 
 }  // namespace
@@ -314,7 +330,12 @@ void destroy_top(top_state* top) noexcept {
   {
     std::lock_guard lock(top->mutex);
     for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) drain_locked_or_owned(cache);
-    live = count_live_chunks(top, true);
+    live = walk_live_chunks(top, false).chunks;
+    if (live) {
+      std::fprintf(stderr, "perfloc: a top chunk is destroyed while %llu process chunk(s) are alive:\n",
+                   static_cast<unsigned long long>(live));
+      walk_live_chunks(top, true);
+    }
   }
   if (live) {
 #ifndef NDEBUG
@@ -341,9 +362,9 @@ top_totals collect_totals(top_state* top) {
   totals.reserved_bytes = top->reserved_bytes.load(std::memory_order_relaxed);
   totals.committed_bytes = top->committed_bytes.load(std::memory_order_relaxed);
   totals.peak_committed_bytes = top->peak_committed_bytes.load(std::memory_order_relaxed);
-  totals.live_chunks = count_live_chunks(top, false);
-  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
-    totals.in_use_bytes += live_in_use(top, cache);
+  const live_figures live = walk_live_chunks(top, false);
+  totals.live_chunks = live.chunks;
+  totals.in_use_bytes = live.in_use_bytes;
   return totals;
 }
 
@@ -361,6 +382,43 @@ block_header* refill_block(thread_cache* cache, unsigned size_class) {
     if (!flush_blocks_locked(top, cache)) throw;
     return take_block_locked(top, size_class);
   }
+}
+
+block_header* refill_shell(thread_cache* cache) {
+  block_header* first = refill_block(cache, 0);  // may throw: nothing was taken
+  child_meta* meta = cache->free_metas;
+  if (!meta) {
+    try {
+      meta = refill_metas(cache);
+    } catch (...) {
+      top_give_block(cache->top, first);
+      throw;
+    }
+  }
+  cache->free_metas = meta->free_next;
+  attach_meta(cache, first, meta);
+  return first;
+}
+
+void spill_shell(thread_cache* cache, block_header* first) noexcept {
+  detach_meta(cache, first);
+  top_give_block(cache->top, first);
+}
+
+void adopt_first_block(top_state* top, block_header* first) noexcept {
+  thread_cache* cache = nullptr;
+  try {
+    cache = cache_for(top);
+  } catch (...) {
+  }
+  if (cache && cache->free_metas) {
+    child_meta* meta = cache->free_metas;
+    cache->free_metas = meta->free_next;
+    attach_meta(cache, first, meta);
+    return cache->give_shell(first);
+  }
+  track::taken_back(first->payload(), first->bytes - sizeof(block_header));
+  top_give_block(top, first);
 }
 
 void top_give_block(top_state* top, block_header* block) noexcept {
@@ -411,6 +469,7 @@ child_meta* refill_metas(thread_cache* cache) {
       meta = ::new (take_meta_slot(top, sizeof(child_meta))) child_meta();
       meta->magic = child_meta_magic;
     }
+    meta->home = cache;
     meta->free_next = cache->free_metas;
     cache->free_metas = meta;
   }
@@ -420,9 +479,7 @@ child_meta* refill_metas(thread_cache* cache) {
 void drain_released_elsewhere(thread_cache* cache) noexcept { drain_locked_or_owned(cache); }
 
 void release_elsewhere(child_meta* meta) noexcept {
-  top_state* top = meta->home->top;
   meta->state.store(meta_state::released_elsewhere, std::memory_order_relaxed);
-  top->released_elsewhere_count.fetch_add(1, std::memory_order_release);
   std::atomic<child_meta*>& stack = meta->home->released_elsewhere;
   child_meta* head = stack.load(std::memory_order_relaxed);
   do {

@@ -78,9 +78,9 @@ constexpr std::size_t round_up(std::size_t n, std::size_t alignment) noexcept {
 /// What a bump allocation of `bytes` consumes: a multiple of 16, at least 16, so that allocate(0) is distinct.
 constexpr std::size_t footprint(std::size_t bytes) noexcept { return round_up(bytes ? bytes : 1, min_alignment); }
 
-/// Requests that get a block of their own, decided from the request alone so that allocate and
-/// deallocate of the same (bytes, alignment) always agree.
-constexpr bool needs_own_block(std::size_t footprint_bytes, std::size_t alignment) noexcept {
+/// Requests that may get a block of their own: those that do not fit the current block. Deallocation of
+/// such a request looks it up among the chunk's own blocks.
+constexpr bool may_need_own_block(std::size_t footprint_bytes, std::size_t alignment) noexcept {
   return footprint_bytes + (alignment > min_alignment ? alignment : 0) > large_request_bytes;
 }
 
@@ -159,6 +159,10 @@ inline constexpr std::uint64_t child_meta_magic = 0x7065'7266'6c6f'636dULL;  // 
 
 /// A thread's private part of one top chunk. Lives in the top's meta region; outlives its thread (orphaned,
 /// then adopted by a new thread) so that chunks that moved away can still be released into it.
+///
+/// Its free 64 KiB blocks (class 0) are shells: the first block of a released chunk, with the chunk's
+/// child_meta still attached (the header's `meta`, whose `home` is this cache). Opening a chunk pops one
+/// shell and has its block and its meta at once; releasing pushes it back.
 struct thread_cache {
   top_state* top = nullptr;
   child_meta live;                         ///< sentinel of this cache's part of the children meta list
@@ -166,18 +170,12 @@ struct thread_cache {
   block_header* free_blocks[cached_block_classes]{};
   std::uint8_t free_block_count[cached_block_classes]{};
   std::atomic<child_meta*> released_elsewhere{nullptr};  ///< metas of chunks other threads released
-  std::atomic<std::uint64_t> opened{0};    ///< chunks opened here (single writer)
-  std::atomic<std::uint64_t> released{0};  ///< chunks opened here and released here
   thread_cache* next_in_top = nullptr;     ///< all caches of the top (under the top's mutex)
   bool orphaned = false;                   ///< its thread has exited (under the top's mutex)
 
   thread_cache() noexcept {
     live.prev.store(&live, std::memory_order_relaxed);
     live.next.store(&live, std::memory_order_relaxed);
-  }
-
-  static void count(std::atomic<std::uint64_t>& counter) noexcept {
-    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
 
   // --- the live list (owner only) ---
@@ -196,8 +194,9 @@ struct thread_cache {
   }
 
   // --- free blocks ---
-  inline block_header* take_block(unsigned size_class);
-  inline void give_block(block_header* block) noexcept;
+  inline block_header* take_block(unsigned size_class);  ///< size_class >= 1
+  inline void give_block(block_header* block) noexcept;  ///< a block of class >= 1
+  inline void give_shell(block_header* first) noexcept;  ///< a chunk's first block, its meta attached
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -228,7 +227,6 @@ struct top_state {
   std::atomic<std::size_t> reserved_bytes{0};
   std::atomic<std::size_t> committed_bytes{0};
   std::atomic<std::size_t> peak_committed_bytes{0};
-  std::atomic<std::uint64_t> released_elsewhere_count{0};  ///< releases away from the home cache
 
   std::mutex mutex;
   reservation reservations[max_reservations]{};
@@ -258,6 +256,13 @@ top_totals collect_totals(top_state* top);
 block_header* top_take_block(top_state* top, unsigned size_class);  ///< throws std::bad_alloc
 /// From the top; when it is exhausted, gives this cache's free blocks back to it first and tries again.
 block_header* refill_block(thread_cache* cache, unsigned size_class);
+/// A new shell for an empty cache: a block from the top with a meta attached.
+block_header* refill_shell(thread_cache* cache);
+/// Gives a shell whose cache is full to the top, its meta back to the cache's free metas.
+void spill_shell(thread_cache* cache, block_header* first) noexcept;
+/// The first block of a chunk released away from its home: becomes a shell of this thread's cache if it
+/// has a meta to spare, otherwise goes to the top.
+void adopt_first_block(top_state* top, block_header* first) noexcept;
 void top_give_block(top_state* top, block_header* block) noexcept;
 thread_cache* bind_cache(top_state* top);  ///< the calling thread's cache of `top`, made on first use
 child_meta* refill_metas(thread_cache* cache);  ///< throws std::bad_alloc
@@ -284,7 +289,7 @@ inline thread_cache* cache_for(top_state* top) {
 }
 
 inline block_header* thread_cache::take_block(unsigned size_class) {
-  if (size_class < cached_block_classes) {
+  if (size_class >= 1 && size_class < cached_block_classes) {
     if (block_header* block = free_blocks[size_class]) [[likely]] {
       free_blocks[size_class] = block->next;
       --free_block_count[size_class];
@@ -297,13 +302,25 @@ inline block_header* thread_cache::take_block(unsigned size_class) {
 inline void thread_cache::give_block(block_header* block) noexcept {
   track::taken_back(block->payload(), block->bytes - sizeof(block_header));
   const unsigned size_class = block->size_class;
-  if (size_class < cached_block_classes && free_block_count[size_class] < cached_block_limit(size_class)) {
+  if (size_class >= 1 && size_class < cached_block_classes &&
+      free_block_count[size_class] < cached_block_limit(size_class)) {
     block->next = free_blocks[size_class];
     free_blocks[size_class] = block;
     ++free_block_count[size_class];
     return;
   }
   top_give_block(top, block);
+}
+
+inline void thread_cache::give_shell(block_header* first) noexcept {
+  track::taken_back(first->payload(), first->bytes - sizeof(block_header));
+  if (free_block_count[0] < cached_block_limit(0)) [[likely]] {
+    first->next = free_blocks[0];
+    free_blocks[0] = first;
+    ++free_block_count[0];
+    return;
+  }
+  spill_shell(this, first);
 }
 
 /// Returns a block to the calling thread's cache, or straight to the top when no cache can be had (a thread
@@ -388,7 +405,7 @@ struct own_block {
 /// The header of a process chunk, in its first block right after the block_header.
 struct chunk_header {
   std::byte* bump;   ///< next free byte of the current block
-  std::byte* limit;  ///< `end`, or `bump` while reusable spans exist (which sends allocation to the slow path)
+  std::byte* limit;  ///< `end`; `bump` after a free, which sends allocation to the slow path to reuse it
   std::byte* end;    ///< end of the current block
   child_meta* meta;
   top_state* top;
@@ -406,8 +423,7 @@ struct chunk_header {
   /// The fast path: a pointer bump. Everything else goes to allocate_slow.
   void* allocate(std::size_t bytes, std::size_t alignment) {
     std::byte* p = bump;
-    if (is_small_power_of_two(alignment) && bytes <= large_request_bytes &&
-        bytes < static_cast<std::size_t>(limit - p)) [[likely]] {
+    if (is_small_power_of_two(alignment) && bytes < static_cast<std::size_t>(limit - p)) [[likely]] {
       // bump and limit are 16-aligned, so bytes < room implies footprint(bytes) <= room.
       const std::size_t n = footprint(bytes);
       bump = p + n;
@@ -424,19 +440,19 @@ struct chunk_header {
     const std::size_t n = footprint(bytes);
     meta->sub_in_use(n);
     auto* start = static_cast<std::byte*>(p);
-    if (needs_own_block(n, alignment)) return free_own_block(start);
+    if (may_need_own_block(n, alignment) && free_own_block(start)) return;
     track::taken_back(start, n);
     if (start + n == bump) {
       if (limit == bump) limit = start;
       bump = start;
       return;
     }
-    keep_span(start, n);
+    keep_span(start, n, true);
   }
 
   void* allocate_slow(std::size_t bytes, std::size_t alignment);  // src/perfloc/process.cpp
-  void free_own_block(std::byte* p) noexcept;
-  void keep_span(std::byte* start, std::size_t n) noexcept;
+  bool free_own_block(std::byte* p) noexcept;  ///< false if p is not in an own block
+  void keep_span(std::byte* start, std::size_t n, bool reuse_first) noexcept;
   void run_cleanups() noexcept;
   void give_back_blocks() noexcept;
   void* take_span(std::size_t n) noexcept;
@@ -461,21 +477,24 @@ inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header),
 void copy_label(child_meta* meta, std::string_view label) noexcept;
 
 /// Opens a process chunk from the calling thread's cache: no lock unless the cache must be refilled.
-[[gnu::always_inline]] inline chunk_header* open_chunk(top_state* top, std::string_view label, const std::source_location& where) {
+/// Never inlined: the handle that receives the result then stays in a register at the call site.
+[[gnu::noinline]] inline chunk_header* open_chunk(top_state* top, std::string_view label,
+                                                  const std::source_location& where) {
   thread_cache* cache = cache_for(top);
   if (cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] drain_released_elsewhere(cache);
-  child_meta* meta = cache->free_metas;
-  if (!meta) [[unlikely]] meta = refill_metas(cache);
-  block_header* block = cache->take_block(0);  // may throw: the meta is still on the free stack, nothing lost
-  cache->free_metas = meta->free_next;
-
+  block_header* block = cache->free_blocks[0];
+  if (block) [[likely]] {
+    cache->free_blocks[0] = block->next;
+    --cache->free_block_count[0];
+  } else {
+    block = refill_shell(cache);  // may throw; nothing was taken
+  }
   auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
   track::internal_access(chunk, sizeof(chunk_header));
+  child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
   chunk->bump = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
   chunk->end = block->end();
   chunk->limit = chunk->end;
-  chunk->meta = meta;
-  chunk->top = top;
   chunk->cleanups = nullptr;
   chunk->more_blocks = nullptr;
   chunk->own_blocks = nullptr;
@@ -483,41 +502,33 @@ void copy_label(child_meta* meta, std::string_view label) noexcept;
   chunk->span_mask = 0;
   chunk->resource_made = false;
 
-  meta->chunk = chunk;
-  meta->home = cache;
   meta->in_use_bytes.store(0, std::memory_order_relaxed);
-  meta->held_bytes.store(block->bytes, std::memory_order_relaxed);
+  meta->held_bytes.store(block_bytes_of(0), std::memory_order_relaxed);
   meta->state.store(meta_state::live, std::memory_order_relaxed);
   meta->opened_at = where;
   if (label.empty()) meta->label[0] = '\0';
   else copy_label(meta, label);
   cache->link(meta);
-  thread_cache::count(cache->opened);
   return chunk;
 }
 
 /// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
-[[gnu::always_inline]] inline void release_chunk(chunk_header* chunk) noexcept {
+[[gnu::noinline]] inline void release_chunk(chunk_header* chunk) noexcept {
   if (chunk->cleanups) chunk->run_cleanups();
   if (chunk->more_blocks || chunk->own_blocks) [[unlikely]] chunk->give_back_blocks();
   top_state* top = chunk->top;
   child_meta* meta = chunk->meta;
   block_header* first = chunk->first_block();
-  meta->in_use_bytes.store(0, std::memory_order_relaxed);
-  meta->held_bytes.store(0, std::memory_order_relaxed);
   const cache_binding& binding = current_binding;
   if (binding.cache == meta->home && binding.top == top && binding.id == top->id) [[likely]] {  // where opened
     thread_cache* cache = binding.cache;
     cache->unlink(meta);
     meta->state.store(meta_state::free, std::memory_order_relaxed);
-    meta->free_next = cache->free_metas;
-    cache->free_metas = meta;
-    thread_cache::count(cache->released);
-    cache->give_block(first);
+    cache->give_shell(first);  // the meta stays attached
     return;
   }
-  release_elsewhere(meta);  // counts the release, hands the meta to its home cache
-  give_block_anywhere(top, first);
+  release_elsewhere(meta);  // hands the meta back to its home cache
+  adopt_first_block(top, first);
 }
 
 // Debug-build checks (src/perfloc/process.cpp): print a clear message and abort.
