@@ -1,0 +1,7 @@
+// perfloc-bench-bump: the bump-pointer limit (see bump.hpp).
+#include "bump.hpp"
+#include "harness.hpp"
+
+int main(int argc, char** argv) {
+  return perfloc_bench::run_main(argc, argv, [] { perfloc_bench::register_competitor<perfloc_bench::bump>("bump"); });
+}

@@ -1,0 +1,601 @@
+#!/usr/bin/env python3
+"""Run perfloc's benchmarks against its anchors and write bench/results/latest.md and latest.png.
+
+Each competitor executable (perfloc-bench-<name>) runs in its own process, because jemalloc and
+mimalloc replace malloc for the whole process. Rounds alternate between executables (A B C ... A B C
+...) so that drift on a shared machine hits every competitor alike; each figure is the median over the
+rounds, with min and max beside it. Times are CPU time (time spent preempted is left out).
+
+    bench/run.py                    timing, 5 rounds          (writes results/latest-timing.json)
+    bench/run.py --quick            timing, 2 short rounds: a smoke check in well under two minutes
+    bench/run.py --icount           instruction counts under Callgrind (writes results/latest-icount.json)
+    bench/run.py --all              both
+    bench/run.py --report-only      rewrite latest.md / latest.png from the saved JSON
+
+latest.md is always rebuilt from both JSON files, so a timing run keeps the last instruction counts
+and the other way round; each section says when it was measured.
+
+Adding a competitor: build perfloc-bench-<exe> whose benchmarks are named <workload>/<competitor>/<K>,
+list the executable in EXECUTABLES and the competitor in COMPETITORS. Adding a workload: register it in
+bench/harness.hpp and list it in WORKLOADS (and in TARGETS if DESIGN.md gives it a target).
+Standard library only (python 3.9+).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+RESULTS_DIR = BENCH_DIR / "results"
+TIMING_JSON = RESULTS_DIR / "latest-timing.json"
+ICOUNT_JSON = RESULTS_DIR / "latest-icount.json"
+REPORT_MD = RESULTS_DIR / "latest.md"
+REPORT_PNG = RESULTS_DIR / "latest.png"
+
+# --------------------------------------------------------------------------------------------------
+# What is measured
+# --------------------------------------------------------------------------------------------------
+
+# Executables, in the order each round runs them: perfloc-bench-<name>.
+EXECUTABLES = ["perfloc", "bump", "pmr", "apr", "jemalloc", "mimalloc", "glibc", "talloc"]
+
+
+@dataclass(frozen=True)
+class Competitor:
+    label: str
+    # subject: perfloc; limit: the bump pointer; reused: pmr buffer reused by hand;
+    # anchor: a real per-scope anchor of DESIGN.md's targets; other: shown, not in any target.
+    role: str
+    color: str
+
+
+# Display order (tables are sorted by median; the plot uses this order).
+COMPETITORS = {
+    "perfloc": Competitor("perfloc", "subject", "#d62728"),
+    "bump": Competitor("bump pointer (limit)", "limit", "#7f7f7f"),
+    "pmr-reused": Competitor("pmr monotonic, one buffer reused", "reused", "#bcbd22"),
+    "apr": Competitor("APR pools (private allocator)", "anchor", "#1f77b4"),
+    "apr-global": Competitor("APR pools (global allocator)", "other", "#aec7e8"),
+    "pmr-new": Competitor("pmr monotonic, new each scope", "anchor", "#2ca02c"),
+    "jemalloc": Competitor("jemalloc", "anchor", "#9467bd"),
+    "mimalloc": Competitor("mimalloc", "anchor", "#8c564b"),
+    "mimalloc-heap": Competitor("mimalloc, mi_heap per scope", "other", "#c49c94"),
+    "glibc": Competitor("glibc malloc", "anchor", "#e377c2"),
+    "pmr-pool": Competitor("pmr unsynchronized_pool_resource", "other", "#98df8a"),
+    "talloc": Competitor("talloc", "anchor", "#17becf"),
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    description: str
+    unit: str  # "alloc" or "scope": the benchmark's counter is ns_per_<unit>
+    notes: tuple = ()
+
+
+WORKLOADS = [
+    Workload(
+        "per_scope",
+        "Per-scope workload",
+        "Open a scope, allocate K objects of 16–256 B (one fixed pseudo-random size sequence), write to each, "
+        "end the scope. Nanoseconds per allocation, scope open and release amortized in.",
+        "alloc",
+        ("glibc, jemalloc, mimalloc and pmr-pool free every object one by one at scope end "
+         "(the workload keeps their pointers in a preallocated array).",),
+    ),
+    Workload(
+        "destructors",
+        "Objects with destructors",
+        "K objects of a 48-byte type whose destructor has an observable effect, made in a scope; every "
+        "destructor has run when the scope is over (checked). perfloc `make<T>`, APR cleanups and talloc "
+        "destructors run them at release; new/delete, pmr and mi_heap have each object ended by hand.",
+        "alloc",
+    ),
+    Workload(
+        "free_reuse",
+        "Individual frees with reuse",
+        "Inside one scope, K objects (32, 64, 128, 256 B in turn) made one after another with at most 16 alive: "
+        "before object i is made, object i−16 (same size) is freed. Nanoseconds per allocation, its free "
+        "included. perfloc uses `perfloc::destroy(p)`, the malloc family `delete`.",
+        "alloc",
+        ("bump, pmr-new and pmr-reused do not reuse: their free is a no-op. APR cannot free one object "
+         "and is not run.",),
+    ),
+    Workload(
+        "open_release",
+        "Scope open + release alone",
+        "Open a scope and release it with nothing in it. Nanoseconds per scope. Only competitors whose "
+        "scope is an object (a chunk, pool, heap or resource).",
+        "scope",
+    ),
+]
+
+# DESIGN.md "Performance": the per-scope figures measured on this machine when the design was written
+# (ns per allocation). Shown beside this run's anchors to catch a broken harness or a changed machine.
+DESIGN_REFERENCE = {
+    4: {"bump": 0.70, "apr": 8.2, "pmr-reused": 2.4, "pmr-new": 7.6, "jemalloc": 4.3, "mimalloc": 6.5,
+        "glibc": 5.3, "talloc": 14.9},
+    64: {"bump": 0.60, "apr": 2.2, "pmr-reused": 2.3, "pmr-new": 3.5, "jemalloc": 4.1, "mimalloc": 4.4,
+         "glibc": 5.8, "talloc": 12.5},
+    4096: {"bump": 0.75, "apr": 2.1, "pmr-reused": 2.2, "pmr-new": 21, "jemalloc": 9.9, "mimalloc": 4.2,
+           "glibc": 19, "talloc": 24},
+}
+
+# Targets not measured yet; listed in the report so that nobody mistakes silence for success.
+TODO = [
+    "Two threads opening and releasing chunks: ≥ 1.8× one thread's throughput.",
+    "Asio: `perfloc::co_spawn` against plain `asio::co_spawn`, empty and with 8 allocations (≤ 1.05×); "
+    "coroutine frame allocation, Asio's recycling cache against a chunk (owned by the Asio work).",
+    "A long-lived scope growing to 1 GiB and released: growth, commit, decommit, peak RSS after.",
+    "The example server under load on loopback: requests per second, p99 latency, peak RSS, perfloc "
+    "against the global allocator.",
+]
+
+# Instruction counts: (executable, competitor) pairs counted by --icount.
+ICOUNT_EXECUTABLES = {"perfloc-bench-icount": ["perfloc"],
+                      "perfloc-bench-icount-anchors": ["bump", "pmr-reused", "pmr-new"]}
+ICOUNT_WORKLOADS = ["per_scope", "destructors"]
+ICOUNT_SIZES = [4, 64, 4096]
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_text(command: list[str]) -> str:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
+
+
+def parse_name(name: str) -> tuple[str, str, int | None]:
+    """'per_scope/glibc/64' -> ('per_scope', 'glibc', 64); 'open_release/apr' -> (..., None)."""
+    parts = name.split("/")
+    workload, competitor = parts[0], parts[1]
+    param = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+    return workload, competitor, param
+
+
+def key(param: int | None) -> str:
+    return "-" if param is None else str(param)
+
+
+def find_executables(build_dir: Path) -> dict[str, Path]:
+    """Every perfloc-bench-* executable under build_dir (the bench preset's build folder or bench/'s)."""
+    found: dict[str, Path] = {}
+    if not build_dir.is_dir():
+        return found
+    for path in sorted(build_dir.rglob("perfloc-bench-*")):
+        if "CMakeFiles" in path.parts or not path.is_file() or not os.access(path, os.X_OK):
+            continue
+        found.setdefault(path.name, path)
+    return found
+
+
+def default_build_dir() -> Path:
+    for candidate in (REPO_DIR / "build" / "bench", REPO_DIR / "build"):
+        if candidate.is_dir():
+            return candidate
+    return REPO_DIR / "build" / "bench"
+
+
+def machine_info(build_dir: Path) -> dict:
+    model, cpus = "", str(os.cpu_count())
+    for line in run_text(["lscpu"]).splitlines():
+        if line.startswith("Model name:"):
+            model = line.split(":", 1)[1].strip()
+        elif line.startswith("CPU(s):"):
+            cpus = line.split(":", 1)[1].strip()
+    compiler, flags, build_type = "", "", ""
+    cache = build_dir / "CMakeCache.txt"
+    if cache.is_file():
+        entries = dict(re.findall(r"^(CMAKE_[A-Z_]+):[A-Z]+=(.*)$", cache.read_text(), re.MULTILINE))
+        build_type = entries.get("CMAKE_BUILD_TYPE", "")
+        flags = (entries.get("CMAKE_CXX_FLAGS", "") + " " + entries.get(f"CMAKE_CXX_FLAGS_{build_type.upper()}", "")).strip()
+        if entries.get("CMAKE_CXX_COMPILER"):
+            compiler = run_text([entries["CMAKE_CXX_COMPILER"], "--version"]).splitlines()[:1]
+            compiler = compiler[0] if compiler else entries["CMAKE_CXX_COMPILER"]
+    commit = run_text(["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"]) or "(no commit)"
+    dirty = run_text(["git", "-C", str(REPO_DIR), "status", "--porcelain", "--", "."])
+    return {
+        "cpu": model or platform.processor() or "unknown",
+        "cpus": cpus,
+        "kernel": platform.release(),
+        "compiler": compiler or "unknown",
+        "build_type": build_type,
+        "flags": flags + (" + -O2 appended by bench/CMakeLists.txt, which wins" if build_type == "Release" else ""),
+        "commit": commit + (" + local changes" if dirty else ""),
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "build_dir": str(build_dir),
+    }
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------
+
+
+def run_timing(args, executables: dict[str, Path]) -> dict:
+    names = [e for e in EXECUTABLES if f"perfloc-bench-{e}" in executables]
+    if args.only:
+        wanted = set(args.only.split(","))
+        names = [e for e in names if e in wanted]
+    missing = [e for e in EXECUTABLES if f"perfloc-bench-{e}" not in executables]
+    if not names:
+        sys.exit(f"run.py: no perfloc-bench-* executable under {args.build_dir}; build the bench preset first")
+    samples: dict = {}  # workload -> param -> competitor -> [ns]
+    errors: list[str] = []
+    context: dict = {}
+    load_before = load_average()
+    for round_index in range(args.rounds):
+        for name in names:
+            command = [str(executables[f"perfloc-bench-{name}"]), "--benchmark_format=json",
+                       f"--benchmark_min_time={args.min_time}"]
+            if args.filter:
+                command.append(f"--benchmark_filter={args.filter}")
+            if args.cpu is not None and shutil.which("taskset"):
+                command = ["taskset", "-c", str(args.cpu)] + command
+            log(f"round {round_index + 1}/{args.rounds}: {name}")
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                errors.append(f"perfloc-bench-{name} exited with {result.returncode}: {result.stderr.strip()[-300:]}")
+                continue
+            try:
+                report = json.loads(result.stdout)
+            except json.JSONDecodeError as error:
+                errors.append(f"perfloc-bench-{name}: unreadable JSON ({error})")
+                continue
+            context.setdefault(name, {k: v for k, v in report.get("context", {}).items()
+                                      if k in ("allocator", "library_build_type", "mhz_per_cpu")})
+            for bench in report.get("benchmarks", []):
+                workload, competitor, param = parse_name(bench["name"])
+                if bench.get("error_occurred"):
+                    errors.append(f"{bench['name']}: {bench.get('error_message', 'error')}")
+                    continue
+                value = bench.get("ns_per_alloc", bench.get("ns_per_scope"))
+                if value is None:  # fall back on the time per iteration
+                    value = bench["cpu_time"] / bench.get("ops_per_iter", 1.0)
+                samples.setdefault(workload, {}).setdefault(key(param), {}).setdefault(competitor, []).append(value)
+    return {
+        "machine": machine_info(args.build_dir),
+        "rounds": args.rounds,
+        "min_time": args.min_time,
+        "quick": args.quick,
+        "executables_run": names,
+        "executables_missing": missing,
+        "context": context,
+        "load_average": f"{load_before} before, {load_average()} after",
+        "errors": sorted(set(errors)),
+        "samples": samples,
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Instruction counts
+# --------------------------------------------------------------------------------------------------
+
+
+def callgrind_instructions(command: list[str]) -> int:
+    with tempfile.TemporaryDirectory() as directory:
+        out = Path(directory) / "callgrind.out"
+        result = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] + command,
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)}: {result.stderr.strip()[-300:]}")
+        for line in out.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1])
+    raise RuntimeError(f"{' '.join(command)}: no instruction total in callgrind output")
+
+
+def run_icount(args, executables: dict[str, Path]) -> dict:
+    if not shutil.which("valgrind"):
+        sys.exit("run.py --icount: valgrind is not installed")
+    n = args.icount_allocations
+    counts: dict = {}  # workload -> K -> competitor -> instructions per allocation
+    errors, missing = [], []
+    for executable, competitors in ICOUNT_EXECUTABLES.items():
+        if executable not in executables:
+            missing.append(executable)
+            continue
+        for competitor in competitors:
+            for workload in ICOUNT_WORKLOADS:
+                for k in ICOUNT_SIZES:
+                    log(f"callgrind: {competitor} {workload} K={k}")
+                    base = [str(executables[executable]), competitor, workload, str(k)]
+                    try:
+                        once = callgrind_instructions(base + [str(n)])
+                        twice = callgrind_instructions(base + [str(2 * n)])
+                    except RuntimeError as error:
+                        errors.append(str(error))
+                        continue
+                    counts.setdefault(workload, {}).setdefault(str(k), {})[competitor] = (twice - once) / n
+    return {"machine": machine_info(args.build_dir), "allocations": n, "missing": missing, "errors": errors,
+            "counts": counts}
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def summary(samples: dict, workload: str, param: str) -> dict[str, tuple[float, float, float, int]]:
+    cell = samples.get(workload, {}).get(param, {})
+    return {c: (statistics.median(v), min(v), max(v), len(v)) for c, v in cell.items() if v}
+
+
+def label(competitor: str) -> str:
+    entry = COMPETITORS.get(competitor)
+    return f"{entry.label} (`{competitor}`)" if entry and entry.label != competitor else competitor
+
+
+def evaluate_targets(timing: dict) -> list[list[str]]:
+    """DESIGN.md's targets as table rows: target, K, perfloc, reference, ratio, limit, verdict."""
+    samples = timing["samples"]
+    rows = []
+    for k in ("4", "64", "4096"):
+        medians = {c: s[0] for c, s in summary(samples, "per_scope", k).items()}
+        subject = medians.get("perfloc")
+        anchors = {c: v for c, v in medians.items() if COMPETITORS.get(c, Competitor("", "other", "")).role == "anchor"}
+        checks = []
+        if anchors:
+            best = min(anchors, key=anchors.get)
+            checks.append((f"≤ 0.5× best real per-scope anchor", best, anchors[best], 0.5))
+        if "pmr-reused" in medians:
+            checks.append(("≤ 1.0× pmr buffer reused by hand", "pmr-reused", medians["pmr-reused"], 1.0))
+        if k in ("64", "4096") and "bump" in medians:
+            checks.append(("≤ 1.6× bump-pointer limit", "bump", medians["bump"], 1.6))
+        for text, reference, value, limit in checks:
+            if subject is None:
+                verdict, ratio = f"not evaluated (perfloc budget: ≤ {fmt(value * limit)} ns)", "–"
+            else:
+                ratio = subject / value
+                verdict = "**MET**" if ratio <= limit else "**MISSED**"
+                ratio = f"{ratio:.2f}×"
+            rows.append([text, k, fmt(subject), f"{fmt(value)} ({reference})", ratio, f"{limit}×", verdict])
+    opened = summary(samples, "open_release", "-").get("perfloc")
+    rows.append(["chunk open + release: a handful of ns (read as ≤ 10 ns)", "–", fmt(opened[0] if opened else None),
+                 "–", "–", "10 ns",
+                 ("**MET**" if opened[0] <= 10 else "**MISSED**") if opened else "not evaluated"])
+    return rows
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    align = ["---"] + ["--:" if i > 0 else "---" for i in range(1, len(header))]
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def timing_sections(timing: dict, have_plot: bool) -> list[str]:
+    samples = timing["samples"]
+    machine = timing["machine"]
+    has_perfloc = any("perfloc" in cell for w in samples.values() for cell in w.values())
+    lines = [
+        f"Measured {machine['date']} on {machine['cpu']} ({machine['cpus']} CPUs, Linux {machine['kernel']}), "
+        f"{machine['compiler']}, {machine['build_type']} `{machine['flags']}`, commit {machine['commit']}. "
+        f"{timing['rounds']} alternating rounds{' (quick)' if timing['quick'] else ''}, "
+        f"`--benchmark_min_time={timing['min_time']}` per benchmark, CPU time. Load average {timing['load_average']}.",
+        "",
+    ]
+    allocators = [f"{v['allocator']}" for v in timing.get("context", {}).values() if v.get("allocator")]
+    if allocators:
+        lines += [f"Libraries: {', '.join(allocators)}.", ""]
+    if not has_perfloc:
+        lines += ["> **perfloc was not measured** (no `perfloc-bench-perfloc` executable: the library is not built "
+                  "yet), so the ratios are omitted; the targets below show the budget perfloc must meet.", ""]
+    if timing["executables_missing"]:
+        lines += [f"Not built: {', '.join('perfloc-bench-' + e for e in timing['executables_missing'])}.", ""]
+    if timing["errors"]:
+        lines += ["Errors:", ""] + [f"- {e}" for e in timing["errors"]] + [""]
+
+    lines += ["## Targets (DESIGN.md)", "",
+              "Ratios are perfloc's median over the reference's median, both from this run."
+              " Real per-scope anchors: " + ", ".join(c for c, e in COMPETITORS.items() if e.role == "anchor") + ".",
+              ""]
+    lines += markdown_table(["target", "K", "perfloc ns/alloc", "reference ns/alloc", "ratio", "limit", "verdict"],
+                            evaluate_targets(timing))
+    lines += [""] + [f"- not measured yet (TODO): {t}" for t in TODO] + [""]
+
+    if have_plot:
+        lines += ["![per-scope workload](latest.png)", ""]
+
+    for workload in WORKLOADS:
+        if workload.name not in samples:
+            continue
+        unit = "ns/alloc" if workload.unit == "alloc" else "ns/scope"
+        lines += [f"## {workload.title} ({unit})", "", workload.description, ""]
+        lines += [f"_{note}_" for note in workload.notes] + ([""] if workload.notes else [])
+        for param in sorted(samples[workload.name], key=lambda p: (p == "-", int(p) if p != "-" else 0)):
+            stats = summary(samples, workload.name, param)
+            subject = stats.get("perfloc", (None,))[0]
+            rows = []
+            for competitor, (median, low, high, count) in sorted(stats.items(), key=lambda item: item[1][0]):
+                ratio = "–" if subject is None or competitor == "perfloc" else f"{subject / median:.2f}×"
+                name = f"**{label(competitor)}**" if competitor == "perfloc" else label(competitor)
+                rows.append([name, fmt(median), fmt(low), fmt(high), ratio])
+            if param != "-":
+                lines += [f"### K = {param}", ""]
+            lines += markdown_table(["competitor", f"median {unit}", "min", "max", "perfloc ÷ competitor"], rows)
+            lines += [""]
+
+    rows = []
+    for k, reference in DESIGN_REFERENCE.items():
+        stats = summary(samples, "per_scope", str(k))
+        for competitor, value in reference.items():
+            if competitor in stats:
+                rows.append([str(k), label(competitor), fmt(stats[competitor][0]), fmt(value),
+                             f"{stats[competitor][0] / value:.2f}"])
+    if rows:
+        lines += ["## Anchors against DESIGN.md's figures", "",
+                  "This run's per-scope medians beside the figures DESIGN.md quotes for the same machine: a ratio "
+                  "far from 1 means the harness or the machine changed.", ""]
+        lines += markdown_table(["K", "anchor", "this run", "DESIGN.md", "ratio"], rows) + [""]
+    return lines
+
+
+def icount_sections(icount: dict) -> list[str]:
+    machine = icount["machine"]
+    lines = ["## Instructions per allocation (Callgrind)", "",
+             f"Counted {machine['date']}, commit {machine['commit']}, {machine['compiler']}: each case runs twice under "
+             f"`valgrind --tool=callgrind`, with N = {icount['allocations']} and 2N allocations; the difference of "
+             "the two totals divided by N is the instructions per allocation, scope open and release amortized in, "
+             "startup cancelled. Stable on a noisy machine, unlike time.", ""]
+    if icount["missing"]:
+        lines += [f"Not built: {', '.join(icount['missing'])}.", ""]
+    if icount["errors"]:
+        lines += ["Errors:", ""] + [f"- {e}" for e in icount["errors"]] + [""]
+    for workload, by_k in icount["counts"].items():
+        competitors = [c for c in COMPETITORS if any(c in cell for cell in by_k.values())]
+        header = ["K"] + [label(c) for c in competitors]
+        rows = [[k] + [fmt(by_k[k].get(c)) for c in competitors] for k in sorted(by_k, key=int)]
+        lines += [f"### {workload}", ""] + markdown_table(header, rows) + [""]
+    return lines
+
+
+def write_plot(timing: dict) -> bool:
+    """Grouped bars of the per-scope workload: one group per K, one bar per competitor, log-scale y, min–max
+    whiskers. Returns False when gnuplot is missing or fails."""
+    gnuplot = shutil.which("gnuplot")
+    samples = timing["samples"].get("per_scope", {})
+    if not gnuplot or not samples:
+        return False
+    ks = sorted(samples, key=int)
+    competitors = [c for c in COMPETITORS if any(c in samples[k] for k in ks)]
+    competitors += sorted({c for k in ks for c in samples[k]} - set(competitors))
+    with tempfile.TemporaryDirectory() as directory:
+        data = Path(directory) / "per_scope.dat"
+        with data.open("w") as out:
+            for k in ks:
+                stats = summary(timing["samples"], "per_scope", k)
+                cells = []
+                for c in competitors:
+                    median, low, high, _ = stats.get(c, (float("nan"),) * 4)
+                    cells += [f"{median:.4g}", f"{low:.4g}", f"{high:.4g}"]
+                out.write(f"\"K = {k}\" " + " ".join(cells) + "\n")
+        plots = []
+        for i, c in enumerate(competitors):
+            column = 2 + 3 * i
+            color = COMPETITORS[c].color if c in COMPETITORS else "#000000"
+            using = f"{column}:{column + 1}:{column + 2}" + (":xtic(1)" if i == 0 else "")
+            title = COMPETITORS[c].label if c in COMPETITORS else c
+            plots.append(f"'{data}' using {using} title '{title}' lc rgb '{color}'")
+        machine = timing["machine"]
+        script = f"""
+set terminal pngcairo size 1400,700 font ',11' noenhanced
+set output '{REPORT_PNG}'
+set title "Per-scope workload: K allocations of 16–256 B, touched, scope released (median of {timing['rounds']} rounds; whiskers min–max)\\n{machine['cpu']}, {machine['compiler']}, {machine['date']}"
+set ylabel 'ns per allocation (log scale)'
+set logscale y
+set yrange [0.1:*]
+set xrange [-0.6:{len(ks) - 0.4}]
+set grid ytics mytics
+set key outside right top vertical
+set style data histograms
+set style histogram errorbars gap 2 lw 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set bars 0.4
+plot {', '.join(plots)}
+"""
+        result = subprocess.run([gnuplot], input=script, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            log(f"gnuplot failed: {result.stderr.strip()}")
+            return False
+    return True
+
+
+def write_report(command: str) -> None:
+    timing = json.loads(TIMING_JSON.read_text()) if TIMING_JSON.is_file() else None
+    icount = json.loads(ICOUNT_JSON.read_text()) if ICOUNT_JSON.is_file() else None
+    lines = ["# Perfloc benchmarks: latest results", "",
+             f"Written by `{command}` (see bench/README.md). Workloads: bench/workload.hpp; competitors: "
+             "bench/*_bench.cpp.", ""]
+    if timing:
+        have_plot = write_plot(timing)
+        lines += timing_sections(timing, have_plot)
+    else:
+        lines += ["No timing run yet: `bench/run.py`.", ""]
+    if icount:
+        lines += icount_sections(icount)
+    else:
+        lines += ["## Instructions per allocation (Callgrind)", "", "Not counted yet: `bench/run.py --icount`.", ""]
+    REPORT_MD.write_text("\n".join(lines).rstrip() + "\n")
+    log(f"wrote {REPORT_MD}" + (f" and {REPORT_PNG}" if timing and REPORT_PNG.is_file() else ""))
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build-dir", type=Path, default=None,
+                        help="folder holding the perfloc-bench-* executables (searched recursively; "
+                             "default: build/bench, the bench preset's)")
+    parser.add_argument("--quick", action="store_true", help="2 short rounds: a smoke check")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5, quick 2)")
+    parser.add_argument("--min-time", type=float, default=None,
+                        help="Google Benchmark min time per benchmark, seconds (default 0.1, quick 0.05)")
+    parser.add_argument("--filter", help="--benchmark_filter regex passed to every executable")
+    parser.add_argument("--only", help="comma-separated executables to run (e.g. bump,pmr,perfloc)")
+    parser.add_argument("--cpu", type=int, default=None, help="pin every run to this CPU with taskset")
+    parser.add_argument("--icount", action="store_true", help="instruction counts under Callgrind, no timing")
+    parser.add_argument("--all", action="store_true", help="timing, then instruction counts")
+    parser.add_argument("--icount-allocations", type=int, default=65536,
+                        help="N for the N / 2N Callgrind runs (a multiple of 4096)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the report from the saved JSON")
+    args = parser.parse_args()
+    args.rounds = args.rounds or (2 if args.quick else 5)
+    args.min_time = args.min_time if args.min_time is not None else (0.05 if args.quick else 0.1)
+    args.build_dir = (args.build_dir or default_build_dir()).resolve()
+    if args.icount_allocations % max(ICOUNT_SIZES) != 0:
+        sys.exit("--icount-allocations must be a multiple of 4096")
+    command = "bench/run.py " + " ".join(sys.argv[1:])
+
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        executables = find_executables(args.build_dir)
+        if not args.icount or args.all:
+            TIMING_JSON.write_text(json.dumps(run_timing(args, executables), indent=1) + "\n")
+        if args.icount or args.all:
+            ICOUNT_JSON.write_text(json.dumps(run_icount(args, executables), indent=1) + "\n")
+    write_report(command.strip())
+
+
+if __name__ == "__main__":
+    main()
