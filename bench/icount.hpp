@@ -4,7 +4,7 @@
 // process startup and the one-time setup.
 //
 //   perfloc-bench-icount[-anchors] <competitor> <workload> <K> <total allocations>
-//   workload: per_scope | destructors
+//   workload: per_scope | destructors | open_release (K must be 1: the total is a number of empty scopes)
 #pragma once
 
 #include <cstdint>
@@ -36,6 +36,13 @@ int icount_run(std::string_view workload, std::size_t k, std::size_t total) {
       std::fprintf(stderr, "not every destructor ran exactly once\n");
       return 1;
     }
+  } else if (workload == "open_release") {
+    if constexpr (!C::scope::has_scope_object) {
+      std::fprintf(stderr, "this competitor has no scope object: open_release does not apply\n");
+      return 3;
+    } else {
+      for (std::size_t s = 0; s < scopes; ++s) open_release<C>(context);
+    }
   } else {
     std::fprintf(stderr, "unknown workload %.*s\n", static_cast<int>(workload.size()), workload.data());
     return 2;
@@ -58,7 +65,7 @@ inline int icount_main(int argc, char** argv, const icount_entry* entries, std::
       }
     }
   }
-  std::fprintf(stderr, "usage: %s <competitor> <per_scope|destructors> <K> <total allocations>\ncompetitors:",
+  std::fprintf(stderr, "usage: %s <competitor> <per_scope|destructors|open_release> <K> <total allocations>\ncompetitors:",
                argv[0]);
   for (std::size_t i = 0; i < count; ++i) std::fprintf(stderr, " %s", entries[i].name);
   std::fprintf(stderr, "\n");

@@ -55,6 +55,9 @@ struct perfloc_chunks {
     perfloc::process_chunk chunk_;
   };
 
+  /// Memory the default top chunk has committed (grow.hpp reports it beside the RSS).
+  static std::size_t committed_bytes() { return perfloc::default_top().stats().committed_bytes; }
+
   /// Checked after each benchmark: every chunk a workload opened has been released.
   static const char* verify() {
     return perfloc::default_top().stats().live_chunks == 0 ? nullptr : "a process chunk is still live";
