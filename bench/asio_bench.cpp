@@ -1,0 +1,206 @@
+// perfloc-bench-asio: spawned coroutines and coroutine frames, plain Asio against perfloc.asio, against
+// the pinned API of DESIGN.md:
+//
+//   perfloc::co_spawn(executor, factory, token)            a coroutine with a process chunk of its own
+//   co_await perfloc::this_coro::chunk()                   its chunk, from inside
+//   factory(perfloc::process_chunk&)                       or as the factory's parameter
+//   asio::awaitable<T> f(perfloc::process_chunk&, ...)     a coroutine whose frame lives in the chunk
+//
+// Benchmarks (names `<workload>/<competitor>`, as the other executables; bench/run.py parses them):
+//
+//   co_spawn_empty/{asio,perfloc,perfloc-param}   spawn a coroutine that does nothing and run it to the end
+//   co_spawn_8/{asio,perfloc,perfloc-param}       the same, the coroutine making 8 allocations of 16–256 B
+//                                                 (the per-scope workload's first 8 sizes), each touched:
+//                                                 asio: global operator new / delete;
+//                                                 perfloc: chunk.allocate from `co_await this_coro::chunk()`;
+//                                                 perfloc-param: the factory takes the chunk and the coroutine
+//                                                 has it as first parameter, so its frame is in the chunk too
+//   frame/{asio,perfloc}                          one coroutine co_awaits a child coroutine again and again:
+//                                                 asio: `awaitable<int> step(int)`, its frame from Asio's
+//                                                 per-thread recycling cache; perfloc: `awaitable<int>
+//                                                 step(process_chunk&, int)`, its frame in the chunk (given
+//                                                 back to the chunk and reused, call after call)
+//
+// Spawns come in batches of 16 per io_context::run(), so run() and restart() are amortized alike for
+// everyone; the figure is CPU nanoseconds per coroutine (per child call for `frame`). Every completion
+// token is asio::detached. One thread, one io_context.
+//
+// Built only when the `perfloc` target exists and modules/perfloc/asio.cppm does (bench/CMakeLists.txt).
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/version.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <new>
+#include <string>
+
+#include "harness.hpp"
+
+import perfloc;
+
+namespace asio = boost::asio;
+
+namespace perfloc_bench {
+namespace {
+
+constexpr int spawn_batch = 16;
+constexpr std::size_t coroutine_allocations = 8;
+
+// ---- the coroutines --------------------------------------------------------------------------------
+
+asio::awaitable<void> empty() { co_return; }
+
+asio::awaitable<void> empty_in(perfloc::process_chunk&) { co_return; }
+
+asio::awaitable<void> eight_new(std::uint64_t* sink) {
+  const std::uint32_t* size = sizes().data();
+  void* objects[coroutine_allocations];
+  for (std::size_t i = 0; i < coroutine_allocations; ++i) {
+    void* p = ::operator new(size[i]);
+    touch(p, i);
+    keep(p);
+    objects[i] = p;
+  }
+  for (std::size_t i = 0; i < coroutine_allocations; ++i) {
+    *sink += *static_cast<std::uint64_t*>(objects[i]);
+    ::operator delete(objects[i], size[i]);
+  }
+  co_return;
+}
+
+void eight_from(perfloc::process_chunk& chunk, std::uint64_t* sink) {
+  const std::uint32_t* size = sizes().data();
+  for (std::size_t i = 0; i < coroutine_allocations; ++i) {
+    void* p = chunk.allocate(size[i]);
+    touch(p, i);
+    keep(p);
+    *sink += *static_cast<std::uint64_t*>(p);
+  }  // the memory goes with the chunk, when the coroutine completes
+}
+
+asio::awaitable<void> eight_chunk(std::uint64_t* sink) {
+  perfloc::process_chunk& chunk = co_await perfloc::this_coro::chunk();
+  eight_from(chunk, sink);
+}
+
+asio::awaitable<void> eight_param(perfloc::process_chunk& chunk, std::uint64_t* sink) {
+  eight_from(chunk, sink);
+  co_return;
+}
+
+asio::awaitable<int> step(int x) { co_return x + 1; }
+
+asio::awaitable<int> step_in(perfloc::process_chunk&, int x) { co_return x + 1; }
+
+asio::awaitable<void> frame_loop(benchmark::State* state) {
+  int x = 0;
+  for (auto _ : *state) {
+    x = co_await step(x);
+    keep(x);
+  }
+}
+
+asio::awaitable<void> frame_loop_in(perfloc::process_chunk& chunk, benchmark::State* state) {
+  int x = 0;
+  for (auto _ : *state) {
+    x = co_await step_in(chunk, x);
+    keep(x);
+  }
+}
+
+// ---- the benchmarks --------------------------------------------------------------------------------
+
+void check_no_live_chunk(benchmark::State& state) {
+  if (perfloc::default_top().stats().live_chunks != 0) state.SkipWithError("a process chunk is still live");
+}
+
+/// Spawns batches of `spawn_batch` coroutines with `spawn(ctx)` and runs each batch to completion.
+template <class Spawn>
+void spawn_batches(benchmark::State& state, Spawn spawn) {
+  asio::io_context ctx(1);
+  (void)perfloc::default_top();
+  {  // warm both allocators' per-thread caches before timing
+    for (int i = 0; i < spawn_batch; ++i) spawn(ctx);
+    ctx.run();
+    ctx.restart();
+  }
+  for (auto _ : state) {
+    for (int i = 0; i < spawn_batch; ++i) spawn(ctx);
+    ctx.run();
+    ctx.restart();
+  }
+  check_no_live_chunk(state);
+  report_per_op(state, spawn_batch, "coroutine");
+}
+
+constexpr std::uint64_t eight_sum = coroutine_allocations * (coroutine_allocations - 1) / 2;
+
+void check_sink(benchmark::State& state, std::uint64_t sink) {
+  // The warm-up batch adds one batch more than the timed iterations.
+  const auto coroutines = (static_cast<std::uint64_t>(state.iterations()) + 1) * spawn_batch;
+  if (sink != eight_sum * coroutines) state.SkipWithError("not every coroutine ran");
+}
+
+void register_all() {
+  benchmark::AddCustomContext("asio", std::to_string(BOOST_ASIO_VERSION / 100000) + "." +
+                                          std::to_string(BOOST_ASIO_VERSION / 100 % 1000) + "." +
+                                          std::to_string(BOOST_ASIO_VERSION % 100));
+  benchmark::RegisterBenchmark("co_spawn_empty/asio", [](benchmark::State& state) {
+    spawn_batches(state, [](asio::io_context& ctx) { asio::co_spawn(ctx, [] { return empty(); }, asio::detached); });
+  });
+  benchmark::RegisterBenchmark("co_spawn_empty/perfloc", [](benchmark::State& state) {
+    spawn_batches(state, [](asio::io_context& ctx) { perfloc::co_spawn(ctx, [] { return empty(); }, asio::detached); });
+  });
+  benchmark::RegisterBenchmark("co_spawn_empty/perfloc-param", [](benchmark::State& state) {
+    spawn_batches(state, [](asio::io_context& ctx) {
+      perfloc::co_spawn(ctx, [](perfloc::process_chunk& chunk) { return empty_in(chunk); }, asio::detached);
+    });
+  });
+
+  benchmark::RegisterBenchmark("co_spawn_8/asio", [](benchmark::State& state) {
+    std::uint64_t sink = 0;
+    spawn_batches(state, [&sink](asio::io_context& ctx) {
+      asio::co_spawn(ctx, [&sink] { return eight_new(&sink); }, asio::detached);
+    });
+    check_sink(state, sink);
+  });
+  benchmark::RegisterBenchmark("co_spawn_8/perfloc", [](benchmark::State& state) {
+    std::uint64_t sink = 0;
+    spawn_batches(state, [&sink](asio::io_context& ctx) {
+      perfloc::co_spawn(ctx, [&sink] { return eight_chunk(&sink); }, asio::detached);
+    });
+    check_sink(state, sink);
+  });
+  benchmark::RegisterBenchmark("co_spawn_8/perfloc-param", [](benchmark::State& state) {
+    std::uint64_t sink = 0;
+    spawn_batches(state, [&sink](asio::io_context& ctx) {
+      perfloc::co_spawn(ctx, [&sink](perfloc::process_chunk& chunk) { return eight_param(chunk, &sink); },
+                        asio::detached);
+    });
+    check_sink(state, sink);
+  });
+
+  benchmark::RegisterBenchmark("frame/asio", [](benchmark::State& state) {
+    asio::io_context ctx(1);
+    asio::co_spawn(ctx, [&state] { return frame_loop(&state); }, asio::detached);
+    ctx.run();
+    report_per_op(state, 1.0, "call");
+  });
+  benchmark::RegisterBenchmark("frame/perfloc", [](benchmark::State& state) {
+    asio::io_context ctx(1);
+    perfloc::co_spawn(ctx, [&state](perfloc::process_chunk& chunk) { return frame_loop_in(chunk, &state); },
+                      asio::detached);
+    ctx.run();
+    check_no_live_chunk(state);
+    report_per_op(state, 1.0, "call");
+  });
+}
+
+}  // namespace
+}  // namespace perfloc_bench
+
+int main(int argc, char** argv) { return perfloc_bench::run_main(argc, argv, perfloc_bench::register_all); }
