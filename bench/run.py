@@ -6,8 +6,9 @@ mimalloc replace malloc for the whole process. Rounds alternate between executab
 ...) so that drift on a shared machine hits every competitor alike; each figure is the median over the
 rounds, with min and max beside it. Times are CPU time (time spent preempted is left out).
 
-    bench/run.py                    timing, 5 rounds          (writes results/latest-timing.json)
-    bench/run.py --quick            timing, 2 short rounds: a smoke check in well under two minutes
+    bench/run.py                    timing, 5 rounds, then the 1 GiB growth workload 3 times per competitor
+                                    (writes results/latest-timing.json)
+    bench/run.py --quick            timing, 2 short rounds, growth once: a smoke check in under two minutes
     bench/run.py --icount           instruction counts under Callgrind (writes results/latest-icount.json)
     bench/run.py --all              both
     bench/run.py --report-only      rewrite latest.md / latest.png from the saved JSON
@@ -50,7 +51,7 @@ REPORT_PNG = RESULTS_DIR / "latest.png"
 # --------------------------------------------------------------------------------------------------
 
 # Executables, in the order each round runs them: perfloc-bench-<name>.
-EXECUTABLES = ["perfloc", "bump", "pmr", "apr", "jemalloc", "mimalloc", "glibc", "talloc"]
+EXECUTABLES = ["perfloc", "bump", "pmr", "apr", "jemalloc", "mimalloc", "glibc", "talloc", "asio"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,9 @@ COMPETITORS = {
     "glibc": Competitor("glibc malloc", "anchor", "#e377c2"),
     "pmr-pool": Competitor("pmr unsynchronized_pool_resource", "other", "#98df8a"),
     "talloc": Competitor("talloc", "anchor", "#17becf"),
+    # perfloc-bench-asio (the co_spawn_* and frame workloads)
+    "asio": Competitor("plain asio::co_spawn, global new", "other", "#ff7f0e"),
+    "perfloc-param": Competitor("perfloc::co_spawn, chunk as the factory's parameter", "other", "#ff9896"),
 }
 
 
@@ -84,8 +88,9 @@ class Workload:
     name: str
     title: str
     description: str
-    unit: str  # "alloc" or "scope": the benchmark's counter is ns_per_<unit>
+    unit: str  # "alloc", "scope", "coroutine" or "call": the benchmark's counter is ns_per_<unit>
     notes: tuple = ()
+    baseline: str = ""  # if set, the ratio column is competitor ÷ baseline, not perfloc ÷ competitor
 
 
 WORKLOADS = [
@@ -123,7 +128,58 @@ WORKLOADS = [
         "scope is an object (a chunk, pool, heap or resource).",
         "scope",
     ),
+    Workload(
+        "co_spawn_empty",
+        "Asio: a spawned coroutine that does nothing",
+        "Spawn a coroutine whose body is `co_return;` with `asio::detached` and run it to completion (16 per "
+        "`io_context::run()`). `asio`: `asio::co_spawn`; `perfloc`: `perfloc::co_spawn`, a process chunk opened "
+        "and released per coroutine; `perfloc-param`: the same, the factory taking the chunk and the coroutine "
+        "having it as first parameter (its frame in the chunk). Nanoseconds per coroutine.",
+        "coroutine",
+        baseline="asio",
+    ),
+    Workload(
+        "co_spawn_8",
+        "Asio: a spawned coroutine making 8 allocations",
+        "As above, the coroutine making 8 allocations of 16–256 B (the per-scope sizes), each touched: `asio` "
+        "with global `operator new`/`delete`; `perfloc` from the chunk of `co_await perfloc::this_coro::chunk()`; "
+        "`perfloc-param` from the factory's `process_chunk&` parameter. Nanoseconds per coroutine.",
+        "coroutine",
+        baseline="asio",
+    ),
+    Workload(
+        "frame",
+        "Asio: coroutine frame allocation",
+        "One coroutine `co_await`s a child coroutine returning `asio::awaitable<int>`, again and again: `asio`: "
+        "`step(int)`, its frame from Asio's per-thread recycling cache; `perfloc`: `step(perfloc::process_chunk&, "
+        "int)`, its frame in the chunk (given back to it and reused). Nanoseconds per child call.",
+        "call",
+        baseline="asio",
+    ),
 ]
+
+# Threaded workloads (Google Benchmark ->Threads(1), ->Threads(2), wall-clock time): items_per_second is the
+# throughput of all threads together. Each thread opens its own scopes, with its own context.
+THREAD_WORKLOADS = {
+    "threads_open_release": ("Two threads opening and releasing scopes",
+                             "Each thread opens and releases empty scopes (a chunk, pool, heap or resource) in a "
+                             "loop; throughput of all threads together in millions of scopes per second of wall-clock "
+                             "time, 1 thread against 2."),
+    "threads_per_scope": ("Two threads running the per-scope workload at K = 4",
+                          "Each thread runs the per-scope workload with K = 4 (open, 4 allocations of 16–256 B, "
+                          "touch, release); millions of scopes per second, all threads together."),
+}
+
+# The growth workload (grow.hpp): `perfloc-bench-<exe> --perfloc_grow=<competitor>`, a process per run.
+GROW_COMPETITORS = {
+    "perfloc": ["perfloc"],
+    "glibc": ["glibc"],
+    "jemalloc": ["jemalloc"],
+    "mimalloc": ["mimalloc", "mimalloc-heap"],
+    "pmr": ["pmr-new"],
+    "apr": ["apr", "apr-global"],
+    "talloc": ["talloc"],
+}
 
 # DESIGN.md "Performance": the per-scope figures measured on this machine when the design was written
 # (ns per allocation). Shown beside this run's anchors to catch a broken harness or a changed machine.
@@ -138,19 +194,27 @@ DESIGN_REFERENCE = {
 
 # Targets not measured yet; listed in the report so that nobody mistakes silence for success.
 TODO = [
-    "Two threads opening and releasing chunks: ≥ 1.8× one thread's throughput.",
-    "Asio: `perfloc::co_spawn` against plain `asio::co_spawn`, empty and with 8 allocations (≤ 1.05×); "
-    "coroutine frame allocation, Asio's recycling cache against a chunk (owned by the Asio work).",
-    "A long-lived scope growing to 1 GiB and released: growth, commit, decommit, peak RSS after.",
     "The example server under load on loopback: requests per second, p99 latency, peak RSS, perfloc "
-    "against the global allocator.",
+    "against the global allocator (there is no example server in examples/ yet).",
 ]
 
-# Instruction counts: (executable, competitor) pairs counted by --icount.
+# Instruction counts: executable -> competitors counted by --icount. The bare drivers (perfloc-bench-icount,
+# perfloc-bench-icount-anchors) take `<competitor> <workload> <K> <N>`; the competitor executables take
+# `--perfloc_icount=<competitor> <workload> <K> <N>` (so jemalloc and mimalloc are counted as they are timed:
+# replacing malloc in their own process).
 ICOUNT_EXECUTABLES = {"perfloc-bench-icount": ["perfloc"],
-                      "perfloc-bench-icount-anchors": ["bump", "pmr-reused", "pmr-new"]}
+                      "perfloc-bench-icount-anchors": ["bump", "pmr-reused", "pmr-new"],
+                      "perfloc-bench-pmr": ["pmr-pool"],
+                      "perfloc-bench-apr": ["apr", "apr-global"],
+                      "perfloc-bench-jemalloc": ["jemalloc"],
+                      "perfloc-bench-mimalloc": ["mimalloc", "mimalloc-heap"],
+                      "perfloc-bench-glibc": ["glibc"],
+                      "perfloc-bench-talloc": ["talloc"]}
+BARE_ICOUNT_EXECUTABLES = {"perfloc-bench-icount", "perfloc-bench-icount-anchors"}
 ICOUNT_WORKLOADS = ["per_scope", "destructors"]
 ICOUNT_SIZES = [4, 64, 4096]
+# Competitors whose scope is an object: their empty scope's open + release is counted too.
+ICOUNT_SCOPES = ["perfloc", "pmr-reused", "pmr-new", "apr", "apr-global", "mimalloc-heap", "talloc"]
 
 # --------------------------------------------------------------------------------------------------
 # Helpers
@@ -169,9 +233,13 @@ def run_text(command: list[str]) -> str:
 
 
 def parse_name(name: str) -> tuple[str, str, int | None]:
-    """'per_scope/glibc/64' -> ('per_scope', 'glibc', 64); 'open_release/apr' -> (..., None)."""
+    """'per_scope/glibc/64' -> ('per_scope', 'glibc', 64); 'open_release/apr' -> (..., None);
+    'threads_open_release/perfloc/real_time/threads:2' -> (..., 2): the thread count."""
     parts = name.split("/")
     workload, competitor = parts[0], parts[1]
+    threads = [p.split(":", 1)[1] for p in parts[2:] if p.startswith("threads:")]
+    if threads:
+        return workload, competitor, int(threads[0])
     param = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
     return workload, competitor, param
 
@@ -250,7 +318,8 @@ def run_timing(args, executables: dict[str, Path]) -> dict:
     missing = [e for e in EXECUTABLES if f"perfloc-bench-{e}" not in executables]
     if not names:
         sys.exit(f"run.py: no perfloc-bench-* executable under {args.build_dir}; build the bench preset first")
-    samples: dict = {}  # workload -> param -> competitor -> [ns]
+    samples: dict = {}  # workload -> param -> competitor -> [ns]; threads_*: [millions of scopes per second]
+    thread_cpu: dict = {}  # threads_* workload -> threads -> competitor -> [CPU ns per scope, per thread]
     errors: list[str] = []
     context: dict = {}
     load_before = load_average()
@@ -279,10 +348,17 @@ def run_timing(args, executables: dict[str, Path]) -> dict:
                 if bench.get("error_occurred"):
                     errors.append(f"{bench['name']}: {bench.get('error_message', 'error')}")
                     continue
-                value = bench.get("ns_per_alloc", bench.get("ns_per_scope"))
-                if value is None:  # fall back on the time per iteration
-                    value = bench["cpu_time"] / bench.get("ops_per_iter", 1.0)
+                if workload in THREAD_WORKLOADS:
+                    value = bench["items_per_second"] / 1e6
+                    # Google Benchmark's cpu_time here: CPU time of all threads over all their iterations.
+                    thread_cpu.setdefault(workload, {}).setdefault(key(param), {}).setdefault(
+                        competitor, []).append(bench["cpu_time"] * time_unit_ns(bench))
+                else:
+                    value = next((v for k, v in bench.items() if k.startswith("ns_per_")), None)
+                    if value is None:  # fall back on the time per iteration
+                        value = bench["cpu_time"] * time_unit_ns(bench) / bench.get("ops_per_iter", 1.0)
                 samples.setdefault(workload, {}).setdefault(key(param), {}).setdefault(competitor, []).append(value)
+    grow = {} if args.skip_grow else run_grow(args, executables, names)
     return {
         "machine": machine_info(args.build_dir),
         "rounds": args.rounds,
@@ -294,7 +370,40 @@ def run_timing(args, executables: dict[str, Path]) -> dict:
         "load_average": f"{load_before} before, {load_average()} after",
         "errors": sorted(set(errors)),
         "samples": samples,
+        "thread_cpu": thread_cpu,
+        "cpu_pinned": args.cpu,
+        "grow": grow,
     }
+
+
+def time_unit_ns(bench: dict) -> float:
+    return {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}.get(bench.get("time_unit", "ns"), 1.0)
+
+
+def run_grow(args, executables: dict[str, Path], names: list[str]) -> dict:
+    """The 1 GiB growth workload, one process per run, alternating between competitors, args.grow_rounds
+    times. Returns {"rounds", "target_mib", "load_average", "errors", "runs": {competitor: [record, ...]}}."""
+    runs: dict = {}
+    errors: list[str] = []
+    load_before = load_average()
+    plan = [(exe, c) for exe in names for c in GROW_COMPETITORS.get(exe, [])]
+    for round_index in range(args.grow_rounds):
+        for exe, competitor in plan:
+            log(f"grow {round_index + 1}/{args.grow_rounds}: {competitor}")
+            command = [str(executables[f"perfloc-bench-{exe}"]), f"--perfloc_grow={competitor}",
+                       f"--perfloc_grow_mib={args.grow_mib}"]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            try:
+                if result.returncode != 0:
+                    raise ValueError(f"exit {result.returncode}: {result.stderr.strip()[-300:]}")
+                record = json.loads(result.stdout.strip().splitlines()[-1])
+            except (ValueError, IndexError) as error:
+                errors.append(f"grow {competitor}: {error}")
+                continue
+            runs.setdefault(competitor, []).append(record)
+    return {"rounds": args.grow_rounds, "target_mib": args.grow_mib,
+            "load_average": f"{load_before} before, {load_average()} after", "errors": sorted(set(errors)),
+            "runs": runs}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,24 +428,33 @@ def run_icount(args, executables: dict[str, Path]) -> dict:
     if not shutil.which("valgrind"):
         sys.exit("run.py --icount: valgrind is not installed")
     n = args.icount_allocations
-    counts: dict = {}  # workload -> K -> competitor -> instructions per allocation
+    counts: dict = {}  # workload -> K -> competitor -> instructions per allocation (open_release: per scope)
     errors, missing = [], []
+    wanted = set(args.only.split(",")) if args.only else None
     for executable, competitors in ICOUNT_EXECUTABLES.items():
         if executable not in executables:
             missing.append(executable)
             continue
         for competitor in competitors:
-            for workload in ICOUNT_WORKLOADS:
-                for k in ICOUNT_SIZES:
-                    log(f"callgrind: {competitor} {workload} K={k}")
+            if wanted and competitor not in wanted and executable.removeprefix("perfloc-bench-") not in wanted:
+                continue
+            cases = [(w, k) for w in ICOUNT_WORKLOADS for k in ICOUNT_SIZES]
+            if competitor in ICOUNT_SCOPES:
+                cases.append(("open_release", 1))
+            for workload, k in cases:
+                log(f"callgrind: {competitor} {workload} K={k}")
+                if executable in BARE_ICOUNT_EXECUTABLES:
                     base = [str(executables[executable]), competitor, workload, str(k)]
-                    try:
-                        once = callgrind_instructions(base + [str(n)])
-                        twice = callgrind_instructions(base + [str(2 * n)])
-                    except RuntimeError as error:
-                        errors.append(str(error))
-                        continue
-                    counts.setdefault(workload, {}).setdefault(str(k), {})[competitor] = (twice - once) / n
+                else:
+                    base = [str(executables[executable]), f"--perfloc_icount={competitor}", workload, str(k)]
+                try:
+                    once = callgrind_instructions(base + [str(n)])
+                    twice = callgrind_instructions(base + [str(2 * n)])
+                except RuntimeError as error:
+                    errors.append(str(error))
+                    continue
+                param = "-" if workload == "open_release" else str(k)
+                counts.setdefault(workload, {}).setdefault(param, {})[competitor] = (twice - once) / n
     return {"machine": machine_info(args.build_dir), "allocations": n, "missing": missing, "errors": errors,
             "counts": counts}
 
@@ -394,6 +512,32 @@ def evaluate_targets(timing: dict) -> list[list[str]]:
     rows.append(["chunk open + release: a handful of ns (read as ≤ 10 ns)", "–", fmt(opened[0] if opened else None),
                  "–", "–", "10 ns",
                  ("**MET**" if opened[0] <= 10 else "**MISSED**") if opened else "not evaluated"])
+    one = summary(samples, "threads_open_release", "1").get("perfloc")
+    two = summary(samples, "threads_open_release", "2").get("perfloc")
+    if one and two:
+        ratio = two[0] / one[0]
+        rows.append(["two threads opening and releasing chunks ≥ 1.8× one thread (throughput; bounded by this "
+                     "2-CPU shared machine, see below)", "–", f"{two[0]:.0f} M/s (2 threads)",
+                     f"{one[0]:.0f} M/s (1 thread)", f"{ratio:.2f}×", "≥ 1.8×",
+                     "**MET**" if ratio >= 1.8 else "**MISSED**"])
+    else:
+        rows.append(["two threads opening and releasing chunks ≥ 1.8× one thread", "–", "–", "–", "–", "≥ 1.8×",
+                     "not evaluated"])
+    for workload, text in (("co_spawn_empty", "perfloc::co_spawn ≤ 1.05× asio::co_spawn, empty coroutine"),
+                           ("co_spawn_8", "perfloc::co_spawn ≤ 1.05× asio::co_spawn, 8 allocations")):
+        stats = summary(samples, workload, "-")
+        base = stats.get("asio")
+        for competitor in ("perfloc", "perfloc-param"):
+            subject = stats.get(competitor)
+            how = " (chunk as the factory's parameter)" if competitor == "perfloc-param" else (
+                " (chunk from this_coro::chunk())" if workload == "co_spawn_8" else "")
+            if subject and base:
+                ratio = subject[0] / base[0]
+                rows.append([text + how, "–", f"{fmt(subject[0])} ns/coroutine", f"{fmt(base[0])} (asio)",
+                             f"{ratio:.2f}×", "1.05×", "**MET**" if ratio <= 1.05 else "**MISSED**"])
+            elif competitor == "perfloc":
+                rows.append([text, "–", "–", "–", "–", "1.05×", "not evaluated (no perfloc-bench-asio: "
+                             "modules/perfloc/asio.cppm not in this build)"])
     return rows
 
 
@@ -434,6 +578,8 @@ def timing_sections(timing: dict, have_plot: bool) -> list[str]:
 
     if have_plot:
         lines += ["![per-scope workload](latest.png)", ""]
+    lines += thread_sections(timing)
+    lines += grow_sections(timing.get("grow") or {})
 
     for workload in WORKLOADS:
         if workload.name not in samples:
@@ -444,14 +590,19 @@ def timing_sections(timing: dict, have_plot: bool) -> list[str]:
         for param in sorted(samples[workload.name], key=lambda p: (p == "-", int(p) if p != "-" else 0)):
             stats = summary(samples, workload.name, param)
             subject = stats.get("perfloc", (None,))[0]
+            base = stats.get(workload.baseline, (None,))[0] if workload.baseline else None
             rows = []
             for competitor, (median, low, high, count) in sorted(stats.items(), key=lambda item: item[1][0]):
-                ratio = "–" if subject is None or competitor == "perfloc" else f"{subject / median:.2f}×"
-                name = f"**{label(competitor)}**" if competitor == "perfloc" else label(competitor)
+                if workload.baseline:
+                    ratio = "–" if base is None or competitor == workload.baseline else f"{median / base:.2f}×"
+                else:
+                    ratio = "–" if subject is None or competitor == "perfloc" else f"{subject / median:.2f}×"
+                name = f"**{label(competitor)}**" if competitor.startswith("perfloc") else label(competitor)
                 rows.append([name, fmt(median), fmt(low), fmt(high), ratio])
             if param != "-":
                 lines += [f"### K = {param}", ""]
-            lines += markdown_table(["competitor", f"median {unit}", "min", "max", "perfloc ÷ competitor"], rows)
+            ratio_header = f"÷ {workload.baseline}" if workload.baseline else "perfloc ÷ competitor"
+            lines += markdown_table(["competitor", f"median {unit}", "min", "max", ratio_header], rows)
             lines += [""]
 
     rows = []
@@ -469,6 +620,104 @@ def timing_sections(timing: dict, have_plot: bool) -> list[str]:
     return lines
 
 
+def thread_sections(timing: dict) -> list[str]:
+    samples, cpu = timing["samples"], timing.get("thread_cpu", {})
+    lines = []
+    for workload, (title, description) in THREAD_WORKLOADS.items():
+        if workload not in samples:
+            continue
+        lines += [f"## {title}", "", description + " Wall-clock time (Google Benchmark `->Threads(1)`, `->Threads(2)`, "
+                  "`UseRealTime()`); each thread has its own scopes and context.", "",
+                  f"**Bounded by the machine:** it has {timing['machine']['cpus']} CPUs and is shared (load average "
+                  f"{timing['load_average']}), so a second thread gets a whole CPU only when nothing else runs; 2× "
+                  "is the ceiling, not the expectation. The CPU-time columns tell contention apart from the machine: "
+                  "CPU nanoseconds per scope in each thread stay flat from 1 to 2 threads when the threads do not "
+                  "get in each other's way (no shared lock, no shared cache line), and rise when they do.", ""]
+        if timing.get("cpu_pinned") is not None:
+            lines += ["> This run pinned every process to one CPU (`--cpu`): the two threads shared it.", ""]
+        one, two = summary(samples, workload, "1"), summary(samples, workload, "2")
+        cpu_one = {c: statistics.median(v) for c, v in cpu.get(workload, {}).get("1", {}).items() if v}
+        cpu_two = {c: statistics.median(v) for c, v in cpu.get(workload, {}).get("2", {}).items() if v}
+        rows = []
+        for competitor in sorted(set(one) | set(two), key=lambda c: -(two.get(c, one.get(c))[0] / one[c][0]
+                                                                       if c in one and c in two else 0)):
+            a, b = one.get(competitor), two.get(competitor)
+            name = f"**{label(competitor)}**" if competitor == "perfloc" else label(competitor)
+            rows.append([name,
+                         f"{fmt(a[0])} ({fmt(a[1])}–{fmt(a[2])})" if a else "–",
+                         f"{fmt(b[0])} ({fmt(b[1])}–{fmt(b[2])})" if b else "–",
+                         f"{b[0] / a[0]:.2f}×" if a and b else "–",
+                         fmt(cpu_one.get(competitor)), fmt(cpu_two.get(competitor)),
+                         f"{cpu_two[competitor] / cpu_one[competitor]:.2f}×"
+                         if competitor in cpu_one and competitor in cpu_two else "–"])
+        lines += markdown_table(["competitor", "1 thread, M scopes/s (min–max)", "2 threads, M scopes/s (min–max)",
+                                 "2 ÷ 1", "CPU ns/scope, 1 thread", "CPU ns/scope, 2 threads", "CPU 2 ÷ 1"], rows)
+        lines += [""]
+    return lines
+
+
+def mib(value: float | None) -> str:
+    return "–" if value is None else f"{value / 2**20:.0f}" if value >= 10 * 2**20 else f"{value / 2**20:.1f}"
+
+
+def grow_sections(grow: dict) -> list[str]:
+    runs = grow.get("runs") or {}
+    if not runs and not grow.get("errors"):
+        return []
+    lines = ["## A long-lived scope growing to 1 GiB, then released", "",
+             f"One scope grows to {grow.get('target_mib', 1024)} MiB of objects of 64 KiB–1 MiB (a fixed pseudo-random "
+             "sequence), one byte written in every 4 KiB page of each, then the scope ends (the malloc family frees each "
+             "object). A fresh process per run, since the process's resident set is the measurement "
+             f"(bench/grow.hpp); {grow.get('rounds')} runs per competitor, alternating, medians (min–max for the "
+             f"times). Load average {grow.get('load_average', '?')}. Times are CPU seconds of the process, user and "
+             "system: faulting in 262 144 pages is almost all of the growth, and it is system time. RSS from "
+             "/proc/self/statm, peak from VmHWM.", ""]
+    if grow.get("errors"):
+        lines += ["Errors:", ""] + [f"- {e}" for e in grow["errors"]] + [""]
+
+    def med(records, field):
+        values = [r[field] for r in records if field in r]
+        return (statistics.median(values), min(values), max(values)) if values else None
+
+    rows = []
+    order = [c for c in COMPETITORS if c in runs] + sorted(set(runs) - set(COMPETITORS))
+    for competitor in order:
+        records = runs[competitor]
+        grow_s, release_s = med(records, "grow_s"), med(records, "release_s")
+        wall = med(records, "grow_wall_s")
+        before, after, peak = med(records, "rss_before"), med(records, "rss_after"), med(records, "peak_rss")
+        committed = med(records, "committed_after")
+        name = f"**{label(competitor)}**" if competitor == "perfloc" else label(competitor)
+        rows.append([name,
+                     f"{grow_s[0] * 1e3:.0f} ({grow_s[1] * 1e3:.0f}–{grow_s[2] * 1e3:.0f})",
+                     f"{wall[0] * 1e3:.0f}" if wall else "–",
+                     f"{release_s[0] * 1e3:.1f} ({release_s[1] * 1e3:.1f}–{release_s[2] * 1e3:.1f})",
+                     mib(peak[0]), mib(before[0]), f"**{mib(after[0])}**",
+                     mib(after[0] - before[0]), mib(committed[0]) if committed else "–"])
+    lines += markdown_table(["competitor", "grow, CPU ms (min–max)", "grow, wall ms", "release, CPU ms (min–max)",
+                             "peak RSS MiB", "RSS before MiB", "RSS after release MiB", "kept after release MiB",
+                             "committed after (perfloc top) MiB"], rows)
+    lines += ["", "What stays resident after the release, and why:", "",
+              "- **perfloc** keeps its top chunk's free memory up to `top_options::retain_bytes` (64 MiB by "
+              "default) committed for reuse and gives the rest back with `madvise(MADV_DONTNEED)`; the calling "
+              "thread's cache also keeps a few free blocks of each small class (64 KiB–4 MiB). The committed "
+              "column is `top_stats::committed_bytes` after the release: retain plus the thread cache plus the "
+              "header and meta region. A smaller `retain_bytes` trades it for faults on the next growth.",
+              "- **glibc** serves requests of 128 KiB and more with their own `mmap` and `munmap`s them on free; the "
+              "smaller ones come from the heap, trimmed at its top.",
+              "- **jemalloc** purges freed (dirty) pages gradually over `dirty_decay_ms` (10 s by default), during "
+              "later allocator calls (no background thread by default), so right after the release part of the "
+              "memory is still resident.",
+              "- **mimalloc** (both `free` and `mi_heap_destroy`) keeps the freed pages in its segments for reuse "
+              "and resets them lazily; right after the release almost all of it is still resident.",
+              "- **APR** pools give their memory to the allocator's free lists, and an allocator keeps everything "
+              "unless `apr_allocator_max_free_set` bounds it (httpd sets `MaxMemFree`); the global allocator "
+              "(`apr-global`) is no different.",
+              "- **pmr monotonic, new each scope** and **talloc** free every buffer to glibc, which unmaps the large "
+              "ones.", ""]
+    return lines
+
+
 def icount_sections(icount: dict) -> list[str]:
     machine = icount["machine"]
     lines = ["## Instructions per allocation (Callgrind)", "",
@@ -482,9 +731,17 @@ def icount_sections(icount: dict) -> list[str]:
         lines += ["Errors:", ""] + [f"- {e}" for e in icount["errors"]] + [""]
     for workload, by_k in icount["counts"].items():
         competitors = [c for c in COMPETITORS if any(c in cell for cell in by_k.values())]
-        header = ["K"] + [label(c) for c in competitors]
+        if workload == "open_release":
+            cell = by_k.get("-", {})
+            rows = [[f"**{label(c)}**" if c == "perfloc" else label(c), fmt(cell[c])]
+                    for c in sorted(cell, key=cell.get)]
+            lines += ["### open_release: instructions per empty scope, open + release", ""]
+            lines += markdown_table(["competitor", "instructions per scope"], rows) + [""]
+            continue
+        header = ["K"] + [f"**{c}**" if c == "perfloc" else c for c in competitors]
         rows = [[k] + [fmt(by_k[k].get(c)) for c in competitors] for k in sorted(by_k, key=int)]
-        lines += [f"### {workload}", ""] + markdown_table(header, rows) + [""]
+        lines += [f"### {workload}: instructions per allocation, scope open and release amortized in", ""]
+        lines += markdown_table(header, rows) + [""]
     return lines
 
 
@@ -516,9 +773,11 @@ def write_plot(timing: dict) -> bool:
             title = COMPETITORS[c].label if c in COMPETITORS else c
             plots.append(f"'{data}' using {using} title '{title}' lc rgb '{color}'")
         machine = timing["machine"]
+        grow_panel = grow_plot(timing.get("grow") or {}, Path(directory))
         script = f"""
-set terminal pngcairo size 1400,700 font ',11' noenhanced
+set terminal pngcairo size 1400,{1150 if grow_panel else 700} font ',11' noenhanced
 set output '{REPORT_PNG}'
+{"set multiplot layout 2,1" if grow_panel else ""}
 set title "Per-scope workload: K allocations of 16–256 B, touched, scope released (median of {timing['rounds']} rounds; whiskers min–max)\\n{machine['cpu']}, {machine['compiler']}, {machine['date']}"
 set ylabel 'ns per allocation (log scale)'
 set logscale y
@@ -532,12 +791,45 @@ set style fill solid 0.85 border -1
 set boxwidth 0.9
 set bars 0.4
 plot {', '.join(plots)}
+{grow_panel}
 """
         result = subprocess.run([gnuplot], input=script, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             log(f"gnuplot failed: {result.stderr.strip()}")
             return False
     return True
+
+
+def grow_plot(grow: dict, directory: Path) -> str:
+    """The second panel of latest.png: resident memory after the 1 GiB scope's release, per competitor (the
+    growth times are alike for everyone and stay in the table). Returns gnuplot commands, or "" without data."""
+    runs = grow.get("runs") or {}
+    order = [c for c in COMPETITORS if c in runs]
+    if not order:
+        return ""
+    data = directory / "grow.dat"
+    with data.open("w") as out:
+        for i, competitor in enumerate(order):
+            after = statistics.median(r["rss_after"] for r in runs[competitor]) / 2**20
+            peak = statistics.median(r["peak_rss"] for r in runs[competitor]) / 2**20
+            color = int(COMPETITORS[competitor].color.lstrip("#"), 16)
+            out.write(f'{i} "{COMPETITORS[competitor].label}" {after:.1f} {peak:.1f} {color}\n')
+    return f"""
+unset logscale y
+set logscale y 2
+set title "A scope grown to {grow.get('target_mib', 1024)} MiB (pages touched) and released: resident MiB right after the release (bars) and peak (line); median of {grow.get('rounds')} runs"
+set ylabel 'MiB resident (log scale)'
+set yrange [1:2048]
+set xrange [-0.6:{len(order) - 0.4}]
+set xtics rotate by -20
+set style fill solid 0.85 border -1
+set boxwidth 0.7
+unset key
+plot '{data}' using 1:3:5:xtic(2) with boxes lc rgb variable, \
+     '' using 1:4 with linespoints lc rgb '#444444' pt 7, \
+     '' using 1:3:(sprintf('%.0f', $3)) with labels offset 0,0.8
+unset multiplot
+"""
 
 
 def write_report(command: str) -> None:
@@ -579,7 +871,11 @@ def main() -> None:
     parser.add_argument("--icount-allocations", type=int, default=65536,
                         help="N for the N / 2N Callgrind runs (a multiple of 4096)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the saved JSON")
+    parser.add_argument("--skip-grow", action="store_true", help="timing without the 1 GiB growth workload")
+    parser.add_argument("--grow-rounds", type=int, default=None, help="growth runs per competitor (default 3, quick 1)")
+    parser.add_argument("--grow-mib", type=int, default=1024, help="size the growth workload's scope reaches, MiB")
     args = parser.parse_args()
+    args.grow_rounds = args.grow_rounds or (1 if args.quick else 3)
     args.rounds = args.rounds or (2 if args.quick else 5)
     args.min_time = args.min_time if args.min_time is not None else (0.05 if args.quick else 0.1)
     args.build_dir = (args.build_dir or default_build_dir()).resolve()
