@@ -44,6 +44,7 @@ inline T* make_in(chunk_header* chunk, Args&&... args) {
       throw;
     }
   }
+  child_meta::add(chunk->meta->objects_made, 1);
   std::uintptr_t word = reinterpret_cast<std::uintptr_t>(chunk->meta);
   if constexpr (layout::has_cleanup) {
     cleanup_record* record = layout::record_of(object);
@@ -65,8 +66,12 @@ export namespace perfloc {
 
 /// A snapshot of one chunk.
 struct chunk_stats {
-  std::size_t in_use_bytes = 0;  ///< bytes handed out now: requested sizes, padding, object headers
-  std::size_t held_bytes = 0;    ///< bytes of the blocks the chunk holds from its top chunk
+  std::size_t in_use_bytes = 0;       ///< bytes handed out now: requested sizes, padding, object headers
+  std::size_t peak_in_use_bytes = 0;  ///< the most in_use_bytes has been
+  std::size_t held_bytes = 0;         ///< bytes of the blocks the chunk holds from its top chunk
+  std::size_t blocks = 0;             ///< how many blocks that is
+  std::uint64_t objects_made = 0;     ///< by make<T> (and perfloc::vector::emplace_back)
+  std::uint64_t objects_destroyed = 0;  ///< by perfloc::destroy, or by the chunk's release
 };
 
 /// An arena for one scope. Everything allocated or made in it is released, destructors run, when the
@@ -77,7 +82,8 @@ class process_chunk {
   /// Opens a chunk from default_top().
   inline explicit process_chunk(std::source_location where = std::source_location::current())
       : chunk_(detail::open_chunk(detail::default_state(), {}, where)) {}
-  /// Opens a labelled chunk from default_top(); the label (up to 39 bytes) shows in statistics and leak reports.
+  /// Opens a labelled chunk from default_top(); the label (up to 47 bytes, copied) shows in statistics,
+  /// reports and leak reports.
   inline explicit process_chunk(std::string_view label, std::source_location where = std::source_location::current())
       : chunk_(detail::open_chunk(detail::default_state(), label, where)) {}
   /// Opens a chunk from another top chunk.
@@ -141,8 +147,8 @@ class process_chunk {
 
   inline chunk_stats stats() const noexcept {
     check_owned();
-    return {chunk_->meta->in_use_bytes.load(std::memory_order_relaxed),
-            chunk_->meta->held_bytes.load(std::memory_order_relaxed)};
+    const detail::chunk_figures f = detail::figures_of(chunk_->meta);
+    return {f.in_use_bytes, f.peak_in_use_bytes, f.held_bytes, f.blocks, f.objects_made, f.objects_destroyed};
   }
 
   /// The label given at construction ("" if none).
@@ -241,8 +247,10 @@ inline void destroy(T* object) noexcept {
 #ifndef NDEBUG
   detail::check_destroy(header, target);
 #endif
-  detail::chunk_header* chunk = header->meta()->chunk;
+  detail::child_meta* meta = header->meta();
+  detail::chunk_header* chunk = meta->chunk;
   target->~U();
+  detail::child_meta::add(meta->objects_destroyed, 1);
   if constexpr (layout::has_cleanup) chunk->unlink_cleanup(layout::record_of(target));
   header->word |= detail::object_header::destroyed_bit;
   chunk->deallocate(layout::start_of(target), layout::request, layout::alignment);

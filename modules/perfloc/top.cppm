@@ -7,14 +7,35 @@
 // It is thread-safe: each thread opens and releases chunks through a cache of its own, without a lock.
 module;
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <source_location>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "perfloc/detail/arena.hpp"
 
 export module perfloc.top;
 
 export namespace perfloc {
+
+/// One process chunk as statistics see it: live in top_chunk::for_each_chunk, final in the release hook.
+struct chunk_summary {
+  std::string_view label;             ///< "" if none was given; valid during the call only
+  std::size_t in_use_bytes = 0;       ///< bytes handed out (at release: just before the blocks go back)
+  std::size_t peak_in_use_bytes = 0;  ///< the most in_use_bytes has been
+  std::size_t held_bytes = 0;         ///< bytes of the blocks the chunk holds
+  std::size_t blocks = 0;
+  std::uint64_t objects_made = 0;       ///< by make<T>
+  std::uint64_t objects_destroyed = 0;  ///< by perfloc::destroy or by the release (at release: all of them)
+  std::chrono::nanoseconds lifetime{-1};  ///< open to release; only when the top has a release hook
+  std::source_location opened_at{};       ///< where the process_chunk was constructed
+};
 
 /// How a top chunk takes memory from the OS. Sizes are rounded up to 64 KiB.
 struct top_options {
@@ -24,6 +45,10 @@ struct top_options {
   std::size_t max_reserved_bytes = std::size_t{1} << 40;
   /// Free committed memory kept for reuse; free memory above this goes back to the OS.
   std::size_t retain_bytes = std::size_t{64} << 20;
+  /// Called with each chunk's final statistics when it is released, on the releasing thread, after the
+  /// chunk's destructors ran (per-request high-water marks for logs or metrics). Must not throw. Unset,
+  /// it costs nothing; set, each open also reads the steady clock (for `lifetime`).
+  std::function<void(const chunk_summary&)> on_release;
 };
 
 /// A snapshot of a top chunk. Exact when no other thread is opening, releasing or allocating.
@@ -35,12 +60,29 @@ struct top_stats {
   std::uint64_t live_chunks = 0;         ///< process chunks opened and not yet released
 };
 
+class top_chunk;
+
+/// A text report: totals, then the live chunks grouped by label (count, in use, peak, held, objects).
+std::string report(const top_chunk& top);
+
+/// Writes an SVG map of the top chunk's reservations: header and meta region, each block coloured by what
+/// holds it (a live chunk, in its own colour with its label in the legend; a thread cache; the top, free
+/// and committed or given back to the OS), and the reserved space not yet used. Throws
+/// std::system_error when the file cannot be written.
+void write_svg(const top_chunk& top, const std::filesystem::path& path);
+
 /// The top chunk. Neither copyable nor movable: process chunks point at it.
 /// Destroying it while process chunks are alive prints a leak report naming them (and aborts in debug builds).
 class top_chunk {
  public:
-  explicit top_chunk(const top_options& options = {})
-      : state_(detail::create_top({options.reservation_bytes, options.max_reserved_bytes, options.retain_bytes})) {}
+  explicit top_chunk(top_options options = {})
+      : on_release_(std::move(options.on_release)),
+        state_(detail::create_top({options.reservation_bytes, options.max_reserved_bytes, options.retain_bytes})) {
+    if (on_release_) {
+      state_->release_hook_context = this;
+      state_->release_hook = &call_on_release;
+    }
+  }
   ~top_chunk() { detail::destroy_top(state_); }
   top_chunk(const top_chunk&) = delete;
   top_chunk& operator=(const top_chunk&) = delete;
@@ -53,12 +95,33 @@ class top_chunk {
   }
 
   /// The options in force (after rounding).
-  top_options options() const noexcept {
-    return {state_->settings.reservation_bytes, state_->settings.max_reserved_bytes, state_->settings.retain_bytes};
+  top_options options() const {
+    return {state_->settings.reservation_bytes, state_->settings.max_reserved_bytes, state_->settings.retain_bytes,
+            on_release_};
+  }
+
+  /// Calls f(const chunk_summary&) for each live process chunk, from a snapshot of the children meta list
+  /// taken without stopping the threads that open and release chunks (so f may open chunks itself).
+  template <class F>
+  void for_each_chunk(F&& f) const {
+    for (const detail::chunk_figures& figures : detail::live_chunks(state_)) f(summary_of(figures));
   }
 
  private:
+  static chunk_summary summary_of(const detail::chunk_figures& f) noexcept {
+    return {f.label,          f.in_use_bytes,      f.peak_in_use_bytes,
+            f.held_bytes,     f.blocks,            f.objects_made,
+            f.objects_destroyed, std::chrono::nanoseconds(f.lifetime_ns), f.opened_at};
+  }
+  static void call_on_release(void* self, const detail::chunk_figures& figures) noexcept {
+    static_cast<top_chunk*>(self)->on_release_(summary_of(figures));
+  }
+
+  std::function<void(const chunk_summary&)> on_release_;
   detail::top_state* state_;
+
+  friend std::string report(const top_chunk& top);
+  friend void write_svg(const top_chunk& top, const std::filesystem::path& path);
 
   /// For the other perfloc modules (found by argument-dependent lookup only).
   friend inline detail::top_state* state_of(top_chunk& top) noexcept { return top.state_; }

@@ -19,6 +19,11 @@ bool commit(void* p, std::size_t bytes) noexcept { return ::mprotect(p, bytes, P
 
 void decommit(void* p, std::size_t bytes) noexcept { ::madvise(p, bytes, MADV_DONTNEED); }
 
+void* map_table(std::size_t bytes) noexcept {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return p == MAP_FAILED ? nullptr : p;
+}
+
 void release(void* p, std::size_t bytes) noexcept { ::munmap(p, bytes); }
 
 }  // namespace perfloc::detail::os

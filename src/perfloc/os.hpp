@@ -11,7 +11,9 @@ void* reserve(std::size_t bytes) noexcept;
 bool commit(void* p, std::size_t bytes) noexcept;
 /// Gives the pages of [p, p + bytes) back to the OS; they stay accessible and read as zero afterwards.
 void decommit(void* p, std::size_t bytes) noexcept;
-/// Returns a whole reservation.
+/// A zero-filled, readable and writable table whose pages are backed on first touch. nullptr when refused.
+void* map_table(std::size_t bytes) noexcept;
+/// Returns a whole reservation (or table).
 void release(void* p, std::size_t bytes) noexcept;
 
 }  // namespace perfloc::detail::os

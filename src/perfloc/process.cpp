@@ -9,7 +9,10 @@
 // slow path while freed spans serve it, and goes back to bumping at the first request none of them fits.
 // The tail of a full block and alignment gaps are kept too, but only for when the block is full: they
 // do not take the fast path away.
+#include <algorithm>
+#include <atomic>
 #include <bit>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
@@ -19,6 +22,13 @@
 
 namespace perfloc::detail {
 namespace {
+
+/// A block that held one large allocation gets its header back before it leaves the chunk.
+block_header* rebuild_own_block(const own_block* record) {
+  block_header* block = make_block_header(record->start, record->size_class, record->map_entry);
+  set_block_owner(block, nullptr);
+  return block;
+}
 
 std::byte* align_up(std::byte* p, std::size_t alignment) {
   const auto address = reinterpret_cast<std::uintptr_t>(p);
@@ -64,12 +74,22 @@ void* chunk_header::take_span(std::size_t n) noexcept {
 }
 
 void chunk_header::grow(std::size_t min_bytes) {
-  const unsigned wanted = std::max(next_block_class, block_class_for(min_bytes + sizeof(block_header)));
-  block_header* block = cache_for(top)->take_block(wanted);  // may throw: nothing has changed yet
+  const unsigned needed = block_class_for(min_bytes + sizeof(block_header));
+  const unsigned wanted = std::max(next_block_class, needed);
+  block_header* block;
+  try {
+    block = cache_for(top)->take_block(wanted);  // may throw: nothing has changed yet
+  } catch (const std::bad_alloc&) {
+    // The geometric step is a wish, not a need: near the end of the reservation, settle for a block that
+    // holds this request rather than fail while the top still has one.
+    if (wanted == needed) throw;
+    block = cache_for(top)->take_block(needed);
+  }
   if (end - bump >= static_cast<std::ptrdiff_t>(min_alignment))
     keep_span(bump, static_cast<std::size_t>(end - bump), false);
   block->next = more_blocks;
   more_blocks = block;
+  set_block_owner(block, meta);
   bump = block->payload();
   end = block->end();
   limit = end;
@@ -91,9 +111,10 @@ void* chunk_header::allocate_own_block(std::size_t bytes, std::size_t n, std::si
     deallocate(record, sizeof(own_block), alignof(own_block));
     throw;
   }
+  set_block_owner(block, meta);
   auto* start = reinterpret_cast<std::byte*>(block);
   std::byte* p = align_up(start, alignment);
-  *record = {start, p, nullptr, own_blocks, size_class};
+  *record = {start, p, nullptr, own_blocks, block->map_entry, size_class};
   if (own_blocks) own_blocks->prev = record;
   own_blocks = record;
   meta->add_held(static_cast<std::ptrdiff_t>(block_bytes_of(size_class)));
@@ -138,7 +159,7 @@ bool chunk_header::free_own_block(std::byte* p) noexcept {
   else own_blocks = record->next;
   if (record->next) record->next->prev = record->prev;
   meta->add_held(-static_cast<std::ptrdiff_t>(block_bytes_of(record->size_class)));
-  give_block_anywhere(top, make_block_header(record->start, record->size_class));
+  give_block_anywhere(top, rebuild_own_block(record));
   meta->add_in_use(footprint(sizeof(own_block)));
   deallocate(record, sizeof(own_block), alignof(own_block));
   return true;
@@ -151,16 +172,18 @@ void chunk_header::run_cleanups() noexcept {
     cleanups = record->next;
     if (cleanups) cleanups->prev = nullptr;
     record->destroy(reinterpret_cast<std::byte*>(record + 1) + sizeof(object_header));
+    child_meta::add(meta->objects_destroyed, 1);
   }
 }
 
 void chunk_header::give_back_blocks() noexcept {
   // Own blocks first: their records live in the bump blocks.
   for (own_block* record = own_blocks; record; record = record->next)
-    give_block_anywhere(top, make_block_header(record->start, record->size_class));
+    give_block_anywhere(top, rebuild_own_block(record));
   own_blocks = nullptr;
   while (block_header* block = more_blocks) {
     more_blocks = block->next;
+    set_block_owner(block, nullptr);
     give_block_anywhere(top, block);
   }
 }
@@ -178,9 +201,45 @@ void chunk_resource::do_deallocate(void* p, std::size_t bytes, std::size_t align
 bool chunk_resource::do_is_equal(const std::pmr::memory_resource& other) const noexcept { return this == &other; }
 
 void copy_label(child_meta* meta, std::string_view label) noexcept {
+  // Through atomic_ref: a statistics walk on another thread may read the label of a meta being reused.
   const std::size_t length = label.size() < label_capacity - 1 ? label.size() : label_capacity - 1;
-  label.copy(meta->label, length);
-  meta->label[length] = '\0';
+  for (std::size_t i = 0; i < length; ++i)
+    std::atomic_ref<char>(meta->label[i]).store(label[i], std::memory_order_relaxed);
+  std::atomic_ref<char>(meta->label[length]).store('\0', std::memory_order_relaxed);
+}
+
+namespace {
+std::int64_t steady_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
+void note_open_time(child_meta* meta) noexcept { meta->opened_ns.store(steady_ns(), std::memory_order_relaxed); }
+
+chunk_figures figures_of(const child_meta* meta) noexcept {
+  chunk_figures figures{};
+  for (std::size_t i = 0; i < label_capacity; ++i) {
+    figures.label[i] = std::atomic_ref<char>(const_cast<char&>(meta->label[i])).load(std::memory_order_relaxed);
+    if (!figures.label[i]) break;
+  }
+  figures.label[label_capacity - 1] = '\0';
+  figures.in_use_bytes = meta->in_use_bytes.load(std::memory_order_relaxed);
+  figures.peak_in_use_bytes = std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed), figures.in_use_bytes);
+  figures.held_bytes = meta->held_bytes.load(std::memory_order_relaxed);
+  figures.blocks = meta->blocks.load(std::memory_order_relaxed);
+  figures.objects_made = meta->objects_made.load(std::memory_order_relaxed);
+  figures.objects_destroyed = meta->objects_destroyed.load(std::memory_order_relaxed);
+  figures.lifetime_ns = -1;
+  figures.opened_at = meta->where_opened();
+  figures.identity = meta;
+  return figures;
+}
+
+void call_release_hook(chunk_header* chunk) noexcept {
+  chunk_figures figures = figures_of(chunk->meta);
+  figures.lifetime_ns = steady_ns() - chunk->meta->opened_ns.load(std::memory_order_relaxed);
+  chunk->top->release_hook(chunk->top->release_hook_context, figures);
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -49,17 +49,35 @@ void note_committed(top_state* top, std::ptrdiff_t delta) {
 // Reservations and blocks (callers hold the mutex)
 // ----------------------------------------------------------------------------------------------------------
 
-/// Reserves `wanted` bytes, or less down to `needed` when the OS refuses (an RLIMIT_AS, a small machine).
-std::pair<std::byte*, std::size_t> reserve_at_least(std::size_t wanted, std::size_t needed) {
+std::size_t block_map_bytes(std::size_t reservation_bytes) {
+  return round_up(reservation_bytes / granule_bytes * sizeof(std::uint64_t), page_bytes);
+}
+
+/// Reserves `wanted` bytes, or less down to `needed` when the OS refuses (an RLIMIT_AS, a small machine),
+/// with its block map. base is nullptr when even `needed` is refused.
+reservation reserve_at_least(std::size_t wanted, std::size_t needed) {
   for (std::size_t bytes = wanted;; bytes = std::max(round_up(bytes / 2, granule_bytes), needed)) {
-    if (void* p = os::reserve(bytes)) return {static_cast<std::byte*>(p), bytes};
-    if (bytes == needed) return {nullptr, 0};
+    if (void* p = os::reserve(bytes)) {
+      if (void* map = os::map_table(block_map_bytes(bytes)))
+        return {static_cast<std::byte*>(p), bytes, static_cast<std::byte*>(p),
+                static_cast<std::atomic<std::uint64_t>*>(map)};
+      os::release(p, bytes);
+    }
+    if (bytes == needed) return {};
   }
 }
 
-block_header* make_block(std::byte* at, unsigned size_class, bool body_committed) {
-  block_header* block = make_block_header(at, size_class);
+void release_reservation(const reservation& r) {
+  track::internal_access(r.base, static_cast<std::size_t>(r.frontier - r.base));
+  os::release(r.base, r.bytes);
+  os::release(r.block_map, block_map_bytes(r.bytes));
+}
+
+block_header* make_block(std::byte* at, unsigned size_class, bool body_committed,
+                         std::atomic<std::uint64_t>* map_entry) {
+  block_header* block = make_block_header(at, size_class, map_entry);
   block->body_committed = body_committed;
+  set_block_owner(block, nullptr);
   return block;
 }
 
@@ -84,7 +102,8 @@ block_header* carve_from_frontier(top_state* top, unsigned size_class) {
   if (static_cast<std::size_t>(r.base + r.bytes - r.frontier) < bytes) return nullptr;
   if (!os::commit(r.frontier, bytes)) throw std::bad_alloc();
   note_committed(top, static_cast<std::ptrdiff_t>(bytes));
-  block_header* block = make_block(r.frontier, size_class, true);
+  block_header* block =
+      make_block(r.frontier, size_class, true, r.block_map + (r.frontier - r.base) / granule_bytes);
   r.frontier += bytes;
   track::taken_back(block->payload(), bytes - sizeof(block_header));
   return block;
@@ -102,10 +121,11 @@ block_header* split_bigger(top_state* top, unsigned size_class) {
     std::byte* upper = reinterpret_cast<std::byte*>(block) + block_bytes_of(from);
     // A decommitted body reads as zero again once touched; the new header is one more committed page.
     if (!committed) note_committed(top, static_cast<std::ptrdiff_t>(page_bytes));
-    push_free(top, make_block(upper, from, committed));
+    push_free(top, make_block(upper, from, committed, block->map_entry + block_bytes_of(from) / granule_bytes));
   }
   block->bytes = block_bytes_of(size_class);
   block->size_class = size_class;
+  set_block_owner(block, nullptr);
   return block;
 }
 
@@ -115,10 +135,10 @@ bool add_reservation(top_state* top, std::size_t needed) {
   const std::size_t room = top->settings.max_reserved_bytes - reserved;
   if (needed > room) return false;
   const std::size_t wanted = std::min(std::max(top->settings.reservation_bytes, needed), room);
-  auto [base, bytes] = reserve_at_least(wanted, needed);
-  if (!base) return false;
-  top->reservations[top->reservation_count++] = {base, bytes, base};
-  top->reserved_bytes.store(reserved + bytes, std::memory_order_relaxed);
+  const reservation r = reserve_at_least(wanted, needed);
+  if (!r.base) return false;
+  top->reservations[top->reservation_count++] = r;
+  top->reserved_bytes.store(reserved + r.bytes, std::memory_order_relaxed);
   return true;
 }
 
@@ -189,6 +209,7 @@ void detach_meta(thread_cache* cache, block_header* first) {
   child_meta* meta = header->meta;
   meta->free_next = cache->free_metas;
   cache->free_metas = meta;
+  set_block_owner(first, nullptr);
 }
 
 /// Gives all of a cache's free blocks to the top; false if it had none.
@@ -214,6 +235,7 @@ void attach_meta(thread_cache* cache, block_header* first, child_meta* meta) {
   header->top = cache->top;
   meta->chunk = header;
   meta->home = cache;
+  set_block_owner(first, meta);
 }
 
 /// The thread is gone: its free blocks and metas go back to the top; its live list stays for the chunks
@@ -272,11 +294,12 @@ live_figures walk_live_chunks(top_state* top, bool report) {
       if (m->state.load(std::memory_order_relaxed) != meta_state::live) continue;
       ++figures.chunks;
       figures.in_use_bytes += m->in_use_bytes.load(std::memory_order_relaxed);
-      if (report)
+      if (report) {
+        const chunk_figures f = figures_of(m);
         std::fprintf(stderr, "  chunk '%s': %zu bytes in use, %zu bytes held, opened at %s:%u in %s\n",
-                     m->label[0] ? m->label : "(no label)", m->in_use_bytes.load(), m->held_bytes.load(),
-                     m->opened_at.file_name(), static_cast<unsigned>(m->opened_at.line()),
-                     m->opened_at.function_name());
+                     f.label[0] ? f.label : "(no label)", f.in_use_bytes, f.held_bytes, f.opened_at.file_name(),
+                     static_cast<unsigned>(f.opened_at.line()), f.opened_at.function_name());
+      }
     }
   }
   return figures;
@@ -295,18 +318,21 @@ top_state* create_top(const top_settings& wanted) {
   settings.reservation_bytes = std::max(round_up(settings.reservation_bytes, granule_bytes), min_reservation);
   settings.max_reserved_bytes = std::max(settings.max_reserved_bytes, settings.reservation_bytes);
 
-  auto [base, bytes] = reserve_at_least(settings.reservation_bytes, min_reservation);
-  if (!base) throw std::bad_alloc();
+  reservation first = reserve_at_least(settings.reservation_bytes, min_reservation);
+  if (!first.base) throw std::bad_alloc();
+  std::byte* const base = first.base;
+  const std::size_t bytes = first.bytes;
   const std::size_t meta_bytes = std::max(granule_bytes, round_up(bytes / 32, granule_bytes));
   if (!os::commit(base, header_bytes + granule_bytes)) {
-    os::release(base, bytes);
+    release_reservation(first);
     throw std::bad_alloc();
   }
   auto* top = ::new (static_cast<void*>(base)) top_state{};
   top->id = next_top_id.fetch_add(1, std::memory_order_relaxed);
   top->settings = settings;
   top->max_request_bytes = settings.max_reserved_bytes / 2;
-  top->reservations[0] = {base, bytes, base + header_bytes + meta_bytes};
+  first.frontier = base + header_bytes + meta_bytes;
+  top->reservations[0] = first;
   top->reservation_count = 1;
   top->reserved_bytes.store(bytes, std::memory_order_relaxed);
   note_committed(top, static_cast<std::ptrdiff_t>(header_bytes + granule_bytes));
@@ -350,10 +376,7 @@ void destroy_top(top_state* top) noexcept {
   const unsigned count = top->reservation_count;
   std::copy_n(top->reservations, count, reservations);
   top->~top_state();
-  for (unsigned i = count; i-- > 0;) {
-    track::internal_access(reservations[i].base, reservations[i].frontier - reservations[i].base);
-    os::release(reservations[i].base, reservations[i].bytes);
-  }
+  for (unsigned i = count; i-- > 0;) release_reservation(reservations[i]);
 }
 
 top_totals collect_totals(top_state* top) {
@@ -366,6 +389,58 @@ top_totals collect_totals(top_state* top) {
   totals.live_chunks = live.chunks;
   totals.in_use_bytes = live.in_use_bytes;
   return totals;
+}
+
+std::vector<chunk_figures> live_chunks(top_state* top) {
+  std::vector<chunk_figures> chunks;
+  std::lock_guard lock(top->mutex);
+  const std::size_t step_limit = meta_slots(top) + 1;
+  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
+    std::size_t steps = 0;
+    for (child_meta* m = cache->live.next.load(std::memory_order_acquire);
+         m != &cache->live && ++steps <= step_limit; m = m->next.load(std::memory_order_acquire))
+      if (m->state.load(std::memory_order_relaxed) == meta_state::live) chunks.push_back(figures_of(m));
+  }
+  return chunks;
+}
+
+top_snapshot snapshot(top_state* top) {
+  top_snapshot shot;
+  shot.chunks = live_chunks(top);
+  std::lock_guard lock(top->mutex);
+  std::vector<const block_header*> free_blocks;
+  for (block_header* list : top->free_blocks)
+    for (block_header* b = list; b; b = b->next) free_blocks.push_back(b);
+  std::sort(free_blocks.begin(), free_blocks.end());
+  const std::size_t header_bytes = round_up(sizeof(top_state), granule_bytes);
+  for (unsigned i = 0; i < top->reservation_count; ++i) {
+    const reservation& r = top->reservations[i];
+    shot.reservation_bytes.push_back(r.bytes);
+    if (i == 0) {
+      shot.blocks.push_back({i, 0, header_bytes, block_view::top_header, nullptr});
+      shot.blocks.push_back({i, header_bytes, static_cast<std::size_t>(top->meta_end - top->meta_begin),
+                             block_view::meta_region, nullptr});
+    }
+    const std::size_t granules = static_cast<std::size_t>(r.frontier - r.base) / granule_bytes;
+    for (std::size_t g = 0; g < granules; ++g) {
+      const std::uint64_t word = r.block_map[g].load(std::memory_order_relaxed);
+      if (!word) continue;
+      const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
+      const auto* owner = reinterpret_cast<const child_meta*>(word & ~std::uint64_t{63});
+      const auto* start = reinterpret_cast<const block_header*>(r.base + g * granule_bytes);
+      block_view view{i, g * granule_bytes, block_bytes_of(size_class), block_view::cached, nullptr};
+      if (std::binary_search(free_blocks.begin(), free_blocks.end(), start)) {
+        view.kind = start->body_committed ? block_view::free_committed : block_view::free_decommitted;
+      } else if (owner && owner->state.load(std::memory_order_relaxed) == meta_state::live) {
+        view.kind = block_view::in_chunk;
+        view.owner = owner;
+      }
+      shot.blocks.push_back(view);
+    }
+    const std::size_t used = static_cast<std::size_t>(r.frontier - r.base);
+    if (used < r.bytes) shot.blocks.push_back({i, used, r.bytes - used, block_view::unused, nullptr});
+  }
+  return shot;
 }
 
 block_header* top_take_block(top_state* top, unsigned size_class) {

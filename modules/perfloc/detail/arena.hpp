@@ -36,6 +36,7 @@
 #include <source_location>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "perfloc/detail/track.hpp"
 
@@ -99,6 +100,7 @@ struct alignas(64) block_header {
   std::size_t bytes = 0;         ///< the whole block, this header included
   unsigned size_class = 0;
   bool body_committed = true;    ///< false once the body was given back to the OS above the watermark
+  std::atomic<std::uint64_t>* map_entry = nullptr;  ///< this block's entry in its reservation's block map
 
   std::byte* payload() noexcept { return reinterpret_cast<std::byte*>(this + 1); }
   std::byte* end() noexcept { return reinterpret_cast<std::byte*>(this) + bytes; }
@@ -107,12 +109,23 @@ static_assert(sizeof(block_header) == 64);
 
 /// Writes a fresh header at the start of a block (a new block, or one given back after holding a single
 /// large allocation, which used the whole block, header included).
-inline block_header* make_block_header(std::byte* at, unsigned size_class) noexcept {
+inline block_header* make_block_header(std::byte* at, unsigned size_class,
+                                       std::atomic<std::uint64_t>* map_entry) noexcept {
   track::internal_access(at, sizeof(block_header));
   auto* block = ::new (static_cast<void*>(at)) block_header{};
   block->bytes = block_bytes_of(size_class);
   block->size_class = size_class;
+  block->map_entry = map_entry;
   return block;
+}
+
+/// A block map entry: the owning chunk's meta (64-aligned) | size class + 1. Zero: not the start of a block.
+/// Written on the slow paths that move blocks between chunks, caches and the top; read by write_svg.
+inline std::uint64_t block_map_word(const void* owner_meta, unsigned size_class) noexcept {
+  return reinterpret_cast<std::uintptr_t>(owner_meta) | (size_class + 1);
+}
+inline void set_block_owner(block_header* block, const void* owner_meta) noexcept {
+  block->map_entry->store(block_map_word(owner_meta, block->size_class), std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -121,36 +134,55 @@ inline block_header* make_block_header(std::byte* at, unsigned size_class) noexc
 
 enum class meta_state : std::uint8_t { free, live, released_elsewhere };
 
-inline constexpr std::size_t label_capacity = 40;  ///< labels longer than this are cut (bounded, no allocation)
+inline constexpr std::size_t label_capacity = 48;  ///< labels longer than 47 bytes are cut (no allocation)
 
-/// One per live process chunk, in the top chunk's meta region: the chunk's entry in the children meta list.
-/// Fields a statistics walker reads from another thread are atomics; the rest belong to the chunk's owner.
+/// One per live process chunk, in the top chunk's meta region: the chunk's entry in the children meta list,
+/// and its statistics. Fields a walker reads from another thread are atomics (the label is read and written
+/// through std::atomic_ref); the rest belong to the chunk's owner.
 struct alignas(64) child_meta {
-  std::atomic<child_meta*> prev{nullptr};  ///< neighbours in the home cache's live list
-  std::atomic<child_meta*> next{nullptr};
-  chunk_header* chunk = nullptr;           ///< the chunk this meta describes; the chunk points back
-  thread_cache* home = nullptr;            ///< the cache whose live list holds this meta
-  child_meta* free_next = nullptr;         ///< in a free stack, or in a cache's remote-release stack
+  // What the owner updates as it allocates: one cache line.
   std::atomic<std::size_t> in_use_bytes{0};
-  std::atomic<std::size_t> held_bytes{0};  ///< bytes of the blocks the chunk holds
+  std::atomic<std::size_t> peak_in_use_bytes{0};  ///< as of the last decrease: the peak is max(this, in use)
+  std::atomic<std::uint64_t> objects_made{0};
+  std::atomic<std::uint64_t> objects_destroyed{0};  ///< by perfloc::destroy, or by the release
+  std::atomic<std::size_t> held_bytes{0};           ///< bytes of the blocks the chunk holds
+  std::atomic<std::uint32_t> blocks{0};
   std::atomic<meta_state> state{meta_state::free};
-  std::source_location opened_at{};
-  char label[label_capacity]{};
+  chunk_header* chunk = nullptr;  ///< the chunk this meta describes; the chunk points back
+
+  // The list and where the chunk came from.
+  alignas(64) std::atomic<child_meta*> prev{nullptr};  ///< neighbours in the home cache's live list
+  std::atomic<child_meta*> next{nullptr};
+  thread_cache* home = nullptr;     ///< the cache whose live list holds this meta
+  child_meta* free_next = nullptr;  ///< in a free stack, or in a cache's remote-release stack
+  std::atomic<std::uintptr_t> opened_at{0};  ///< a std::source_location, bit for bit
+  std::atomic<std::int64_t> opened_ns{0};    ///< steady clock at open, kept only when the top has a release hook
   std::uint64_t magic = 0;  ///< tells a child_meta from other slots of the meta region (debug checks)
 
+  alignas(64) char label[label_capacity]{};
+
   /// Single writer (the chunk's owner): a plain load and store, no locked instruction.
-  void add_in_use(std::size_t n) noexcept {
-    in_use_bytes.store(in_use_bytes.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  static void add(std::atomic<std::size_t>& counter, std::size_t n) noexcept {
+    counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
+  void add_in_use(std::size_t n) noexcept { add(in_use_bytes, n); }
+  /// A decrease: the value before it may be the peak.
   void sub_in_use(std::size_t n) noexcept {
-    in_use_bytes.store(in_use_bytes.load(std::memory_order_relaxed) - n, std::memory_order_relaxed);
+    const std::size_t before = in_use_bytes.load(std::memory_order_relaxed);
+    if (before > peak_in_use_bytes.load(std::memory_order_relaxed))
+      peak_in_use_bytes.store(before, std::memory_order_relaxed);
+    in_use_bytes.store(before - n, std::memory_order_relaxed);
   }
   void add_held(std::ptrdiff_t n) noexcept {
-    held_bytes.store(held_bytes.load(std::memory_order_relaxed) + static_cast<std::size_t>(n),
-                     std::memory_order_relaxed);
+    add(held_bytes, static_cast<std::size_t>(n));
+    blocks.store(blocks.load(std::memory_order_relaxed) + (n > 0 ? 1u : -1u), std::memory_order_relaxed);
+  }
+  std::source_location where_opened() const noexcept {
+    return std::bit_cast<std::source_location>(opened_at.load(std::memory_order_relaxed));
   }
 };
-static_assert(sizeof(child_meta) == 128);
+static_assert(sizeof(child_meta) == 192);
+static_assert(sizeof(std::source_location) == sizeof(std::uintptr_t));
 inline constexpr std::uint64_t child_meta_magic = 0x7065'7266'6c6f'636dULL;  // "perflocm"
 
 // ---------------------------------------------------------------------------------------------------------
@@ -213,7 +245,41 @@ struct reservation {
   std::byte* base = nullptr;
   std::size_t bytes = 0;
   std::byte* frontier = nullptr;  ///< allocation memory below it has been committed and handed out
+  std::atomic<std::uint64_t>* block_map = nullptr;  ///< one word per 64 KiB granule (see block_map_word)
 };
+
+/// What statistics, the release hook and write_svg report of one chunk.
+struct chunk_figures {
+  char label[label_capacity];
+  std::size_t in_use_bytes;
+  std::size_t peak_in_use_bytes;
+  std::size_t held_bytes;
+  std::uint32_t blocks;
+  std::uint64_t objects_made;
+  std::uint64_t objects_destroyed;
+  std::int64_t lifetime_ns;  ///< -1 when the top keeps no open times (it has no release hook)
+  std::source_location opened_at;
+  const child_meta* identity;
+};
+/// Reads a meta's figures (relaxed atomics: exact for the calling owner, a snapshot for anyone else).
+chunk_figures figures_of(const child_meta* meta) noexcept;
+
+/// One block of a top chunk's reservations, for write_svg.
+struct block_view {
+  enum kind_t : std::uint8_t { top_header, meta_region, in_chunk, cached, free_committed, free_decommitted, unused };
+  std::size_t reservation;
+  std::size_t offset;  ///< from the reservation's base
+  std::size_t bytes;
+  kind_t kind;
+  const child_meta* owner;  ///< for in_chunk
+};
+struct top_snapshot {
+  std::vector<std::size_t> reservation_bytes;
+  std::vector<block_view> blocks;
+  std::vector<chunk_figures> chunks;  ///< the live ones
+};
+
+using release_hook_function = void (*)(void* context, const chunk_figures& final_figures) noexcept;
 
 inline constexpr unsigned max_reservations = 64;
 
@@ -227,6 +293,8 @@ struct top_state {
   std::atomic<std::size_t> reserved_bytes{0};
   std::atomic<std::size_t> committed_bytes{0};
   std::atomic<std::size_t> peak_committed_bytes{0};
+  release_hook_function release_hook = nullptr;  ///< set at construction only
+  void* release_hook_context = nullptr;
 
   std::mutex mutex;
   reservation reservations[max_reservations]{};
@@ -253,6 +321,8 @@ struct top_totals {
 top_state* create_top(const top_settings& settings);
 void destroy_top(top_state* top) noexcept;  ///< with live chunks: a leak report (and abort in debug builds)
 top_totals collect_totals(top_state* top);
+std::vector<chunk_figures> live_chunks(top_state* top);  ///< a snapshot of the children meta list
+top_snapshot snapshot(top_state* top);                    ///< blocks and live chunks, for pictures
 block_header* top_take_block(top_state* top, unsigned size_class);  ///< throws std::bad_alloc
 /// From the top; when it is exhausted, gives this cache's free blocks back to it first and tries again.
 block_header* refill_block(thread_cache* cache, unsigned size_class);
@@ -399,6 +469,7 @@ struct own_block {
   std::byte* payload;   ///< the allocation in it
   own_block* prev;
   own_block* next;
+  std::atomic<std::uint64_t>* map_entry;
   unsigned size_class;
 };
 
@@ -475,6 +546,8 @@ struct chunk_header {
 inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header), 64);
 
 void copy_label(child_meta* meta, std::string_view label) noexcept;
+void note_open_time(child_meta* meta) noexcept;
+void call_release_hook(chunk_header* chunk) noexcept;
 
 /// Opens a process chunk from the calling thread's cache: no lock unless the cache must be refilled.
 /// Never inlined: the handle that receives the result then stays in a register at the call site.
@@ -503,10 +576,15 @@ void copy_label(child_meta* meta, std::string_view label) noexcept;
   chunk->resource_made = false;
 
   meta->in_use_bytes.store(0, std::memory_order_relaxed);
+  meta->peak_in_use_bytes.store(0, std::memory_order_relaxed);
+  meta->objects_made.store(0, std::memory_order_relaxed);
+  meta->objects_destroyed.store(0, std::memory_order_relaxed);
   meta->held_bytes.store(block_bytes_of(0), std::memory_order_relaxed);
+  meta->blocks.store(1, std::memory_order_relaxed);
   meta->state.store(meta_state::live, std::memory_order_relaxed);
-  meta->opened_at = where;
-  if (label.empty()) meta->label[0] = '\0';
+  meta->opened_at.store(std::bit_cast<std::uintptr_t>(where), std::memory_order_relaxed);
+  if (top->release_hook) [[unlikely]] note_open_time(meta);
+  if (label.empty()) std::atomic_ref<char>(meta->label[0]).store('\0', std::memory_order_relaxed);
   else copy_label(meta, label);
   cache->link(meta);
   return chunk;
@@ -515,8 +593,9 @@ void copy_label(child_meta* meta, std::string_view label) noexcept;
 /// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
 [[gnu::noinline]] inline void release_chunk(chunk_header* chunk) noexcept {
   if (chunk->cleanups) chunk->run_cleanups();
-  if (chunk->more_blocks || chunk->own_blocks) [[unlikely]] chunk->give_back_blocks();
   top_state* top = chunk->top;
+  if (top->release_hook) [[unlikely]] call_release_hook(chunk);
+  if (chunk->more_blocks || chunk->own_blocks) [[unlikely]] chunk->give_back_blocks();
   child_meta* meta = chunk->meta;
   block_header* first = chunk->first_block();
   const cache_binding& binding = current_binding;
