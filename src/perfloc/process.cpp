@@ -165,6 +165,37 @@ bool chunk_header::free_own_block(std::byte* p) noexcept {
   return true;
 }
 
+chunk_header* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where) {
+  thread_cache* cache = cache_for(top);
+  if (cache->released_elsewhere.load(std::memory_order_relaxed)) drain_released_elsewhere(cache);
+  if (!cache->free_blocks[0]) {
+    block_header* shell = refill_shell(cache);  // may throw; nothing was taken
+    shell->next = nullptr;
+    cache->free_blocks[0] = shell;
+    ++cache->free_block_count[0];
+  }
+  return open_shell<true>(cache, top, label, where);
+}
+
+void release_chunk_slow(chunk_header* chunk) noexcept {
+  if (chunk->cleanups) chunk->run_cleanups();
+  top_state* top = chunk->top;
+  if (top->release_hook) call_release_hook(chunk);
+  if (chunk->more_blocks || chunk->own_blocks) chunk->give_back_blocks();
+  child_meta* meta = chunk->meta;
+  block_header* first = chunk->first_block();
+  const cache_binding& binding = current_binding;
+  if (binding.cache == meta->home && binding.top == top && binding.id == top->id) {  // where it was opened
+    thread_cache* cache = binding.cache;
+    cache->unlink(meta);
+    meta->state.store(meta_state::free, std::memory_order_relaxed);
+    cache->give_shell(first);  // the meta stays attached (or goes back to the cache if it is full)
+    return;
+  }
+  release_elsewhere(meta);  // hands the meta back to its home cache
+  adopt_first_block(top, first);
+}
+
 void chunk_header::run_cleanups() noexcept {
   // Newest first; a destructor may destroy() or make() objects of this chunk, which edits the list: take
   // the head off before running it.

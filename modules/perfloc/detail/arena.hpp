@@ -549,19 +549,14 @@ void copy_label(child_meta* meta, std::string_view label) noexcept;
 void note_open_time(child_meta* meta) noexcept;
 void call_release_hook(chunk_header* chunk) noexcept;
 
-/// Opens a process chunk from the calling thread's cache: no lock unless the cache must be refilled.
-/// Never inlined: the handle that receives the result then stays in a register at the call site.
-[[gnu::noinline]] inline chunk_header* open_chunk(top_state* top, std::string_view label,
-                                                  const std::source_location& where) {
-  thread_cache* cache = cache_for(top);
-  if (cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] drain_released_elsewhere(cache);
+/// Opens a chunk from a shell of `cache` (which must have one). `general` adds what the fast path leaves
+/// to the slow one: a label, and the open time for a release hook.
+template <bool general>
+[[gnu::always_inline]] inline chunk_header* open_shell(thread_cache* cache, top_state* top, std::string_view label,
+                                                     const std::source_location& where) noexcept {
   block_header* block = cache->free_blocks[0];
-  if (block) [[likely]] {
-    cache->free_blocks[0] = block->next;
-    --cache->free_block_count[0];
-  } else {
-    block = refill_shell(cache);  // may throw; nothing was taken
-  }
+  cache->free_blocks[0] = block->next;
+  --cache->free_block_count[0];
   auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
   track::internal_access(chunk, sizeof(chunk_header));
   child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
@@ -583,31 +578,45 @@ void call_release_hook(chunk_header* chunk) noexcept;
   meta->blocks.store(1, std::memory_order_relaxed);
   meta->state.store(meta_state::live, std::memory_order_relaxed);
   meta->opened_at.store(std::bit_cast<std::uintptr_t>(where), std::memory_order_relaxed);
-  if (top->release_hook) [[unlikely]] note_open_time(meta);
-  if (label.empty()) std::atomic_ref<char>(meta->label[0]).store('\0', std::memory_order_relaxed);
-  else copy_label(meta, label);
-  cache->link(meta);
+  if (general && top->release_hook) note_open_time(meta);
+  if (general && !label.empty()) copy_label(meta, label);
+  else std::atomic_ref<char>(meta->label[0]).store('\0', std::memory_order_relaxed);
+  cache->link(meta);  // last: a walker that finds the meta finds it filled in
   return chunk;
 }
 
-/// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
-[[gnu::noinline]] inline void release_chunk(chunk_header* chunk) noexcept {
-  if (chunk->cleanups) chunk->run_cleanups();
-  top_state* top = chunk->top;
-  if (top->release_hook) [[unlikely]] call_release_hook(chunk);
-  if (chunk->more_blocks || chunk->own_blocks) [[unlikely]] chunk->give_back_blocks();
-  child_meta* meta = chunk->meta;
-  block_header* first = chunk->first_block();
+// The general halves of open_chunk and release_chunk (src/perfloc/process.cpp).
+chunk_header* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where);
+void release_chunk_slow(chunk_header* chunk) noexcept;
+
+/// Opens a process chunk from the calling thread's cache: no lock unless the cache must be refilled.
+/// The common case (a bound cache with a shell, no label, no release hook) calls nothing, so it saves no
+/// registers. Never inlined: the handle that receives the result then stays in a register at the call site.
+[[gnu::noinline]] inline chunk_header* open_chunk(top_state* top, std::string_view label,
+                                                  const std::source_location& where) {
   const cache_binding& binding = current_binding;
-  if (binding.cache == meta->home && binding.top == top && binding.id == top->id) [[likely]] {  // where opened
-    thread_cache* cache = binding.cache;
-    cache->unlink(meta);
-    meta->state.store(meta_state::free, std::memory_order_relaxed);
-    cache->give_shell(first);  // the meta stays attached
-    return;
-  }
-  release_elsewhere(meta);  // hands the meta back to its home cache
-  adopt_first_block(top, first);
+  thread_cache* cache = binding.cache;
+  if (binding.top != top || binding.id != top->id || !label.empty() || top->release_hook ||
+      !cache->free_blocks[0] || cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]]
+    return open_chunk_slow(top, label, where);
+  return open_shell<false>(cache, top, label, where);
+}
+
+/// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
+/// The common case (released on the thread that opened it, one block, nothing to destroy, no hook)
+/// pushes the shell back and calls nothing.
+[[gnu::noinline]] inline void release_chunk(chunk_header* chunk) noexcept {
+  top_state* top = chunk->top;
+  child_meta* meta = chunk->meta;
+  const cache_binding& binding = current_binding;
+  thread_cache* cache = binding.cache;
+  if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || top->release_hook || cache != meta->home ||
+      binding.top != top || binding.id != top->id || cache->free_block_count[0] >= cached_block_limit(0))
+      [[unlikely]]
+    return release_chunk_slow(chunk);
+  cache->unlink(meta);
+  meta->state.store(meta_state::free, std::memory_order_relaxed);
+  cache->give_shell(chunk->first_block());  // the meta stays attached
 }
 
 // Debug-build checks (src/perfloc/process.cpp): print a clear message and abort.
