@@ -565,6 +565,9 @@ void release_elsewhere(child_meta* meta) noexcept {
 bool is_live_meta(const void* p) noexcept {
   std::lock_guard lock(registry_mutex);
   for (top_state* top : live_tops()) {
+    // meta_bump and a new slot's magic are written under the top's mutex (take_meta_slot, refill_metas) by
+    // threads opening chunks: read them under it too. The order registry -> top is that of orphan().
+    std::lock_guard top_lock(top->mutex);
     const auto* at = static_cast<const std::byte*>(p);
     if (at < top->meta_begin || at >= top->meta_bump) continue;
     if ((at - top->meta_begin) % alignof(child_meta) != 0) return false;
