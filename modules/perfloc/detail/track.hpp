@@ -24,6 +24,10 @@
 #include <sanitizer/asan_interface.h>
 #endif
 #if defined(PERFLOC_TRACK_VALGRIND)
+// Defined by the CMake option PERFLOC_VALGRIND (ON in Debug builds when the header exists).
+#if !__has_include(<valgrind/memcheck.h>)
+#error "PERFLOC_TRACK_VALGRIND needs <valgrind/memcheck.h> (Debian: valgrind); or configure with -DPERFLOC_VALGRIND=OFF"
+#endif
 #include <valgrind/memcheck.h>
 #endif
 
