@@ -28,10 +28,10 @@ namespace perfloc::detail {
 /// make<T> for process_chunk and allocator: the object, its 8-byte header and (for a non-trivial
 /// destructor) its cleanup record in one allocation.
 template <class T, class... Args>
-inline T* make_in(chunk_header* chunk, Args&&... args) {
+inline T* make_in(child_meta* meta, Args&&... args) {
   static_assert(!std::is_array_v<T> && !std::is_reference_v<T>, "make<T> makes one object");
   using layout = object_layout<T>;
-  auto* start = static_cast<std::byte*>(chunk->allocate(layout::request, layout::alignment));
+  auto* start = static_cast<std::byte*>(meta->allocate(layout::request, layout::alignment));
   void* place = start + layout::prefix;
   T* object;
   if constexpr (std::is_nothrow_constructible_v<T, Args...>) {
@@ -40,16 +40,16 @@ inline T* make_in(chunk_header* chunk, Args&&... args) {
     try {
       object = ::new (place) T(std::forward<Args>(args)...);
     } catch (...) {
-      chunk->deallocate(start, layout::request, layout::alignment);
+      meta->deallocate(start, layout::request, layout::alignment);
       throw;
     }
   }
-  child_meta::add(chunk->meta->objects_made, 1);
-  std::uintptr_t word = reinterpret_cast<std::uintptr_t>(chunk->meta);
+  child_meta::add(meta->objects_made, 1);
+  std::uintptr_t word = reinterpret_cast<std::uintptr_t>(meta);
   if constexpr (layout::has_cleanup) {
     cleanup_record* record = layout::record_of(object);
     record->destroy = [](void* p) noexcept { static_cast<T*>(p)->~T(); };
-    chunk->push_cleanup(record);
+    meta->chunk->push_cleanup(record);
     word |= object_header::has_cleanup_bit;
   }
   layout::header_of(object)->word = word;
@@ -81,23 +81,23 @@ class process_chunk {
  public:
   /// Opens a chunk from default_top().
   inline explicit process_chunk(std::source_location where = std::source_location::current())
-      : chunk_(detail::open_chunk(detail::default_state(), {}, where)) {}
+      : meta_(detail::open_chunk(detail::default_state(), {}, where)) {}
   /// Opens a labelled chunk from default_top(); the label (up to 47 bytes, copied) shows in statistics,
   /// reports and leak reports.
   inline explicit process_chunk(std::string_view label, std::source_location where = std::source_location::current())
-      : chunk_(detail::open_chunk(detail::default_state(), label, where)) {}
+      : meta_(detail::open_chunk(detail::default_state(), label, where)) {}
   /// Opens a chunk from another top chunk.
   inline explicit process_chunk(top_chunk& top, std::source_location where = std::source_location::current())
-      : chunk_(detail::open_chunk(state_of(top), {}, where)) {}
+      : meta_(detail::open_chunk(state_of(top), {}, where)) {}
   inline process_chunk(top_chunk& top, std::string_view label,
                 std::source_location where = std::source_location::current())
-      : chunk_(detail::open_chunk(state_of(top), label, where)) {}
+      : meta_(detail::open_chunk(state_of(top), label, where)) {}
 
-  inline process_chunk(process_chunk&& other) noexcept : chunk_(std::exchange(other.chunk_, nullptr)) {}
+  inline process_chunk(process_chunk&& other) noexcept : meta_(std::exchange(other.meta_, nullptr)) {}
   inline process_chunk& operator=(process_chunk&& other) noexcept {
     if (this != &other) {
       release();
-      chunk_ = std::exchange(other.chunk_, nullptr);
+      meta_ = std::exchange(other.meta_, nullptr);
     }
     return *this;
   }
@@ -109,9 +109,9 @@ class process_chunk {
   /// Those destructors may still use the chunk (destroy, deallocate, even make). The handle then owns
   /// nothing. Does nothing on a chunk that owns nothing.
   inline void release() noexcept {
-    if (chunk_) {
-      detail::release_chunk(chunk_);
-      chunk_ = nullptr;
+    if (meta_) {
+      detail::release_chunk(meta_);
+      meta_ = nullptr;
     }
   }
 
@@ -121,13 +121,13 @@ class process_chunk {
   /// is larger than the top chunk can ever give or its reservations are exhausted; the chunk stays usable.
   inline void* allocate(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
     check_owned();
-    return chunk_->allocate(bytes, alignment);
+    return meta_->allocate(bytes, alignment);
   }
 
   /// Gives back memory from allocate (same `bytes` and `alignment`) for the chunk to reuse.
   inline void deallocate(void* p, std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) noexcept {
     check_owned();
-    if (p) chunk_->deallocate(p, bytes, alignment);
+    if (p) meta_->deallocate(p, bytes, alignment);
   }
 
   /// Makes a T in the chunk. Its destructor runs when the chunk is released, or earlier by perfloc::destroy.
@@ -135,39 +135,39 @@ class process_chunk {
   template <class T, class... Args>
   inline T* make(Args&&... args) {
     check_owned();
-    return detail::make_in<T>(chunk_, std::forward<Args>(args)...);
+    return detail::make_in<T>(meta_, std::forward<Args>(args)...);
   }
 
   /// This chunk as a std::pmr::memory_resource, for std::pmr containers. Valid until the chunk is released,
   /// also while the handle moves.
   inline std::pmr::memory_resource* resource() noexcept {
     check_owned();
-    return detail::resource_of(chunk_);
+    return detail::resource_of(meta_->chunk);
   }
 
   inline chunk_stats stats() const noexcept {
     check_owned();
-    const detail::chunk_figures f = detail::figures_of(chunk_->meta);
+    const detail::chunk_figures f = detail::figures_of(meta_);
     return {f.in_use_bytes, f.peak_in_use_bytes, f.held_bytes, f.blocks, f.objects_made, f.objects_destroyed};
   }
 
   /// The label given at construction ("" if none).
   inline std::string_view label() const noexcept {
     check_owned();
-    return chunk_->meta->label;
+    return meta_->label;
   }
 
   /// False for a moved-from or released chunk.
-  inline explicit operator bool() const noexcept { return chunk_ != nullptr; }
+  inline explicit operator bool() const noexcept { return meta_ != nullptr; }
 
  private:
   inline void check_owned() const noexcept {
 #ifndef NDEBUG
-    if (!chunk_) detail::misuse("use of a moved-from or released process_chunk");
+    if (!meta_) detail::misuse("use of a moved-from or released process_chunk");
 #endif
   }
 
-  detail::chunk_header* chunk_;
+  detail::child_meta* meta_;
 
   template <class>
   friend class allocator;
@@ -193,41 +193,41 @@ class allocator {
   using propagate_on_container_swap = std::false_type;
   using is_always_equal = std::false_type;
 
-  inline allocator(process_chunk& chunk) noexcept : chunk_(chunk.chunk_) { chunk.check_owned(); }
+  inline allocator(process_chunk& chunk) noexcept : meta_(chunk.meta_) { chunk.check_owned(); }
   template <class U>
-  inline allocator(const allocator<U>& other) noexcept : chunk_(other.chunk_) {}
+  inline allocator(const allocator<U>& other) noexcept : meta_(other.meta_) {}
 
   /// Throws std::bad_array_new_length when n * sizeof(T) overflows, std::bad_alloc when the top chunk
   /// cannot give that much.
   [[nodiscard]] inline T* allocate(std::size_t n) {
     if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
-    return static_cast<T*>(chunk_->allocate(n * sizeof(T), alignof(T)));
+    return static_cast<T*>(meta_->allocate(n * sizeof(T), alignof(T)));
   }
-  inline void deallocate(T* p, std::size_t n) noexcept { chunk_->deallocate(p, n * sizeof(T), alignof(T)); }
+  inline void deallocate(T* p, std::size_t n) noexcept { meta_->deallocate(p, n * sizeof(T), alignof(T)); }
 
-  inline std::size_t max_size() const noexcept { return chunk_->top->max_request_bytes / sizeof(T); }
+  inline std::size_t max_size() const noexcept { return meta_->chunk->top->max_request_bytes / sizeof(T); }
 
   /// Makes a U in the chunk exactly as process_chunk::make<U> does.
   template <class U, class... Args>
   inline U* make(Args&&... args) const {
-    return detail::make_in<U>(chunk_, std::forward<Args>(args)...);
+    return detail::make_in<U>(meta_, std::forward<Args>(args)...);
   }
 
   /// Debug builds stop with a message when `object` lives in a chunk that will be released before this
   /// allocator's chunk: one opened later on this thread, as a nested scope's chunk is. Otherwise nothing.
   inline void check_outlives([[maybe_unused]] const void* object) const noexcept {
 #ifndef NDEBUG
-    detail::check_outlives(chunk_, object);
+    detail::check_outlives(meta_->chunk, object);
 #endif
   }
 
   template <class U>
   inline friend bool operator==(const allocator& a, const allocator<U>& b) noexcept {
-    return a.chunk_ == b.chunk_;
+    return a.meta_ == b.meta_;
   }
 
  private:
-  detail::chunk_header* chunk_;
+  detail::child_meta* meta_;
 
   template <class>
   friend class allocator;
@@ -248,12 +248,11 @@ inline void destroy(T* object) noexcept {
   detail::check_destroy(header, target);
 #endif
   detail::child_meta* meta = header->meta();
-  detail::chunk_header* chunk = meta->chunk;
   target->~U();
   detail::child_meta::add(meta->objects_destroyed, 1);
-  if constexpr (layout::has_cleanup) chunk->unlink_cleanup(layout::record_of(target));
+  if constexpr (layout::has_cleanup) meta->chunk->unlink_cleanup(layout::record_of(target));
   header->word |= detail::object_header::destroyed_bit;
-  chunk->deallocate(layout::start_of(target), layout::request, layout::alignment);
+  meta->deallocate(layout::start_of(target), layout::request, layout::alignment);
 }
 
 }  // namespace perfloc

@@ -1,9 +1,10 @@
 // src/perfloc/process.cpp — a process chunk's slow paths: growth, reuse of freed spans, large allocations,
 // release, and the debug checks.
 //
-// The fast path (arena.hpp, chunk_header::allocate) is a bump within the current block. It falls through to
-// here when the block is full, when the alignment is above 16, or right after a free: deallocate sets
-// `limit` to `bump`, so the fast path costs nothing extra for knowing that memory waits for reuse. Spans
+// The fast path (arena.hpp, child_meta::allocate) is a bump within the current block. It falls through to
+// here when the block is full, when the alignment is above 16, for allocate(0), or right after a free:
+// deallocate sets `fast_limit` to `bump`, so the fast path costs nothing extra for knowing that memory
+// waits for reuse. Spans
 // wait in segregated stacks: exact 16-byte classes up to 512 bytes, then powers of two; a request takes
 // the smallest non-empty class that is sure to fit and gives the remainder back. Allocation stays on the
 // slow path while freed spans serve it, and goes back to bumping at the first request none of them fits.
@@ -52,7 +53,7 @@ void chunk_header::keep_span(std::byte* start, std::size_t n, bool reuse_first) 
   track::taken_back(span_end - bookkeeping, bookkeeping);
   span_lists[span_class] = span_end;
   span_mask |= bit;
-  if (reuse_first) limit = bump;  // send allocations to the slow path, which reuses it
+  if (reuse_first) child_meta::store(meta->fast_limit, child_meta::load(meta->bump));  // to the slow path
 }
 
 void* chunk_header::take_span(std::size_t n) noexcept {
@@ -85,14 +86,17 @@ void chunk_header::grow(std::size_t min_bytes) {
     if (wanted == needed) throw;
     block = cache_for(top)->take_block(needed);
   }
+  std::byte* const bump = child_meta::load(meta->bump);
   if (end - bump >= static_cast<std::ptrdiff_t>(min_alignment))
     keep_span(bump, static_cast<std::size_t>(end - bump), false);
   block->next = more_blocks;
   more_blocks = block;
   set_block_owner(block, meta);
-  bump = block->payload();
+  meta->settle();
   end = block->end();
-  limit = end;
+  child_meta::store(meta->bump, block->payload());
+  child_meta::store(meta->counted_to, block->payload());
+  resume_bumping();
   meta->add_held(static_cast<std::ptrdiff_t>(block->bytes));
   if (next_block_class < max_growth_class) ++next_block_class;
 }
@@ -101,14 +105,14 @@ void* chunk_header::allocate_own_block(std::size_t bytes, std::size_t n, std::si
   // Blocks start page-aligned; a larger alignment needs room to slide the allocation up.
   const std::size_t slide = alignment > page_bytes ? alignment - page_bytes : 0;
   const unsigned size_class = block_class_for(n + slide);
-  auto* record = static_cast<own_block*>(allocate(sizeof(own_block), alignof(own_block)));
-  meta->sub_in_use(footprint(sizeof(own_block)));  // bookkeeping, not user memory
+  auto* record = static_cast<own_block*>(meta->allocate(sizeof(own_block), alignof(own_block)));
+  meta->count(-footprint(sizeof(own_block)));  // bookkeeping, not user memory
   block_header* block;
   try {
     block = cache_for(top)->take_block(size_class);
   } catch (...) {
-    meta->add_in_use(footprint(sizeof(own_block)));
-    deallocate(record, sizeof(own_block), alignof(own_block));
+    meta->count(footprint(sizeof(own_block)));
+    meta->deallocate(record, sizeof(own_block), alignof(own_block));
     throw;
   }
   set_block_owner(block, meta);
@@ -118,7 +122,7 @@ void* chunk_header::allocate_own_block(std::size_t bytes, std::size_t n, std::si
   if (own_blocks) own_blocks->prev = record;
   own_blocks = record;
   meta->add_held(static_cast<std::ptrdiff_t>(block_bytes_of(size_class)));
-  meta->add_in_use(n);
+  meta->count(n);
   track::taken_back(start, block_bytes_of(size_class));
   track::handed_out(p, bytes);
   return p;
@@ -135,18 +139,23 @@ void* chunk_header::allocate_slow(std::size_t bytes, std::size_t alignment) {
   std::byte* p = nullptr;
   if (span_mask && alignment == min_alignment) p = static_cast<std::byte*>(take_span(n));
   if (p) {
-    limit = span_mask ? bump : end;  // keep reusing while spans are left
+    meta->count(n);
+    // Keep reusing while spans are left.
+    if (span_mask) child_meta::store(meta->fast_limit, child_meta::load(meta->bump));
+    else resume_bumping();
   } else {
-    p = align_up(bump, alignment);
+    p = align_up(child_meta::load(meta->bump), alignment);
     if (p + n > end) {
       grow(n + alignment);
-      p = align_up(bump, alignment);
+      p = align_up(child_meta::load(meta->bump), alignment);
     }
+    std::byte* const bump = child_meta::load(meta->bump);
     if (p != bump) keep_span(bump, static_cast<std::size_t>(p - bump), false);  // the alignment gap
-    bump = p + n;
-    limit = end;  // no span fits requests like this one: back to bumping
+    meta->settle();
+    child_meta::store(meta->counted_to, p);  // the gap is not in use
+    child_meta::store(meta->bump, p + n);
+    resume_bumping();  // no span fits requests like this one: back to bumping
   }
-  meta->add_in_use(n);
   track::handed_out(p, bytes);
   return p;
 }
@@ -160,12 +169,12 @@ bool chunk_header::free_own_block(std::byte* p) noexcept {
   if (record->next) record->next->prev = record->prev;
   meta->add_held(-static_cast<std::ptrdiff_t>(block_bytes_of(record->size_class)));
   give_block_anywhere(top, rebuild_own_block(record));
-  meta->add_in_use(footprint(sizeof(own_block)));
-  deallocate(record, sizeof(own_block), alignof(own_block));
+  meta->count(footprint(sizeof(own_block)));
+  meta->deallocate(record, sizeof(own_block), alignof(own_block));
   return true;
 }
 
-chunk_header* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where) {
+child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where) {
   thread_cache* cache = cache_for(top);
   if (cache->released_elsewhere.load(std::memory_order_relaxed)) drain_released_elsewhere(cache);
   if (!cache->free_blocks[0]) {
@@ -224,10 +233,10 @@ void chunk_header::give_back_blocks() noexcept {
 // ------------------------------------------------------------------------------------------------------------
 
 void* chunk_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
-  return chunk_->allocate(bytes, alignment);
+  return chunk_->meta->allocate(bytes, alignment);
 }
 void chunk_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  chunk_->deallocate(p, bytes, alignment);
+  chunk_->meta->deallocate(p, bytes, alignment);
 }
 bool chunk_resource::do_is_equal(const std::pmr::memory_resource& other) const noexcept { return this == &other; }
 
@@ -255,7 +264,7 @@ chunk_figures figures_of(const child_meta* meta) noexcept {
     if (!figures.label[i]) break;
   }
   figures.label[label_capacity - 1] = '\0';
-  figures.in_use_bytes = meta->in_use_bytes.load(std::memory_order_relaxed);
+  figures.in_use_bytes = meta->in_use();
   figures.peak_in_use_bytes = std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed), figures.in_use_bytes);
   figures.held_bytes = meta->held_bytes.load(std::memory_order_relaxed);
   figures.blocks = meta->blocks.load(std::memory_order_relaxed);

@@ -293,7 +293,7 @@ live_figures walk_live_chunks(top_state* top, bool report) {
          m != &cache->live && ++steps <= step_limit; m = m->next.load(std::memory_order_acquire)) {
       if (m->state.load(std::memory_order_relaxed) != meta_state::live) continue;
       ++figures.chunks;
-      figures.in_use_bytes += m->in_use_bytes.load(std::memory_order_relaxed);
+      figures.in_use_bytes += m->in_use();
       if (report) {
         const chunk_figures f = figures_of(m);
         std::fprintf(stderr, "  chunk '%s': %zu bytes in use, %zu bytes held, opened at %s:%u in %s\n",

@@ -23,7 +23,7 @@ namespace {
 constexpr std::size_t KiB = 1024;
 
 struct tracked {
-  static inline int alive = 0;
+  static inline std::atomic<int> alive{0};  // made on several threads in the walk test
   std::uint64_t payload[4]{};
   tracked() { ++alive; }
   ~tracked() { --alive; }

@@ -137,41 +137,62 @@ enum class meta_state : std::uint8_t { free, live, released_elsewhere };
 inline constexpr std::size_t label_capacity = 48;  ///< labels longer than 47 bytes are cut (no allocation)
 
 /// One per live process chunk, in the top chunk's meta region: the chunk's entry in the children meta list,
-/// and its statistics. Fields a walker reads from another thread are atomics (the label is read and written
-/// through std::atomic_ref); the rest belong to the chunk's owner.
+/// its allocation cursor and its statistics. The cursor lives here rather than in the chunk header so that
+/// statistics read from any thread are exact at no cost to allocation: a bump moves `bump`, and the bytes
+/// in use are `counted_bytes + (bump - counted_to)`. Fields a walker reads from another thread are atomics
+/// (relaxed: plain moves on x86; the label goes through std::atomic_ref); the owner alone writes them.
 struct alignas(64) child_meta {
-  // What the owner updates as it allocates: one cache line.
-  std::atomic<std::size_t> in_use_bytes{0};
+  // The allocation cursor and what allocation updates: one cache line.
+  std::atomic<std::byte*> bump{nullptr};        ///< next free byte of the current block
+  std::atomic<std::byte*> fast_limit{nullptr};  ///< see allocate(); never below bump
+  std::atomic<std::byte*> counted_to{nullptr};  ///< counted_bytes covers bumps up to here
+  std::atomic<std::size_t> counted_bytes{0};
   std::atomic<std::size_t> peak_in_use_bytes{0};  ///< as of the last decrease: the peak is max(this, in use)
   std::atomic<std::uint64_t> objects_made{0};
-  std::atomic<std::uint64_t> objects_destroyed{0};  ///< by perfloc::destroy, or by the release
-  std::atomic<std::size_t> held_bytes{0};           ///< bytes of the blocks the chunk holds
-  std::atomic<std::uint32_t> blocks{0};
-  std::atomic<meta_state> state{meta_state::free};
   chunk_header* chunk = nullptr;  ///< the chunk this meta describes; the chunk points back
+  std::atomic<meta_state> state{meta_state::free};
+  std::atomic<std::uint32_t> blocks{0};
 
-  // The list and where the chunk came from.
+  // The list, and the rest of the statistics.
   alignas(64) std::atomic<child_meta*> prev{nullptr};  ///< neighbours in the home cache's live list
   std::atomic<child_meta*> next{nullptr};
   thread_cache* home = nullptr;     ///< the cache whose live list holds this meta
   child_meta* free_next = nullptr;  ///< in a free stack, or in a cache's remote-release stack
+  std::atomic<std::uint64_t> objects_destroyed{0};  ///< by perfloc::destroy, or by the release
+  std::atomic<std::size_t> held_bytes{0};           ///< bytes of the blocks the chunk holds
   std::atomic<std::uintptr_t> opened_at{0};  ///< a std::source_location, bit for bit
   std::atomic<std::int64_t> opened_ns{0};    ///< steady clock at open, kept only when the top has a release hook
-  std::uint64_t magic = 0;  ///< tells a child_meta from other slots of the meta region (debug checks)
 
   alignas(64) char label[label_capacity]{};
+  std::uint64_t magic = 0;  ///< tells a child_meta from other slots of the meta region (debug checks)
 
+  static std::byte* load(const std::atomic<std::byte*>& p) noexcept { return p.load(std::memory_order_relaxed); }
+  static void store(std::atomic<std::byte*>& p, std::byte* value) noexcept {
+    p.store(value, std::memory_order_relaxed);
+  }
   /// Single writer (the chunk's owner): a plain load and store, no locked instruction.
   static void add(std::atomic<std::size_t>& counter, std::size_t n) noexcept {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
-  void add_in_use(std::size_t n) noexcept { add(in_use_bytes, n); }
-  /// A decrease: the value before it may be the peak.
-  void sub_in_use(std::size_t n) noexcept {
-    const std::size_t before = in_use_bytes.load(std::memory_order_relaxed);
+
+  std::size_t in_use() const noexcept {
+    return counted_bytes.load(std::memory_order_relaxed) +
+           static_cast<std::size_t>(load(bump) - load(counted_to));
+  }
+  /// Folds the bumps since the last settle into counted_bytes, before bump moves other than forward.
+  void settle() noexcept {
+    std::byte* now = load(bump);
+    add(counted_bytes, static_cast<std::size_t>(now - load(counted_to)));
+    store(counted_to, now);
+  }
+  /// Bytes handed out other than by bumping (reused spans, own blocks).
+  void count(std::size_t n) noexcept { add(counted_bytes, n); }
+  /// Bytes given back: the value before the decrease may be the peak.
+  void uncount(std::size_t n) noexcept {
+    const std::size_t before = in_use();
     if (before > peak_in_use_bytes.load(std::memory_order_relaxed))
       peak_in_use_bytes.store(before, std::memory_order_relaxed);
-    in_use_bytes.store(before - n, std::memory_order_relaxed);
+    add(counted_bytes, -n);
   }
   void add_held(std::ptrdiff_t n) noexcept {
     add(held_bytes, static_cast<std::size_t>(n));
@@ -180,8 +201,11 @@ struct alignas(64) child_meta {
   std::source_location where_opened() const noexcept {
     return std::bit_cast<std::source_location>(opened_at.load(std::memory_order_relaxed));
   }
+
+  inline void* allocate(std::size_t bytes, std::size_t alignment);
+  inline void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept;
 };
-static_assert(sizeof(child_meta) == 192);
+static_assert(sizeof(child_meta) == 192);  // three cache lines
 static_assert(sizeof(std::source_location) == sizeof(std::uintptr_t));
 inline constexpr std::uint64_t child_meta_magic = 0x7065'7266'6c6f'636dULL;  // "perflocm"
 
@@ -473,11 +497,10 @@ struct own_block {
   unsigned size_class;
 };
 
-/// The header of a process chunk, in its first block right after the block_header.
+/// The header of a process chunk, in its first block right after the block_header. (The allocation cursor
+/// is in the chunk's child_meta.)
 struct chunk_header {
-  std::byte* bump;   ///< next free byte of the current block
-  std::byte* limit;  ///< `end`; `bump` after a free, which sends allocation to the slow path to reuse it
-  std::byte* end;    ///< end of the current block
+  std::byte* end;  ///< end of the current block
   child_meta* meta;
   top_state* top;
   cleanup_record* cleanups;       ///< objects whose destructors run at release, newest first
@@ -491,37 +514,12 @@ struct chunk_header {
 
   block_header* first_block() noexcept { return reinterpret_cast<block_header*>(this) - 1; }
 
-  /// The fast path: a pointer bump. Everything else goes to allocate_slow.
-  void* allocate(std::size_t bytes, std::size_t alignment) {
-    std::byte* p = bump;
-    if (is_small_power_of_two(alignment) && bytes < static_cast<std::size_t>(limit - p)) [[likely]] {
-      // bump and limit are 16-aligned, so bytes < room implies footprint(bytes) <= room.
-      const std::size_t n = footprint(bytes);
-      bump = p + n;
-      meta->add_in_use(n);
-      track::handed_out(p, bytes);
-      return p;
-    }
-    return allocate_slow(bytes, alignment);
-  }
-
-  /// Gives [p, p + footprint(bytes)) back: the bump steps back when it is the latest allocation, otherwise
-  /// the span is kept for reuse (or its own block returns to the top).
-  void deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    const std::size_t n = footprint(bytes);
-    meta->sub_in_use(n);
-    auto* start = static_cast<std::byte*>(p);
-    if (may_need_own_block(n, alignment) && free_own_block(start)) return;
-    track::taken_back(start, n);
-    if (start + n == bump) {
-      if (limit == bump) limit = start;
-      bump = start;
-      return;
-    }
-    keep_span(start, n, true);
-  }
-
   void* allocate_slow(std::size_t bytes, std::size_t alignment);  // src/perfloc/process.cpp
+  /// Back to the fast path: fast_limit at end - 16, or at bump when the block is that full.
+  void resume_bumping() noexcept {
+    std::byte* bump = child_meta::load(meta->bump);
+    child_meta::store(meta->fast_limit, end - min_alignment > bump ? end - min_alignment : bump);
+  }
   bool free_own_block(std::byte* p) noexcept;  ///< false if p is not in an own block
   void keep_span(std::byte* start, std::size_t n, bool reuse_first) noexcept;
   void run_cleanups() noexcept;
@@ -545,6 +543,42 @@ struct chunk_header {
 
 inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header), 64);
 
+/// The fast path: a pointer bump. Everything else (a full block, a freed span waiting for reuse, an
+/// alignment above 16, allocate(0)) goes to allocate_slow. The test is `bytes - 1 < fast_limit - bump`
+/// (unsigned): false for 0, false for everything when fast_limit == bump, and otherwise, with fast_limit
+/// at end - 16, bytes <= end - 16 - bump, which keeps the new bump (16-aligned, as end is) at or below
+/// fast_limit. That invariant, fast_limit >= bump, is what keeps the subtraction from wrapping; the slow
+/// path keeps it with resume_bumping(). Two instructions fewer than testing 0 and the room apart.
+inline void* child_meta::allocate(std::size_t bytes, std::size_t alignment) {
+  std::byte* p = load(bump);
+  const std::size_t last = bytes - 1;
+  if (is_small_power_of_two(alignment) && last < static_cast<std::size_t>(load(fast_limit) - p)) [[likely]] {
+    store(bump, p + (last | (min_alignment - 1)) + 1);
+    track::handed_out(p, bytes);
+    return p;
+  }
+  return chunk->allocate_slow(bytes, alignment);
+}
+
+/// Gives [p, p + footprint(bytes)) back: the bump steps back when it is the latest allocation, otherwise
+/// the span is kept for reuse (or its own block returns to the top).
+inline void child_meta::deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+  const std::size_t n = footprint(bytes);
+  settle();
+  uncount(n);
+  auto* start = static_cast<std::byte*>(p);
+  if (may_need_own_block(n, alignment) && chunk->free_own_block(start)) return;
+  track::taken_back(start, n);
+  std::byte* now = load(bump);
+  if (start + n == now) {
+    if (load(fast_limit) == now) store(fast_limit, start);  // stay on the slow path
+    store(bump, start);
+    store(counted_to, start);
+    return;
+  }
+  chunk->keep_span(start, n, true);
+}
+
 void copy_label(child_meta* meta, std::string_view label) noexcept;
 void note_open_time(child_meta* meta) noexcept;
 void call_release_hook(chunk_header* chunk) noexcept;
@@ -552,7 +586,7 @@ void call_release_hook(chunk_header* chunk) noexcept;
 /// Opens a chunk from a shell of `cache` (which must have one). `general` adds what the fast path leaves
 /// to the slow one: a label, and the open time for a release hook.
 template <bool general>
-[[gnu::always_inline]] inline chunk_header* open_shell(thread_cache* cache, top_state* top, std::string_view label,
+[[gnu::always_inline]] inline child_meta* open_shell(thread_cache* cache, top_state* top, std::string_view label,
                                                      const std::source_location& where) noexcept {
   block_header* block = cache->free_blocks[0];
   cache->free_blocks[0] = block->next;
@@ -560,9 +594,11 @@ template <bool general>
   auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
   track::internal_access(chunk, sizeof(chunk_header));
   child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
-  chunk->bump = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
+  std::byte* first_free = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
   chunk->end = block->end();
-  chunk->limit = chunk->end;
+  child_meta::store(meta->bump, first_free);
+  child_meta::store(meta->fast_limit, chunk->end - min_alignment);
+  child_meta::store(meta->counted_to, first_free);
   chunk->cleanups = nullptr;
   chunk->more_blocks = nullptr;
   chunk->own_blocks = nullptr;
@@ -570,7 +606,7 @@ template <bool general>
   chunk->span_mask = 0;
   chunk->resource_made = false;
 
-  meta->in_use_bytes.store(0, std::memory_order_relaxed);
+  meta->counted_bytes.store(0, std::memory_order_relaxed);
   meta->peak_in_use_bytes.store(0, std::memory_order_relaxed);
   meta->objects_made.store(0, std::memory_order_relaxed);
   meta->objects_destroyed.store(0, std::memory_order_relaxed);
@@ -582,17 +618,18 @@ template <bool general>
   if (general && !label.empty()) copy_label(meta, label);
   else std::atomic_ref<char>(meta->label[0]).store('\0', std::memory_order_relaxed);
   cache->link(meta);  // last: a walker that finds the meta finds it filled in
-  return chunk;
+  return meta;
 }
 
 // The general halves of open_chunk and release_chunk (src/perfloc/process.cpp).
-chunk_header* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where);
+child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where);
 void release_chunk_slow(chunk_header* chunk) noexcept;
 
 /// Opens a process chunk from the calling thread's cache: no lock unless the cache must be refilled.
 /// The common case (a bound cache with a shell, no label, no release hook) calls nothing, so it saves no
 /// registers. Never inlined: the handle that receives the result then stays in a register at the call site.
-[[gnu::noinline]] inline chunk_header* open_chunk(top_state* top, std::string_view label,
+/// Returns the chunk's meta: the handle allocates through it.
+[[gnu::noinline]] inline child_meta* open_chunk(top_state* top, std::string_view label,
                                                   const std::source_location& where) {
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
@@ -605,9 +642,9 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
 /// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
 /// The common case (released on the thread that opened it, one block, nothing to destroy, no hook)
 /// pushes the shell back and calls nothing.
-[[gnu::noinline]] inline void release_chunk(chunk_header* chunk) noexcept {
+[[gnu::noinline]] inline void release_chunk(child_meta* meta) noexcept {
+  chunk_header* chunk = meta->chunk;
   top_state* top = chunk->top;
-  child_meta* meta = chunk->meta;
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
   if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || top->release_hook || cache != meta->home ||
