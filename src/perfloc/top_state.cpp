@@ -509,6 +509,10 @@ thread_cache* bind_cache(top_state* top) {
       current_binding = {top, top->id, e.cache};
       return e.cache;
     }
+  if (entries.size() >= 8) {  // forget the caches of tops destroyed since (a thread that makes many tops)
+    std::lock_guard lock(registry_mutex);
+    std::erase_if(entries, [](const thread_caches::entry& e) { return !is_registered(e.top, e.id); });
+  }
   entries.reserve(entries.size() + 1);  // the only step that can throw after the cache is taken
   thread_cache* cache = nullptr;
   {

@@ -241,3 +241,14 @@ BOOST_AUTO_TEST_CASE(a_top_destroyed_with_live_chunks_names_them_and_aborts) {
   BOOST_TEST(death.output.find("top.test.cpp") != std::string::npos, death.output);  // where it was opened
 }
 #endif
+
+BOOST_AUTO_TEST_CASE(a_thread_that_makes_many_tops_keeps_working) {
+  // Each private top gets a cache on this thread; caches of destroyed tops are forgotten, and a new top at
+  // the address of a destroyed one is told apart from it.
+  for (int i = 0; i < 300; ++i) {
+    perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 2 << 20}};
+    perfloc::process_chunk chunk{top, "short-lived top"};
+    *chunk.make<int>(i) += 1;
+    BOOST_REQUIRE(top.stats().live_chunks == 1u);
+  }
+}
