@@ -92,9 +92,9 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
   const detail::top_snapshot shot = detail::snapshot(top.state_);
   const top_stats totals = top.stats();
 
-  // Each row is 4 MiB of address space, 64 cells of 64 KiB; the unused rest of a reservation is one row.
-  constexpr int cell = 12, cells_per_row = 64, left = 20, top_margin = 60;
-  constexpr std::size_t row_bytes = detail::granule_bytes * cells_per_row;
+  // Blocks are laid out in address order, 64 cells of 64 KiB to a row; reserved address space that is
+  // not used yet (the rest of the meta region, the rest of a reservation) is one dashed strip instead.
+  constexpr int cell = 12, cells_per_row = 64, left = 20, top_margin = 78;
   std::map<const detail::child_meta*, std::size_t> colour_of;
   for (std::size_t i = 0; i < shot.chunks.size(); ++i) colour_of[shot.chunks[i].identity] = i;
 
@@ -104,22 +104,21 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
   for (std::size_t r = 0; r < shot.reservation_bytes.size(); ++r) {
     body += format("<text x='%d' y='%d' class='h'>reservation %zu: %s</text>\n", left, y - 6, r,
                    bytes_text(shot.reservation_bytes[r]).c_str());
-    int rows_used = 1;
+    std::size_t column = 0;  // the next free cell of the current row
     for (const detail::block_view& b : shot.blocks) {
       if (b.reservation != r) continue;
       if (b.kind == detail::block_view::unused) {
-        const int row = static_cast<int>(b.offset / row_bytes) + 1;
+        if (column) y += cell, column = 0;
         body += format("<rect x='%d' y='%d' width='%d' height='%d' class='unused'/>"
                        "<text x='%d' y='%d' class='s'>%s reserved, not used yet</text>\n",
-                       left, y + row * cell + 4, cells_per_row * cell, cell, left + 4, y + row * cell + 4 + cell - 2,
-                       bytes_text(b.bytes).c_str());
-        rows_used = std::max(rows_used, row + 2);
+                       left, y + 2, cells_per_row * cell, cell, left + 4, y + cell, bytes_text(b.bytes).c_str());
+        y += cell + 6;
         continue;
       }
       std::string fill, title;
       switch (b.kind) {
         case detail::block_view::top_header: fill = "#555"; title = "top chunk header"; break;
-        case detail::block_view::meta_region: fill = "#888"; title = "meta region: children meta list, thread caches"; break;
+        case detail::block_view::meta_region: fill = "#888"; title = "meta region in use: children meta list, thread caches"; break;
         case detail::block_view::in_chunk: {
           const std::size_t index = colour_of.count(b.owner) ? colour_of[b.owner] : 0;
           fill = chunk_colour(index, shot.chunks.size());
@@ -132,19 +131,19 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
         case detail::block_view::unused: break;
       }
       ++drawn_blocks;  // numbers the block: a block that spans rows is drawn as several rectangles
-      // A block may span rows: draw one rectangle per row it touches.
-      for (std::size_t at = b.offset; at < b.offset + b.bytes;) {
-        const std::size_t row = at / row_bytes, column = (at % row_bytes) / detail::granule_bytes;
-        const std::size_t span = std::min<std::size_t>(cells_per_row - column, (b.offset + b.bytes - at) / detail::granule_bytes);
-        body += format("<rect x='%zu' y='%zu' width='%zu' height='%d' fill='%s' class='b' data-block='%zu'>"
+      for (std::size_t cells = std::max<std::size_t>(b.bytes / detail::granule_bytes, 1); cells;) {
+        const std::size_t span = std::min<std::size_t>(cells_per_row - column, cells);
+        body += format("<rect x='%zu' y='%d' width='%zu' height='%d' fill='%s' class='b' data-block='%zu'>"
                        "<title>%s, %s</title></rect>\n",
-                       left + column * cell, y + row * cell, std::max<std::size_t>(span, 1) * cell, cell, fill.c_str(),
-                       drawn_blocks, xml_escaped(title).c_str(), bytes_text(b.bytes).c_str());
-        at += std::max<std::size_t>(span, 1) * detail::granule_bytes;
-        rows_used = std::max(rows_used, static_cast<int>(row) + 1);
+                       left + column * cell, y, span * cell, cell, fill.c_str(), drawn_blocks,
+                       xml_escaped(title).c_str(), bytes_text(b.bytes).c_str());
+        cells -= span;
+        column += span;
+        if (column == cells_per_row) y += cell, column = 0;
       }
     }
-    y += rows_used * cell + 40;
+    if (column) y += cell;
+    y += 40;
   }
 
   // Legend: the kinds, then one line per live chunk with its figures.
@@ -152,7 +151,7 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
   int ly = top_margin;
   const int lx = left + cells_per_row * cell + 30;
   const struct { const char* fill; const char* text; } kinds[] = {
-      {"#555", "top chunk header"}, {"#888", "meta region (children meta list, thread caches)"},
+      {"#555", "top chunk header"}, {"#888", "meta region in use (children meta list, thread caches)"},
       {"#9cc", "free block in a thread cache"}, {"#cde8c4", "free block in the top chunk, committed"},
       {"#fff", "free block given back to the OS"}};
   for (const auto& k : kinds) {
@@ -185,7 +184,7 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
   svg += format("<text x='%d' y='24' class='h'>perfloc top chunk: %llu live chunks, %s in use, %s committed, %s reserved</text>\n",
                 left, static_cast<unsigned long long>(totals.live_chunks), bytes_text(totals.in_use_bytes).c_str(),
                 bytes_text(totals.committed_bytes).c_str(), bytes_text(totals.reserved_bytes).c_str());
-  svg += format("<text x='%d' y='42' class='s'>one cell = 64 KiB, one row = 4 MiB of address space</text>\n", left);
+  svg += format("<text x='%d' y='42' class='s'>one cell = 64 KiB of address space, in address order</text>\n", left);
   svg += body + legend + "</svg>\n";
 
   std::ofstream out(path, std::ios::binary | std::ios::trunc);

@@ -418,8 +418,12 @@ top_snapshot snapshot(top_state* top) {
     shot.reservation_bytes.push_back(r.bytes);
     if (i == 0) {
       shot.blocks.push_back({i, 0, header_bytes, block_view::top_header, nullptr});
-      shot.blocks.push_back({i, header_bytes, static_cast<std::size_t>(top->meta_end - top->meta_begin),
-                             block_view::meta_region, nullptr});
+      const auto meta_committed = static_cast<std::size_t>(top->meta_committed_end - top->meta_begin);
+      const auto meta_reserved = static_cast<std::size_t>(top->meta_end - top->meta_begin);
+      shot.blocks.push_back({i, header_bytes, meta_committed, block_view::meta_region, nullptr});
+      if (meta_committed < meta_reserved)
+        shot.blocks.push_back({i, header_bytes + meta_committed, meta_reserved - meta_committed, block_view::unused,
+                               nullptr});
     }
     const std::size_t granules = static_cast<std::size_t>(r.frontier - r.base) / granule_bytes;
     for (std::size_t g = 0; g < granules; ++g) {
