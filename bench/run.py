@@ -584,7 +584,7 @@ def timing_sections(timing: dict, have_plot: bool) -> list[str]:
     for workload in WORKLOADS:
         if workload.name not in samples:
             continue
-        unit = "ns/alloc" if workload.unit == "alloc" else "ns/scope"
+        unit = f"ns/{workload.unit}"
         lines += [f"## {workload.title} ({unit})", "", workload.description, ""]
         lines += [f"_{note}_" for note in workload.notes] + ([""] if workload.notes else [])
         for param in sorted(samples[workload.name], key=lambda p: (p == "-", int(p) if p != "-" else 0)):
