@@ -4,3 +4,4 @@ export module perfloc;
 export import perfloc.top;
 export import perfloc.process;
 export import perfloc.collections;
+export import perfloc.asio;
