@@ -76,7 +76,7 @@ void* chunk_header::take_span(std::size_t n) noexcept {
 
 void chunk_header::grow(std::size_t min_bytes) {
   const unsigned needed = block_class_for(min_bytes + sizeof(block_header));
-  const unsigned wanted = std::max(next_block_class, needed);
+  const unsigned wanted = std::max<unsigned>(next_block_class, needed);
   block_header* block;
   try {
     block = cache_for(top)->take_block(wanted);  // may throw: nothing has changed yet

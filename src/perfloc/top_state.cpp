@@ -233,6 +233,8 @@ void attach_meta(thread_cache* cache, block_header* first, child_meta* meta) {
   track::internal_access(header, sizeof(chunk_header));
   header->meta = meta;
   header->top = cache->top;
+  const std::size_t colour = (reinterpret_cast<std::uintptr_t>(first) / granule_bytes) % 16 * 64;
+  header->first_free = reinterpret_cast<std::byte*>(header) + chunk_header_bytes + colour;
   meta->chunk = header;
   meta->home = cache;
   set_block_owner(first, meta);

@@ -500,17 +500,23 @@ struct own_block {
 /// The header of a process chunk, in its first block right after the block_header. (The allocation cursor
 /// is in the chunk's child_meta.)
 struct chunk_header {
-  std::byte* end;  ///< end of the current block
-  child_meta* meta;
-  top_state* top;
+  // Written by every open: one cache line.
+  std::byte* end;                 ///< end of the current block
   cleanup_record* cleanups;       ///< objects whose destructors run at release, newest first
   block_header* more_blocks;      ///< bump blocks after the first, newest first
   own_block* own_blocks;          ///< blocks of single large allocations
-  unsigned next_block_class;
   std::uint64_t span_mask;        ///< bit c set: span_lists[c] is non-empty
+  std::uint8_t next_block_class;
+  bool resource_made;
+  // Set once per shell.
+  child_meta* meta;
+  top_state* top;
+  /// Where allocation starts in the first block: after this header, plus a colour of 0..15 cache lines
+  /// chosen once per shell, so that the first objects of chunks alive together (coroutine frames, say)
+  /// do not all fall in the same cache sets, as they would at one offset in 64 KiB-aligned blocks.
+  std::byte* first_free;
   std::byte* span_lists[span_class_count];  ///< each points at a span's link (its last 8 bytes)
   alignas(16) std::byte resource_storage[16];  ///< the std::pmr view of this chunk, made on first use
-  bool resource_made;
 
   block_header* first_block() noexcept { return reinterpret_cast<block_header*>(this) - 1; }
 
@@ -594,7 +600,7 @@ template <bool general>
   auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
   track::internal_access(chunk, sizeof(chunk_header));
   child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
-  std::byte* first_free = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
+  std::byte* first_free = chunk->first_free;
   chunk->end = block->end();
   child_meta::store(meta->bump, first_free);
   child_meta::store(meta->fast_limit, chunk->end - min_alignment);
