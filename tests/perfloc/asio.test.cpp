@@ -293,6 +293,34 @@ BOOST_AUTO_TEST_CASE(a_hundred_coroutines_alive_at_once_have_a_hundred_chunks) {
   BOOST_TEST(top.stats().in_use_bytes == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(a_labelled_spawn_labels_its_chunk_even_with_a_deferred_token) {
+  asio::io_context ctx;
+  std::vector<std::string> released;
+  perfloc::top_chunk top{perfloc::top_options{.on_release = [&](const perfloc::chunk_summary& s) {
+    released.emplace_back(s.label);
+  }}};
+  asio::steady_timer gate(ctx, asio::steady_timer::time_point::max());
+  auto body = [&]() -> asio::awaitable<void> {
+    boost::system::error_code ec;
+    co_await gate.async_wait(asio::redirect_error(perfloc::use_chunk, ec));
+  };
+  perfloc::co_spawn(top, "connection 1", ctx.get_executor(), body, asio::detached);
+  auto deferred = [&] {
+    const std::string label = "connection " + std::to_string(2);  // gone before the initiation runs
+    return perfloc::co_spawn(top, label, ctx.get_executor(), body, asio::deferred);
+  }();
+  std::move(deferred)(asio::detached);
+  ctx.poll();
+  std::vector<std::string> live;
+  top.for_each_chunk([&](const perfloc::chunk_summary& s) { live.emplace_back(s.label); });
+  std::sort(live.begin(), live.end());
+  BOOST_TEST(live == (std::vector<std::string>{"connection 1", "connection 2"}), boost::test_tools::per_element());
+  gate.cancel();
+  ctx.run();
+  std::sort(released.begin(), released.end());
+  BOOST_TEST(released == (std::vector<std::string>{"connection 1", "connection 2"}), boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(destroying_the_io_context_with_suspended_coroutines_releases_their_chunks) {
   perfloc::top_chunk top;
   {
