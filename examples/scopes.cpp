@@ -1,4 +1,4 @@
-// examples/demo.cpp — what perfloc does, step by step, with the figures it reports.
+// examples/scopes.cpp — what perfloc does, step by step, with the figures it reports.
 //
 // Each "request" gets its own process chunk: its objects are made with a pointer bump, one is destroyed
 // early, and the rest die together when the scope ends. The top chunk's statistics show memory committed
