@@ -193,10 +193,12 @@ DESIGN_REFERENCE = {
 }
 
 # Targets not measured yet; listed in the report so that nobody mistakes silence for success.
-TODO = [
-    "The example server under load on loopback: requests per second, p99 latency, peak RSS, perfloc "
-    "against the global allocator (there is no example server in examples/ yet).",
-]
+TODO: list[str] = []
+
+# The example server under load (examples/server.cpp, built as perfloc-demo by the bench preset too): it runs
+# the perfloc server and the global-heap server, each in its own process, and prints a JSON line for each.
+SERVER_EXECUTABLE = "perfloc-demo"
+SERVER_ARGUMENTS = ["--connections", "16", "--requests", "3000"]
 
 # Instruction counts: executable -> competitors counted by --icount. The bare drivers (perfloc-bench-icount,
 # perfloc-bench-icount-anchors) take `<competitor> <workload> <K> <N>`; the competitor executables take
@@ -359,6 +361,7 @@ def run_timing(args, executables: dict[str, Path]) -> dict:
                         value = bench["cpu_time"] * time_unit_ns(bench) / bench.get("ops_per_iter", 1.0)
                 samples.setdefault(workload, {}).setdefault(key(param), {}).setdefault(competitor, []).append(value)
     grow = {} if args.skip_grow else run_grow(args, executables, names)
+    server = {} if args.skip_server else run_server(args)
     return {
         "machine": machine_info(args.build_dir),
         "rounds": args.rounds,
@@ -373,6 +376,7 @@ def run_timing(args, executables: dict[str, Path]) -> dict:
         "thread_cpu": thread_cpu,
         "cpu_pinned": args.cpu,
         "grow": grow,
+        "server": server,
     }
 
 
@@ -409,6 +413,72 @@ def run_grow(args, executables: dict[str, Path], names: list[str]) -> dict:
 # --------------------------------------------------------------------------------------------------
 # Instruction counts
 # --------------------------------------------------------------------------------------------------
+
+
+def run_server(args) -> dict:
+    """The example server under load, args.grow_rounds runs (each runs both servers, one process each)."""
+    demo = next((p for p in sorted(args.build_dir.rglob(SERVER_EXECUTABLE))
+                 if p.is_file() and os.access(p, os.X_OK) and "CMakeFiles" not in p.parts), None)
+    if demo is None:
+        return {"errors": [f"{SERVER_EXECUTABLE} not built in {args.build_dir}"]}
+    runs: dict[str, list[dict]] = {}
+    errors: list[str] = []
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_index in range(args.grow_rounds):
+            log(f"server {round_index + 1}/{args.grow_rounds}")
+            command = [str(demo), *SERVER_ARGUMENTS, "--json", "--svg", str(Path(scratch) / "top-chunk.svg")]
+            try:
+                output = run_text(command)
+            except (subprocess.CalledProcessError, OSError) as error:
+                errors.append(f"server: {error}")
+                continue
+            for line in output.splitlines():
+                if line.startswith("{"):
+                    record = json.loads(line)
+                    runs.setdefault(record["server"], []).append(record)
+    return {"rounds": args.grow_rounds, "arguments": " ".join(SERVER_ARGUMENTS), "runs": runs,
+            "errors": errors, "load_average": f"{load_before} before, {load_average()} after"}
+
+
+def server_sections(server: dict) -> list[str]:
+    runs = server.get("runs") or {}
+    if not runs and not server.get("errors"):
+        return []
+    lines = ["## The example server under load", "",
+             f"examples/server.cpp (`perfloc-demo {server.get('arguments', '')}`): a line-protocol server on "
+             "127.0.0.1 with a chunk per connection and per request, beside the same server on the global heap, "
+             "each in its own process, driven by client coroutines in that process. "
+             f"{server.get('rounds')} runs, medians (min–max). Load average {server.get('load_average', '?')}. "
+             "Round trips are measured by the clients after warm-up; new/request counts every global operator "
+             "new in the process (clients included, alike in both).", ""]
+    if server.get("errors"):
+        lines += ["Errors:", ""] + [f"- {e}" for e in server["errors"]] + [""]
+    rows = []
+    medians: dict[str, dict[str, float]] = {}
+    for name in ("perfloc", "global"):
+        records = runs.get(name) or []
+        if not records:
+            continue
+        def stat(field: str) -> tuple[float, float, float]:
+            values = [r[field] for r in records]
+            return statistics.median(values), min(values), max(values)
+        medians[name] = {f: stat(f)[0] for f in ("requests_per_s", "p99_us", "peak_rss_kib", "news_per_request")}
+        rps, p50, p99, rss = stat("requests_per_s"), stat("p50_us"), stat("p99_us"), stat("peak_rss_kib")
+        rows.append([f"**{name}**" if name == "perfloc" else name,
+                     f"{rps[0]:.0f} ({rps[1]:.0f}–{rps[2]:.0f})", f"{p50[0]:.0f}",
+                     f"{p99[0]:.0f} ({p99[1]:.0f}–{p99[2]:.0f})", f"{stat('news_per_request')[0]:.2f}",
+                     f"{stat('chunk_bytes_per_request')[0]:.0f}", f"{stat('live_chunks_at_end')[0]:.0f}",
+                     f"{rss[0] / 1024:.1f} MiB"])
+    lines += markdown_table(["server", "requests/s", "p50 µs", "p99 µs", "new/request", "chunk B/request",
+                             "live chunks at end", "peak RSS"], rows)
+    if "perfloc" in medians and "global" in medians:
+        p, g = medians["perfloc"], medians["global"]
+        lines += ["", f"perfloc ÷ global: requests/s {p['requests_per_s'] / g['requests_per_s']:.2f}×, "
+                      f"p99 {p['p99_us'] / g['p99_us']:.2f}×, peak RSS {p['peak_rss_kib'] / g['peak_rss_kib']:.2f}×. "
+                      "Both servers are bound by the loopback system calls; perfloc's peak RSS carries its top "
+                      "chunk's header, meta region and cached blocks."]
+    return lines + [""]
 
 
 def callgrind_instructions(command: list[str]) -> int:
@@ -580,6 +650,7 @@ def timing_sections(timing: dict, have_plot: bool) -> list[str]:
         lines += ["![per-scope workload](latest.png)", ""]
     lines += thread_sections(timing)
     lines += grow_sections(timing.get("grow") or {})
+    lines += server_sections(timing.get("server") or {})
 
     for workload in WORKLOADS:
         if workload.name not in samples:
@@ -872,6 +943,7 @@ def main() -> None:
                         help="N for the N / 2N Callgrind runs (a multiple of 4096)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the saved JSON")
     parser.add_argument("--skip-grow", action="store_true", help="timing without the 1 GiB growth workload")
+    parser.add_argument("--skip-server", action="store_true", help="timing without the example server under load")
     parser.add_argument("--grow-rounds", type=int, default=None, help="growth runs per competitor (default 3, quick 1)")
     parser.add_argument("--grow-mib", type=int, default=1024, help="size the growth workload's scope reaches, MiB")
     args = parser.parse_args()

@@ -12,7 +12,9 @@
 // run prints a histogram of bytes per request (from the top chunk's release hook) and writes a picture
 // of the top chunk mid-load.
 //
-//   perfloc-demo [--connections N] [--requests N] [--svg PATH]
+//   perfloc-demo [--connections N] [--requests N] [--svg PATH] [--json]
+//
+// --json adds one JSON line per server at the end, for bench/run.py.
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -91,6 +93,7 @@ struct settings {
   int connections = 16;
   int requests = 2000;  ///< per connection
   const char* svg = "top-chunk.svg";
+  bool json = false;
 };
 
 /// What one server run measured; passed from the child process to the parent.
@@ -102,6 +105,7 @@ struct results {
   double chunk_bytes_per_request;
   std::uint64_t live_chunks_at_end;
   long peak_rss_kib;
+  double p50_us, p99_us;  ///< request round trips seen by the clients, after warm-up
 };
 
 long peak_rss_kib() {
@@ -204,17 +208,20 @@ struct global_server {
 // ---- The load: client coroutines on loopback ----------------------------------------------------------------
 
 asio::awaitable<void> client(tcp::endpoint server, int requests, int& done, std::uint64_t& news_before,
-                             int warmup) {
+                             int warmup, std::vector<float>& round_trips_us) {
   tcp::socket socket(co_await asio::this_coro::executor);
   co_await socket.async_connect(server, asio::use_awaitable);
   std::string reply;
   char request[32];
   for (int i = 0; i < requests; ++i) {
     if (i == warmup) news_before = std::max(news_before, global_news.load());
+    const auto sent = std::chrono::steady_clock::now();
     const int length = std::snprintf(request, sizeof request, "GET %d\n", 1 + (i * 7) % 48);
     co_await asio::async_write(socket, asio::buffer(request, static_cast<std::size_t>(length)), asio::use_awaitable);
     const std::size_t n = co_await asio::async_read_until(socket, asio::dynamic_buffer(reply), '\n', asio::use_awaitable);
     reply.erase(0, n);
+    if (i >= warmup)  // reserved up front: no allocation in the measured loop
+      round_trips_us.push_back(std::chrono::duration<float, std::micro>(std::chrono::steady_clock::now() - sent).count());
   }
   ++done;
 }
@@ -228,8 +235,10 @@ results run(const char* name, Server& server, const settings& s, std::uint64_t& 
   int done = 0;
   std::uint64_t news_before = 0;
   const int warmup = std::min(100, s.requests / 2);
+  std::vector<float> round_trips_us;
+  round_trips_us.reserve(static_cast<std::size_t>(s.connections) * s.requests);
   for (int c = 0; c < s.connections; ++c)
-    asio::co_spawn(io, client(endpoint, s.requests, done, news_before, warmup), asio::detached);
+    asio::co_spawn(io, client(endpoint, s.requests, done, news_before, warmup, round_trips_us), asio::detached);
   const auto start = std::chrono::steady_clock::now();
   while (done < s.connections && io.run_one()) {
   }
@@ -244,6 +253,11 @@ results run(const char* name, Server& server, const settings& s, std::uint64_t& 
   // The clients' own allocations are counted too, alike in both runs.
   r.news_per_request = static_cast<double>(news) / (static_cast<double>(s.connections) * (s.requests - warmup));
   r.peak_rss_kib = peak_rss_kib();
+  std::sort(round_trips_us.begin(), round_trips_us.end());
+  if (!round_trips_us.empty()) {
+    r.p50_us = round_trips_us[round_trips_us.size() / 2];
+    r.p99_us = round_trips_us[round_trips_us.size() * 99 / 100];
+  }
   return r;
 }
 
@@ -305,6 +319,8 @@ int main(int argc, char** argv) {
     else if (option == "--requests") s.requests = std::max(2, std::atoi(argv[i + 1]));
     else if (option == "--svg") s.svg = argv[i + 1];
   }
+  for (int i = 1; i < argc; ++i)
+    if (std::string_view(argv[i]) == "--json") s.json = true;
   std::printf("perfloc demo: a line-protocol server on 127.0.0.1, %d connections x %d requests, "
               "each server in its own process\n\n",
               s.connections, s.requests);
@@ -319,12 +335,21 @@ int main(int argc, char** argv) {
       },
       s);
 
-  std::printf("\n%-10s %10s %12s %14s %16s %18s %12s\n", "server", "requests", "requests/s", "new / request",
-              "chunk B/request", "live chunks at end", "peak RSS");
+  std::printf("\n%-8s %9s %11s %8s %8s %13s %15s %11s %12s\n", "server", "requests", "requests/s", "p50 us",
+              "p99 us", "new/request", "chunk B/request", "live at end", "peak RSS");
   for (const results& r : {with_perfloc, global})
-    std::printf("%-10s %10llu %12.0f %14.2f %16.0f %18llu %9ld KiB\n", r.name,
-                static_cast<unsigned long long>(r.requests), r.requests / r.seconds, r.news_per_request,
-                r.chunk_bytes_per_request, static_cast<unsigned long long>(r.live_chunks_at_end), r.peak_rss_kib);
+    std::printf("%-8s %9llu %11.0f %8.1f %8.1f %13.2f %15.0f %11llu %8ld KiB\n", r.name,
+                static_cast<unsigned long long>(r.requests), r.requests / r.seconds, r.p50_us, r.p99_us,
+                r.news_per_request, r.chunk_bytes_per_request, static_cast<unsigned long long>(r.live_chunks_at_end),
+                r.peak_rss_kib);
+  if (s.json)
+    for (const results& r : {with_perfloc, global})
+      std::printf("{\"server\": \"%s\", \"requests\": %llu, \"requests_per_s\": %.1f, \"p50_us\": %.2f, "
+                  "\"p99_us\": %.2f, \"news_per_request\": %.4f, \"chunk_bytes_per_request\": %.1f, "
+                  "\"live_chunks_at_end\": %llu, \"peak_rss_kib\": %ld}\n",
+                  r.name, static_cast<unsigned long long>(r.requests), r.requests / r.seconds, r.p50_us, r.p99_us,
+                  r.news_per_request, r.chunk_bytes_per_request,
+                  static_cast<unsigned long long>(r.live_chunks_at_end), r.peak_rss_kib);
 #ifdef PERFLOC_DEMO_NO_NEW_COUNT
   std::printf("(operator new is not counted in sanitizer builds)\n");
 #endif
