@@ -313,14 +313,18 @@ results in_child(results (*run_one)(const settings&), const settings& s) {
 
 int main(int argc, char** argv) {
   settings s;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  for (int i = 1; i < argc; ++i) {
     const std::string_view option = argv[i];
-    if (option == "--connections") s.connections = std::max(1, std::atoi(argv[i + 1]));
-    else if (option == "--requests") s.requests = std::max(2, std::atoi(argv[i + 1]));
-    else if (option == "--svg") s.svg = argv[i + 1];
+    const char* value = i + 1 < argc ? argv[i + 1] : nullptr;
+    if (option == "--json") s.json = true;
+    else if (option == "--connections" && value) s.connections = std::max(1, std::atoi(argv[++i]));
+    else if (option == "--requests" && value) s.requests = std::max(2, std::atoi(argv[++i]));
+    else if (option == "--svg" && value) s.svg = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: perfloc-demo [--connections N] [--requests N] [--svg PATH] [--json]\n");
+      return 2;
+    }
   }
-  for (int i = 1; i < argc; ++i)
-    if (std::string_view(argv[i]) == "--json") s.json = true;
   std::printf("perfloc demo: a line-protocol server on 127.0.0.1, %d connections x %d requests, "
               "each server in its own process\n\n",
               s.connections, s.requests);
