@@ -7,12 +7,14 @@
 //
 // Allocation memory is handed out in blocks of 64 KiB << size_class. A block starts with a block_header.
 // A process chunk is a list of blocks; its first block holds the chunk_header right after the block_header,
-// and the chunk's child_meta (in the meta region) and the chunk_header point at each other.
+// and the chunk's child_meta (in the meta region) and the chunk_header point at each other. The child_meta
+// also holds the chunk's allocation cursor and statistics, which is what the handle allocates through.
 //
 // Opening and releasing a chunk must cost a handful of nanoseconds, so it touches only the calling
-// thread's thread_cache: a stack of free blocks per small size class, a stack of free child_metas, and the
-// thread's part of the children meta list. No atomic read-modify-write, no lock, on that path. Everything
-// else (refills, big blocks, reservations, statistics) goes through top_state under its mutex.
+// thread's thread_cache: its stack of shells (free first blocks with their child_meta still attached), its
+// stacks of free blocks per small size class, and its part of the children meta list. No atomic
+// read-modify-write, no lock, on that path. Everything else (refills, big blocks, reservations,
+// statistics) goes through top_state under its mutex.
 //
 // The live list of a thread_cache is written by its owning thread only, with relaxed atomic stores (plain
 // moves on x86), so that statistics can walk it from any thread: child_metas are never unmapped while the
@@ -49,7 +51,8 @@ namespace perfloc::detail {
 inline constexpr std::size_t granule_bytes = std::size_t{64} << 10;  ///< the smallest block; blocks are 2^k of them
 inline constexpr std::size_t page_bytes = 4096;
 inline constexpr std::size_t min_alignment = 16;  ///< every bump allocation is 16-aligned and a multiple of 16
-inline constexpr std::size_t large_request_bytes = std::size_t{256} << 10;  ///< larger requests get their own block
+/// Larger requests that do not fit the current block get a block of their own.
+inline constexpr std::size_t large_request_bytes = std::size_t{256} << 10;
 inline constexpr unsigned block_class_count = 48;     ///< 64 KiB << 47 is far above any reservation
 inline constexpr unsigned cached_block_classes = 7;   ///< 64 KiB .. 4 MiB blocks are cached per thread
 inline constexpr unsigned max_growth_class = 6;       ///< a chunk's bump blocks grow geometrically to 4 MiB
