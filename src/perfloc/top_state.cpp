@@ -487,11 +487,7 @@ void spill_shell(thread_cache* cache, block_header* first) noexcept {
 }
 
 void adopt_first_block(top_state* top, block_header* first) noexcept {
-  thread_cache* cache = nullptr;
-  try {
-    cache = cache_for(top);
-  } catch (...) {
-  }
+  thread_cache* cache = cache_if_any(top);
   if (cache && cache->free_metas) {
     child_meta* meta = cache->free_metas;
     cache->free_metas = meta->free_next;

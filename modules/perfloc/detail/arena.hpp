@@ -420,15 +420,19 @@ inline void thread_cache::give_shell(block_header* first) noexcept {
   spill_shell(this, first);
 }
 
-/// Returns a block to the calling thread's cache, or straight to the top when no cache can be had (a thread
-/// past its thread_local teardown, or a meta region that is full).
-inline void give_block_anywhere(top_state* top, block_header* block) noexcept {
-  thread_cache* cache = nullptr;
+/// The calling thread's cache, or nullptr when none can be had (a thread past its thread_local teardown, or
+/// a meta region that is full): for paths that give memory back and must not throw.
+inline thread_cache* cache_if_any(top_state* top) noexcept {
   try {
-    cache = cache_for(top);
+    return cache_for(top);
   } catch (...) {
+    return nullptr;
   }
-  if (cache) return cache->give_block(block);
+}
+
+/// Returns a block to the calling thread's cache, or straight to the top when there is no cache.
+inline void give_block_anywhere(top_state* top, block_header* block) noexcept {
+  if (thread_cache* cache = cache_if_any(top)) return cache->give_block(block);
   track::taken_back(block->payload(), block->bytes - sizeof(block_header));
   top_give_block(top, block);
 }
@@ -462,8 +466,7 @@ struct object_layout {
   static constexpr std::size_t alignment = alignof(T) > min_alignment ? alignof(T) : min_alignment;
   static constexpr std::size_t prefix =
       round_up(sizeof(object_header) + (has_cleanup ? sizeof(cleanup_record) : 0), alignof(T) > 8 ? alignof(T) : 8);
-  static constexpr std::size_t request = prefix + sizeof(T);
-  static constexpr std::size_t bytes = footprint(request);  ///< what the allocation consumes
+  static constexpr std::size_t request = prefix + sizeof(T);  ///< what make<T> allocates
 
   static object_header* header_of(void* object) noexcept { return static_cast<object_header*>(object) - 1; }
   static cleanup_record* record_of(void* object) noexcept {

@@ -33,14 +33,6 @@
 
 namespace perfloc::detail::track {
 
-/// True when some memory tool watches perfloc's memory (tests use it to know what can be observed).
-inline constexpr bool enabled =
-#if defined(PERFLOC_TRACK_ASAN) || defined(PERFLOC_TRACK_VALGRIND)
-    true;
-#else
-    false;
-#endif
-
 /// [p, p + n) now belongs to a user: reads and writes are fine (its contents are undefined).
 inline void handed_out([[maybe_unused]] const void* p, [[maybe_unused]] std::size_t n) noexcept {
 #if defined(PERFLOC_TRACK_ASAN)
