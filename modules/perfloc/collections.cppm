@@ -3,8 +3,9 @@
 // The seed's collection: a growable array of T*, living in a process chunk, that never owns what it points
 // at. Freeing the vector frees the spine only; the referents die with their own chunk or by
 // perfloc::destroy. That is the one thing to be careful about: a reference into a chunk that is released
-// before the vector's (a nested scope's chunk) dangles. Debug builds stop with a message when push_back is
-// given such an object, where perfloc can know it (a chunk opened later on the same thread).
+// before the vector's (a nested scope's chunk) dangles. Debug builds stop with a message when push_back or an
+// assignment from a vector of another chunk brings in such an object, where perfloc can know it (a chunk
+// opened later on the same thread).
 module;
 
 #include <compare>
@@ -101,7 +102,10 @@ class vector {
         capacity_(std::exchange(other.capacity_, 0)) {}
   /// Copies the references into this vector's own spine (in its own chunk).
   inline vector& operator=(const vector& other) {
-    if (this != &other) assign_references(other);
+    if (this != &other) {
+      if (allocator_ != other.allocator_) check_outlives(other);
+      assign_references(other);
+    }
     return *this;
   }
   /// Takes the other's spine when both live in the same chunk; otherwise copies the references into this
@@ -114,6 +118,7 @@ class vector {
       size_ = std::exchange(other.size_, 0);
       capacity_ = std::exchange(other.capacity_, 0);
     } else {
+      check_outlives(other);
       assign_references(other);
       other.clear();
     }
@@ -121,11 +126,19 @@ class vector {
   }
   inline ~vector() { free_spine(); }
 
-  /// Makes a T in the vector's chunk and stores its address. If anything throws, nothing was added.
+  /// Makes a T in the vector's chunk and stores its address. If anything throws (the constructor, or the
+  /// spine's growth, after which the new object is destroyed), nothing was added and the spine is unchanged.
   template <class... Args>
   inline T& emplace_back(Args&&... args) {
-    if (size_ == capacity_) grow(size_ + 1);
     T* object = allocator_.template make<T>(std::forward<Args>(args)...);
+    if (size_ == capacity_) [[unlikely]] {
+      try {
+        grow(size_ + 1);
+      } catch (...) {
+        perfloc::destroy(object);
+        throw;
+      }
+    }
     spine_[size_++] = object;
     return *object;
   }
@@ -198,6 +211,13 @@ class vector {
     if (spine_) allocator_.deallocate(spine_, capacity_);
     spine_ = nullptr;
     capacity_ = 0;
+  }
+
+  /// Debug builds: every reference of `other` (a vector of another chunk) must outlive this vector's chunk.
+  inline void check_outlives([[maybe_unused]] const vector& other) const noexcept {
+#ifndef NDEBUG
+    for (size_type i = 0; i < other.size_; ++i) allocator_.check_outlives(other.spine_[i]);
+#endif
   }
 
   inline void assign_references(const vector& other) {

@@ -4,15 +4,20 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <compare>
 #include <cstddef>
+#include <cstdlib>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <memory_resource>
 #include <new>
+#include <random>
 #include <ranges>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "death.hpp"
@@ -32,11 +37,35 @@ struct widget {
 template <class T>
 using chunk_vector = std::vector<T, perfloc::allocator<T>>;
 
+/// The addresses a perfloc::vector holds, in order, read through its iterators.
+template <class T>
+std::vector<const T*> addresses_in(const perfloc::vector<T>& refs) {
+  std::vector<const T*> out;
+  for (const T& x : refs) out.push_back(&x);
+  return out;
+}
+
+struct item {
+  int id;
+};
+
+/// The vector against its model: the same addresses in the same order, read through every access path.
+void expect_same(const perfloc::vector<item>& refs, const std::vector<item*>& model) {
+  BOOST_REQUIRE_EQUAL(refs.size(), model.size());
+  BOOST_REQUIRE_EQUAL(refs.empty(), model.empty());
+  std::size_t i = 0;
+  for (const item& x : refs) BOOST_REQUIRE(&x == model[i++]);
+  for (i = 0; i < model.size(); ++i) BOOST_REQUIRE(&refs[i] == model[i]);
+  if (!model.empty()) BOOST_REQUIRE(&refs.front() == model.front() && &refs.back() == model.back());
+  BOOST_REQUIRE(refs.capacity() >= refs.size());
+}
+
 }  // namespace
 
 static_assert(std::random_access_iterator<perfloc::vector<widget>::iterator>);
 static_assert(std::random_access_iterator<perfloc::vector<widget>::const_iterator>);
 static_assert(std::ranges::random_access_range<perfloc::vector<widget>>);
+static_assert(std::is_nothrow_move_constructible_v<perfloc::vector<widget>>);
 
 BOOST_AUTO_TEST_CASE(emplace_back_makes_in_the_chunk_and_push_back_stores_a_reference) {
   widget::alive = 0;
@@ -81,19 +110,27 @@ BOOST_AUTO_TEST_CASE(clear_pop_back_and_erase_forget_references_only) {
   widget::alive = 0;
   perfloc::process_chunk chunk;
   perfloc::vector<widget> refs{chunk};
-  for (int i = 0; i < 6; ++i) refs.emplace_back(i, "w");
+  std::vector<const widget*> made;
+  for (int i = 0; i < 6; ++i) made.push_back(&refs.emplace_back(i, "w"));
   refs.pop_back();
+  BOOST_TEST(addresses_in(refs) == (std::vector{made[0], made[1], made[2], made[3], made[4]}),
+             boost::test_tools::per_element());
   auto next = refs.erase(refs.begin() + 1);
-  BOOST_TEST(next->id == 2);
-  refs.erase(refs.begin() + 2, refs.end());
-  std::vector<int> ids;
-  for (widget& w : refs) ids.push_back(w.id);
-  BOOST_TEST(ids == (std::vector<int>{0, 2}), boost::test_tools::per_element());
+  BOOST_TEST(&*next == made[2]);
+  BOOST_TEST((next - refs.begin()) == 1);
+  BOOST_TEST(addresses_in(refs) == (std::vector{made[0], made[2], made[3], made[4]}), boost::test_tools::per_element());
+  next = refs.erase(refs.begin() + 1, refs.begin() + 3);  // a range in the middle: the last one shifts down
+  BOOST_TEST((next - refs.begin()) == 1);
+  BOOST_TEST(addresses_in(refs) == (std::vector{made[0], made[4]}), boost::test_tools::per_element());
+  next = refs.erase(refs.end() - 1);  // the last one: the returned position is end()
+  BOOST_TEST((next == refs.end()));
+  BOOST_TEST(addresses_in(refs) == (std::vector{made[0]}), boost::test_tools::per_element());
   const std::size_t capacity = refs.capacity();
   refs.clear();
   BOOST_TEST(refs.empty());
   BOOST_TEST(refs.capacity() == capacity);
   BOOST_TEST(widget::alive == 6);
+  for (int i = 0; i < 6; ++i) BOOST_TEST(made[i]->id == i);  // forgetting a reference leaves the object alone
   // Freeing a referent early: destroy it, then forget its reference.
   perfloc::vector<widget> again{chunk};
   widget& doomed = again.emplace_back(9, "doomed");
@@ -102,24 +139,16 @@ BOOST_AUTO_TEST_CASE(clear_pop_back_and_erase_forget_references_only) {
   BOOST_TEST(widget::alive == 6);
 }
 
-BOOST_AUTO_TEST_CASE(sort_and_ranges_work_on_the_references) {
+BOOST_AUTO_TEST_CASE(views_and_reading_algorithms_see_the_objects) {
   perfloc::process_chunk chunk;
   perfloc::vector<widget> refs{chunk};
-  for (int id : {5, 3, 9, 1, 7}) refs.emplace_back(id, "w" + std::to_string(id));
-  std::vector<const widget*> addresses;
-  for (const widget& w : refs) addresses.push_back(&w);
-  std::sort(refs.begin(), refs.end(), [](const widget& a, const widget& b) { return a.id < b.id; });
-  // std::sort moves the values through the references (the referents are what is sorted).
-  std::vector<int> ids;
-  for (const widget& w : refs) ids.push_back(w.id);
-  BOOST_TEST(ids == (std::vector<int>{1, 3, 5, 7, 9}), boost::test_tools::per_element());
+  for (int id : {1, 3, 5, 7, 9}) refs.emplace_back(id, "w" + std::to_string(id));
   auto odd_big = refs | std::views::filter([](const widget& w) { return w.id > 4; }) |
                  std::views::transform([](const widget& w) { return w.name; });
   std::vector<std::string> names(odd_big.begin(), odd_big.end());
   BOOST_TEST(names == (std::vector<std::string>{"w5", "w7", "w9"}), boost::test_tools::per_element());
   const auto found = std::ranges::find_if(refs, [](const widget& w) { return w.id == 7; });
-  const std::ptrdiff_t position = found - refs.begin();
-  BOOST_TEST(position == 3);
+  BOOST_TEST((found - refs.begin()) == 3);
   const perfloc::vector<widget>& view = refs;
   BOOST_TEST(std::distance(view.begin(), view.end()) == 5);
 }
@@ -128,34 +157,185 @@ BOOST_AUTO_TEST_CASE(the_spine_grows_geometrically_and_its_old_memory_is_reused)
   perfloc::process_chunk chunk;
   perfloc::vector<int> refs{chunk};
   int value = 0;
-  std::size_t reallocations = 0, capacity = 0;
+  std::vector<std::size_t> capacities;
   for (int i = 0; i < 100000; ++i) {
     refs.push_back(value);
-    if (refs.capacity() != capacity) ++reallocations, capacity = refs.capacity();
+    if (capacities.empty() || refs.capacity() != capacities.back()) capacities.push_back(refs.capacity());
   }
-  BOOST_TEST(reallocations < 20u);
-  // Only the live spine (and the freed ones waiting for reuse) is counted: in-use stays at the live spine.
-  BOOST_TEST(chunk.stats().in_use_bytes == refs.capacity() * sizeof(int*));
+  // The documented policy: a first spine of 8 references, doubled when full: 8, 16, ..., 131072 (2^17).
+  std::vector<std::size_t> expected;
+  for (std::size_t c = 8; c < 2 * 100000; c *= 2) expected.push_back(c);
+  BOOST_TEST(capacities == expected, boost::test_tools::per_element());
+  // Only the live spine is in use: the old ones went back to the chunk (pushing a reference makes nothing).
+  BOOST_TEST(chunk.stats().in_use_bytes == (std::size_t{1} << 17) * sizeof(int*));
+  BOOST_TEST(chunk.stats().objects_made == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(copies_and_moves_keep_references_and_chunks_straight) {
   perfloc::process_chunk a, b;
   perfloc::vector<widget> in_a{a};
-  in_a.emplace_back(1, "one");
-  in_a.emplace_back(2, "two");
+  const widget* one = &in_a.emplace_back(1, "one");
+  const widget* two = &in_a.emplace_back(2, "two");
+  const std::vector<const widget*> both{one, two};
   perfloc::vector<widget> copy = in_a;  // same chunk, second spine
-  BOOST_TEST(&copy[1] == &in_a[1]);
+  BOOST_TEST(addresses_in(copy) == both, boost::test_tools::per_element());
   perfloc::vector<widget> in_b{b};
   in_b = in_a;  // references copied into b's own spine
-  BOOST_TEST(&in_b[0] == &in_a[0]);
+  BOOST_TEST(addresses_in(in_b) == both, boost::test_tools::per_element());
+  const std::size_t a_in_use = a.stats().in_use_bytes;
   perfloc::vector<widget> moved = std::move(copy);
   BOOST_TEST(copy.empty());
-  BOOST_TEST(moved.size() == 2u);
-  in_b = std::move(moved);  // different chunks: references copied, the source emptied
-  BOOST_TEST(moved.empty());
-  BOOST_TEST(in_b.size() == 2u);
+  perfloc::vector<widget> other_in_a{a};
+  other_in_a = std::move(moved);  // same chunk: the spine is taken, nothing can throw
+  BOOST_TEST(a.stats().in_use_bytes == a_in_use);  // the spine changed hands; nothing was allocated
+  in_b.clear();
+  in_b = std::move(other_in_a);  // different chunks: references copied into b's spine, the source emptied
+  BOOST_TEST(other_in_a.empty());
+  BOOST_TEST(addresses_in(in_b) == both, boost::test_tools::per_element());
   perfloc::vector<widget> list{a, {std::ref(in_a[1]), std::ref(in_a[0])}};
-  BOOST_TEST(list.front().id == 2);
+  BOOST_TEST(addresses_in(list) == (std::vector{two, one}), boost::test_tools::per_element());
+}
+
+
+// ---- Against a model ---------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(random_operations_agree_with_a_vector_of_pointers) {
+  perfloc::process_chunk pool{"pool"};  // oldest: its objects may be referred to from every vector below
+  std::vector<item*> outside;
+  for (int i = 0; i < 32; ++i) outside.push_back(pool.make<item>(item{-1 - i}));
+  perfloc::process_chunk a{"a"}, b{"b"};  // b opened after a: b's vectors may hold a's objects
+  perfloc::vector<item> refs{a};
+  std::vector<item*> model;
+  std::vector<std::pair<item*, int>> made;  // every object emplaced, with the id it was made with
+  std::mt19937 random(12345);
+  const auto below = [&](std::size_t n) { return static_cast<std::size_t>(random() % n); };
+  const auto subset_of_model = [&](perfloc::vector<item>& into) {
+    std::vector<item*> kept;
+    for (item* p : model)
+      if (below(3)) into.push_back(*p), kept.push_back(p);
+    return kept;
+  };
+  int next_id = 0;
+  for (int step = 0; step < 6000; ++step) {
+    const std::size_t size = model.size();
+    const unsigned operation = static_cast<unsigned>(size == 0 ? below(3) : below(9));
+    BOOST_TEST_CONTEXT("operation " << step << ", kind " << operation << ", size " << size) {
+      switch (operation) {
+        case 0: {
+          item* object = outside[below(outside.size())];
+          refs.push_back(*object);
+          model.push_back(object);
+          break;
+        }
+        case 1:
+        case 2: {
+          item& object = refs.emplace_back(item{next_id});
+          made.emplace_back(&object, next_id++);
+          model.push_back(&object);
+          break;
+        }
+        case 3:
+          refs.pop_back();
+          model.pop_back();
+          break;
+        case 4: {
+          const std::size_t at = below(size);
+          const auto next = refs.erase(refs.begin() + at);
+          model.erase(model.begin() + at);
+          BOOST_REQUIRE((next - refs.begin()) == static_cast<std::ptrdiff_t>(at));
+          break;
+        }
+        case 5: {
+          const std::size_t first = below(size + 1), last = first + below(size - first + 1);
+          const auto next = refs.erase(refs.begin() + first, refs.begin() + last);
+          model.erase(model.begin() + first, model.begin() + last);
+          BOOST_REQUIRE((next - refs.begin()) == static_cast<std::ptrdiff_t>(first));
+          break;
+        }
+        case 6: {  // copy assignment from a vector in the same or in a younger chunk, and outward
+          perfloc::vector<item> source{below(2) ? a : b};
+          const std::vector<item*> expected = subset_of_model(source);
+          perfloc::vector<item> target{below(2) ? a : b};
+          target = refs;
+          expect_same(target, model);
+          refs = source;
+          expect_same(source, expected);
+          model = expected;
+          break;
+        }
+        case 7: {  // move assignment, both ways, same and different chunks
+          perfloc::vector<item> source{below(2) ? a : b};
+          model = subset_of_model(source);
+          refs = std::move(source);
+          BOOST_REQUIRE(source.empty());
+          expect_same(refs, model);
+          perfloc::vector<item> target{below(2) ? a : b};
+          target = std::move(refs);
+          BOOST_REQUIRE(refs.empty());
+          expect_same(target, model);
+          refs = std::move(target);
+          break;
+        }
+        case 8: {  // copy construction shares the chunk, not the spine
+          perfloc::vector<item> copy = refs;
+          expect_same(copy, model);
+          break;
+        }
+      }
+      expect_same(refs, model);
+    }
+  }
+  BOOST_TEST(made.size() > 500u);  // the walk did reach every kind of operation often (a seeded walk)
+}
+
+// ---- Exceptions --------------------------------------------------------------------------------------------
+
+namespace {
+struct fussy {
+  static inline int alive = 0;
+  explicit fussy(bool fail) {
+    if (fail) throw std::runtime_error("fussy");
+    ++alive;
+  }
+  ~fussy() { --alive; }
+};
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(emplace_back_that_throws_leaves_the_spine_as_it_was) {
+  fussy::alive = 0;
+  perfloc::process_chunk chunk;
+  perfloc::vector<fussy> refs{chunk};
+  BOOST_CHECK_THROW(refs.emplace_back(true), std::runtime_error);
+  BOOST_TEST(refs.capacity() == 0u);  // nothing was added, so nothing grew
+  BOOST_TEST(chunk.stats().in_use_bytes == 0u);
+  for (int i = 0; i < 8; ++i) refs.emplace_back(false);  // the documented first spine: 8 references
+  BOOST_TEST(refs.capacity() == 8u);
+  const auto first = refs.begin();
+  const fussy* at_first = &refs[0];
+  BOOST_CHECK_THROW(refs.emplace_back(true), std::runtime_error);
+  BOOST_TEST(refs.capacity() == 8u);
+  BOOST_TEST(refs.size() == 8u);
+  BOOST_TEST((refs.begin() == first));  // iterators stay valid
+  BOOST_TEST(&*first == at_first);
+  BOOST_TEST(fussy::alive == 8);
+}
+
+BOOST_AUTO_TEST_CASE(emplace_back_whose_spine_cannot_grow_destroys_the_new_object) {
+  fussy::alive = 0;
+  // A top that can give at most 8 MiB, 4 MiB in one request: max_size() is 512 Ki references.
+  perfloc::top_chunk small{perfloc::top_options{.reservation_bytes = 4 << 20, .max_reserved_bytes = 8 << 20}};
+  perfloc::process_chunk chunk{small};
+  perfloc::vector<fussy> refs{chunk};
+  BOOST_TEST(refs.max_size() == (std::size_t{4} << 20) / sizeof(fussy*));
+  fussy kept{false};
+  refs.reserve(refs.max_size() / 4 * 3);  // 3 MiB of spine; the next one (4 MiB) does not fit beside it
+  while (refs.size() < refs.capacity()) refs.push_back(kept);
+  const std::size_t size = refs.size();
+  BOOST_CHECK_THROW(refs.emplace_back(false), std::bad_alloc);
+  BOOST_TEST(fussy::alive == 1);  // the object made for it was destroyed
+  BOOST_TEST(chunk.stats().objects_made == chunk.stats().objects_destroyed);
+  BOOST_TEST(refs.size() == size);
+  BOOST_TEST(&refs.back() == &kept);
 }
 
 BOOST_AUTO_TEST_CASE(reserve_beyond_max_size_is_length_error_and_leaves_the_vector_intact) {
@@ -170,6 +350,7 @@ BOOST_AUTO_TEST_CASE(reserve_beyond_max_size_is_length_error_and_leaves_the_vect
   refs.reserve(1000);
   BOOST_TEST(refs.capacity() >= 1000u);
 }
+
 
 BOOST_AUTO_TEST_CASE(the_vector_survives_its_chunk_handle_moving) {
   perfloc::process_chunk moved;
@@ -251,6 +432,9 @@ BOOST_AUTO_TEST_CASE(a_growing_std_vector_reuses_its_freed_buffers) {
   BOOST_TEST(chunk.stats().in_use_bytes == 0u);
 }
 
+
+// ---- Debug checks ------------------------------------------------------------------------------------------
+
 #ifndef NDEBUG
 BOOST_AUTO_TEST_CASE(a_reference_into_a_chunk_released_first_is_reported) {
   const auto death = perfloc_test::run_in_child([] {
@@ -264,12 +448,49 @@ BOOST_AUTO_TEST_CASE(a_reference_into_a_chunk_released_first_is_reported) {
              death.output);
 }
 
+BOOST_AUTO_TEST_CASE(assigning_references_into_a_nested_chunk_is_reported) {
+  const char* const ways[] = {"copy assignment", "move assignment"};
+  for (int how = 0; how < 2; ++how) {
+    BOOST_TEST_CONTEXT(ways[how]) {
+      const auto death = perfloc_test::run_in_child([how] {
+        perfloc::process_chunk outer{"outer"};
+        perfloc::vector<int> outer_refs{outer};
+        perfloc::process_chunk inner{"inner"};
+        perfloc::vector<int> inner_refs{inner};
+        int& nested = *inner.make<int>(1);
+        inner_refs.push_back(nested);
+        switch (how) {
+          case 0: outer_refs = inner_refs; break;
+          case 1: outer_refs = std::move(inner_refs); break;
+        }
+      });
+      BOOST_TEST(death.died);
+      BOOST_TEST(death.output.find("chunk 'inner', opened after the vector's chunk 'outer'") != std::string::npos,
+                 death.output);
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(references_into_older_chunks_are_fine) {
-  perfloc::process_chunk outer{"outer"};
-  int* kept = outer.make<int>(5);
-  perfloc::process_chunk inner{"inner"};
-  perfloc::vector<int> refs{inner};
-  refs.push_back(*kept);
-  BOOST_TEST(refs[0] == 5);
+  // The same ways in as above, the other way round: a vector of the nested chunk holding objects of the
+  // outer one (and its own). In a child, so that a check that stops too much shows as a death, not a crash.
+  const auto run = perfloc_test::run_in_child([] {
+    perfloc::process_chunk outer{"outer"};
+    int& kept = *outer.make<int>(5);
+    perfloc::vector<int> outer_refs{outer};
+    outer_refs.push_back(kept);
+    perfloc::process_chunk inner{"inner"};
+    perfloc::vector<int> refs{inner};
+    refs.push_back(kept);
+    refs.push_back(*inner.make<int>(6));
+    perfloc::vector<int> copy{inner};
+    copy = outer_refs;
+    copy = std::move(outer_refs);
+    copy = refs;
+    const int expected[] = {5, 6};
+    if (!std::ranges::equal(copy, expected)) std::_Exit(3);
+  });
+  BOOST_TEST(!run.died, run.output);
+  BOOST_TEST(run.output == "");
 }
 #endif
