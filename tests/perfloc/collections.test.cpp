@@ -16,6 +16,7 @@
 #include <ranges>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -33,6 +34,8 @@ struct widget {
   widget(int i, std::string n) : id(i), name(std::move(n)) { ++alive; }
   ~widget() { --alive; }
 };
+
+bool by_id(const widget& a, const widget& b) { return a.id < b.id; }
 
 template <class T>
 using chunk_vector = std::vector<T, perfloc::allocator<T>>;
@@ -55,7 +58,9 @@ void expect_same(const perfloc::vector<item>& refs, const std::vector<item*>& mo
   BOOST_REQUIRE_EQUAL(refs.empty(), model.empty());
   std::size_t i = 0;
   for (const item& x : refs) BOOST_REQUIRE(&x == model[i++]);
-  for (i = 0; i < model.size(); ++i) BOOST_REQUIRE(&refs[i] == model[i]);
+  i = model.size();
+  for (auto r = refs.rbegin(); r != refs.rend(); ++r) BOOST_REQUIRE(&*r == model[--i]);
+  for (i = 0; i < model.size(); ++i) BOOST_REQUIRE(&refs[i] == model[i] && refs.data()[i] == model[i]);
   if (!model.empty()) BOOST_REQUIRE(&refs.front() == model.front() && &refs.back() == model.back());
   BOOST_REQUIRE(refs.capacity() >= refs.size());
 }
@@ -139,6 +144,58 @@ BOOST_AUTO_TEST_CASE(clear_pop_back_and_erase_forget_references_only) {
   BOOST_TEST(widget::alive == 6);
 }
 
+BOOST_AUTO_TEST_CASE(sort_permutes_references_and_objects_keep_their_values) {
+  widget::alive = 0;
+  perfloc::process_chunk chunk;
+  widget existing{1, "existing"};  // outside the vector's chunk; the vector does not own it
+  perfloc::vector<widget> refs{chunk};
+  const widget* five = &refs.emplace_back(5, "five");
+  refs.push_back(existing);
+  const widget* three = &refs.emplace_back(3, "three");
+  refs.sort(by_id);  // the README's example
+  BOOST_TEST(addresses_in(refs) == (std::vector<const widget*>{&existing, three, five}),
+             boost::test_tools::per_element());
+  BOOST_TEST(existing.id == 1);
+  BOOST_TEST(existing.name == "existing");
+  BOOST_TEST(five->id == 5);
+  BOOST_TEST(three->name == "three");
+  refs.sort(std::ranges::greater{}, &widget::id);  // a comparator on a projection, as std::ranges::sort takes
+  BOOST_TEST(addresses_in(refs) == (std::vector<const widget*>{five, three, &existing}),
+             boost::test_tools::per_element());
+  // stable_sort keeps ties in order: even ids first, each group in its current order.
+  const widget* four = &refs.emplace_back(4, "four");
+  const widget* two = &refs.emplace_back(2, "two");  // now 5 3 1 4 2
+  refs.stable_sort({}, [](const widget& w) { return w.id % 2; });
+  BOOST_TEST(addresses_in(refs) == (std::vector<const widget*>{four, two, five, three, &existing}),
+             boost::test_tools::per_element());
+  refs.reverse();
+  BOOST_TEST(addresses_in(refs) == (std::vector<const widget*>{&existing, three, five, two, four}),
+             boost::test_tools::per_element());
+  refs.swap_elements(0, 4);
+  BOOST_TEST(addresses_in(refs) == (std::vector<const widget*>{four, three, five, two, &existing}),
+             boost::test_tools::per_element());
+  // Any std::ranges algorithm that permutes, on the spine, with a projection that dereferences.
+  std::ranges::rotate(refs.pointers(), refs.pointers().begin() + 3);
+  BOOST_TEST(addresses_in(refs) == (std::vector<const widget*>{two, &existing, four, three, five}),
+             boost::test_tools::per_element());
+  std::ranges::stable_partition(
+      refs.pointers(), [](int id) { return id > 3; }, [](widget* w) { return w->id; });
+  BOOST_TEST(addresses_in(refs) == (std::vector<const widget*>{four, five, two, &existing, three}),
+             boost::test_tools::per_element());
+  BOOST_TEST(refs.erase_if([](const widget& w) { return w.id > 3; }) == 2u);
+  BOOST_TEST(perfloc::erase_if(refs, [](const widget& w) { return w.id == 3; }) == 1u);
+  BOOST_TEST(addresses_in(refs) == (std::vector<const widget*>{two, &existing}), boost::test_tools::per_element());
+  // Nothing above assigned an object: every widget still has its own id and name.
+  BOOST_TEST(widget::alive == 5);
+  BOOST_TEST(existing.id == 1);
+  BOOST_TEST(existing.name == "existing");
+  for (const auto& [w, id, name] :
+       {std::tuple{five, 5, "five"}, {three, 3, "three"}, {four, 4, "four"}, {two, 2, "two"}}) {
+    BOOST_TEST(w->id == id);
+    BOOST_TEST(w->name == name);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(views_and_reading_algorithms_see_the_objects) {
   perfloc::process_chunk chunk;
   perfloc::vector<widget> refs{chunk};
@@ -151,6 +208,9 @@ BOOST_AUTO_TEST_CASE(views_and_reading_algorithms_see_the_objects) {
   BOOST_TEST((found - refs.begin()) == 3);
   const perfloc::vector<widget>& view = refs;
   BOOST_TEST(std::distance(view.begin(), view.end()) == 5);
+  std::vector<int> backwards;
+  for (auto r = view.rbegin(); r != view.rend(); ++r) backwards.push_back(r->id);
+  BOOST_TEST(backwards == (std::vector<int>{9, 7, 5, 3, 1}), boost::test_tools::per_element());
 }
 
 BOOST_AUTO_TEST_CASE(the_spine_grows_geometrically_and_its_old_memory_is_reused) {
@@ -179,23 +239,116 @@ BOOST_AUTO_TEST_CASE(copies_and_moves_keep_references_and_chunks_straight) {
   const std::vector<const widget*> both{one, two};
   perfloc::vector<widget> copy = in_a;  // same chunk, second spine
   BOOST_TEST(addresses_in(copy) == both, boost::test_tools::per_element());
+  BOOST_TEST(copy.data() != in_a.data());
   perfloc::vector<widget> in_b{b};
   in_b = in_a;  // references copied into b's own spine
   BOOST_TEST(addresses_in(in_b) == both, boost::test_tools::per_element());
   const std::size_t a_in_use = a.stats().in_use_bytes;
+  const auto spine = copy.data();
   perfloc::vector<widget> moved = std::move(copy);
   BOOST_TEST(copy.empty());
+  BOOST_TEST(moved.data() == spine);  // the spine changed hands; nothing was allocated
   perfloc::vector<widget> other_in_a{a};
   other_in_a = std::move(moved);  // same chunk: the spine is taken, nothing can throw
-  BOOST_TEST(a.stats().in_use_bytes == a_in_use);  // the spine changed hands; nothing was allocated
+  BOOST_TEST(other_in_a.data() == spine);
+  BOOST_TEST(a.stats().in_use_bytes == a_in_use);
   in_b.clear();
+  const auto b_spine = in_b.data();
   in_b = std::move(other_in_a);  // different chunks: references copied into b's spine, the source emptied
   BOOST_TEST(other_in_a.empty());
+  BOOST_TEST(in_b.data() == b_spine);  // b's own spine, large enough already
   BOOST_TEST(addresses_in(in_b) == both, boost::test_tools::per_element());
   perfloc::vector<widget> list{a, {std::ref(in_a[1]), std::ref(in_a[0])}};
   BOOST_TEST(addresses_in(list) == (std::vector{two, one}), boost::test_tools::per_element());
 }
 
+BOOST_AUTO_TEST_CASE(insert_emplace_assign_and_resize_store_references_where_a_std_vector_would) {
+  widget::alive = 0;
+  perfloc::process_chunk chunk;
+  std::vector<widget> outside;
+  outside.reserve(3);
+  for (int i = 0; i < 3; ++i) outside.emplace_back(10 + i, "outside");
+  const widget* o0 = &outside[0];
+  const widget* o1 = &outside[1];
+  const widget* o2 = &outside[2];
+  perfloc::vector<widget> refs{chunk};
+  auto at = refs.insert(refs.end(), outside[0]);  // into an empty vector
+  BOOST_TEST(&*at == o0);
+  const widget* made = &*refs.emplace(refs.begin(), 1, "made");
+  BOOST_TEST(addresses_in(refs) == (std::vector{made, o0}), boost::test_tools::per_element());
+  at = refs.insert(refs.begin() + 1, 2, outside[2]);
+  BOOST_TEST((at - refs.begin()) == 1);
+  BOOST_TEST(addresses_in(refs) == (std::vector{made, o2, o2, o0}), boost::test_tools::per_element());
+  at = refs.insert(refs.begin() + 3, outside.begin(), outside.end());  // from a range of T
+  BOOST_TEST((at - refs.begin()) == 3);
+  BOOST_TEST(addresses_in(refs) == (std::vector{made, o2, o2, o0, o1, o2, o0}), boost::test_tools::per_element());
+  at = refs.insert(refs.end(), {std::ref(outside[1])});
+  BOOST_TEST((at - refs.begin()) == 7);
+  BOOST_TEST(refs.size() == 8u);
+  BOOST_TEST(widget::alive == 4);  // inserting references made nothing but the one emplaced widget
+
+  refs.resize(2, outside[0]);  // shrinking: the object is not used
+  BOOST_TEST(addresses_in(refs) == (std::vector{made, o2}), boost::test_tools::per_element());
+  refs.resize(4, outside[1]);
+  BOOST_TEST(addresses_in(refs) == (std::vector{made, o2, o1, o1}), boost::test_tools::per_element());
+  refs.assign(3, outside[0]);
+  BOOST_TEST(addresses_in(refs) == (std::vector{o0, o0, o0}), boost::test_tools::per_element());
+  refs.assign({std::ref(outside[2]), std::ref(outside[1])});
+  BOOST_TEST(addresses_in(refs) == (std::vector{o2, o1}), boost::test_tools::per_element());
+  refs.assign(outside.begin(), outside.begin() + 1);
+  BOOST_TEST(addresses_in(refs) == (std::vector{o0}), boost::test_tools::per_element());
+  const std::size_t in_use = chunk.stats().in_use_bytes;
+  refs.shrink_to_fit();
+  BOOST_TEST(refs.capacity() == 1u);
+  BOOST_TEST(chunk.stats().in_use_bytes < in_use);
+
+  // resize(n) of a vector of references makes value-initialized objects in its chunk, as emplace_back().
+  perfloc::vector<int> numbers{chunk};
+  int seven = 7;
+  numbers.push_back(seven);
+  const auto made_before = chunk.stats().objects_made;
+  numbers.resize(4);
+  BOOST_TEST(chunk.stats().objects_made == made_before + 3);
+  BOOST_TEST(&numbers[0] == &seven);
+  BOOST_TEST((numbers[1] == 0 && numbers[2] == 0 && numbers[3] == 0));
+  BOOST_TEST((&numbers[1] != &numbers[2] && &numbers[2] != &numbers[3]));
+}
+
+BOOST_AUTO_TEST_CASE(swap_exchanges_references_within_and_across_chunks) {
+  perfloc::process_chunk a, b;
+  int x = 1, y = 2, z = 3;
+  perfloc::vector<int> first{a, {std::ref(x), std::ref(y)}};
+  perfloc::vector<int> second{a, {std::ref(z)}};
+  const auto first_spine = first.data(), second_spine = second.data();
+  swap(first, second);  // same chunk: the spines change hands
+  BOOST_TEST(addresses_in(first) == (std::vector<const int*>{&z}), boost::test_tools::per_element());
+  BOOST_TEST(addresses_in(second) == (std::vector<const int*>{&x, &y}), boost::test_tools::per_element());
+  BOOST_TEST((first.data() == second_spine && second.data() == first_spine));
+  perfloc::vector<int> in_b{b, {std::ref(y), std::ref(z), std::ref(x)}};
+  first.swap(in_b);  // across chunks: each keeps its own spine (first's grows) and takes the other's references
+  BOOST_TEST(addresses_in(first) == (std::vector<const int*>{&y, &z, &x}), boost::test_tools::per_element());
+  BOOST_TEST(addresses_in(in_b) == (std::vector<const int*>{&z}), boost::test_tools::per_element());
+  first.reverse();
+  std::ranges::swap(first, in_b);  // the longer one is now this side
+  BOOST_TEST(addresses_in(first) == (std::vector<const int*>{&z}), boost::test_tools::per_element());
+  BOOST_TEST(addresses_in(in_b) == (std::vector<const int*>{&x, &z, &y}), boost::test_tools::per_element());
+}
+
+BOOST_AUTO_TEST_CASE(vectors_compare_their_objects_element_by_element) {
+  perfloc::process_chunk chunk;
+  int one = 1, another_one = 1, two = 2;
+  perfloc::vector<int> a{chunk, {std::ref(one), std::ref(two)}};
+  perfloc::vector<int> b{chunk, {std::ref(another_one), std::ref(two)}};  // other objects, equal values
+  perfloc::vector<int> c{chunk, {std::ref(one), std::ref(one)}};
+  perfloc::vector<int> shorter{chunk, {std::ref(one)}};
+  BOOST_TEST((a == b));
+  BOOST_TEST(!std::ranges::equal(a.pointers(), b.pointers()));  // the same values, not the same objects
+  BOOST_TEST((a != c));
+  BOOST_TEST(((c <=> a) == std::strong_ordering::less));
+  BOOST_TEST(((shorter <=> a) == std::strong_ordering::less));
+  BOOST_TEST((a > shorter));
+  BOOST_TEST(((a <=> b) == std::strong_ordering::equal));
+}
 
 // ---- Against a model ---------------------------------------------------------------------------------------
 
@@ -209,6 +362,8 @@ BOOST_AUTO_TEST_CASE(random_operations_agree_with_a_vector_of_pointers) {
   std::vector<std::pair<item*, int>> made;  // every object emplaced, with the id it was made with
   std::mt19937 random(12345);
   const auto below = [&](std::size_t n) { return static_cast<std::size_t>(random() % n); };
+  const auto by_id = [](const item& x, const item& y) { return x.id < y.id; };
+  const auto model_by_id = [](const item* x, const item* y) { return x->id < y->id; };
   const auto subset_of_model = [&](perfloc::vector<item>& into) {
     std::vector<item*> kept;
     for (item* p : model)
@@ -218,7 +373,7 @@ BOOST_AUTO_TEST_CASE(random_operations_agree_with_a_vector_of_pointers) {
   int next_id = 0;
   for (int step = 0; step < 6000; ++step) {
     const std::size_t size = model.size();
-    const unsigned operation = static_cast<unsigned>(size == 0 ? below(3) : below(9));
+    const unsigned operation = static_cast<unsigned>(size == 0 ? below(3) : below(17));
     BOOST_TEST_CONTEXT("operation " << step << ", kind " << operation << ", size " << size) {
       switch (operation) {
         case 0: {
@@ -276,13 +431,89 @@ BOOST_AUTO_TEST_CASE(random_operations_agree_with_a_vector_of_pointers) {
           refs = std::move(target);
           break;
         }
-        case 8: {  // copy construction shares the chunk, not the spine
-          perfloc::vector<item> copy = refs;
-          expect_same(copy, model);
+        case 8: {  // insert one reference, or a run of them
+          const std::size_t at = below(size + 1);
+          item* object = below(2) ? outside[below(outside.size())] : model[below(size)];
+          const std::size_t count = below(3) ? 1 : below(4);
+          const auto inserted =
+              count == 1 ? refs.insert(refs.begin() + at, *object) : refs.insert(refs.begin() + at, count, *object);
+          model.insert(model.begin() + at, count, object);
+          BOOST_REQUIRE((inserted - refs.begin()) == static_cast<std::ptrdiff_t>(at));
+          break;
+        }
+        case 9: {  // insert a range of references, or emplace a new object
+          const std::size_t at = below(size + 1);
+          if (below(2)) {
+            const std::size_t first = below(outside.size()), last = first + below(outside.size() - first + 1);
+            std::vector<std::reference_wrapper<item>> objects;
+            for (std::size_t i = first; i < last; ++i) objects.emplace_back(*outside[i]);
+            const auto inserted = refs.insert(refs.begin() + at, objects.begin(), objects.end());
+            model.insert(model.begin() + at, outside.begin() + first, outside.begin() + last);
+            BOOST_REQUIRE((inserted - refs.begin()) == static_cast<std::ptrdiff_t>(at));
+          } else {
+            const auto emplaced = refs.emplace(refs.begin() + at, item{next_id});
+            made.emplace_back(&*emplaced, next_id++);
+            model.insert(model.begin() + at, &*emplaced);
+            BOOST_REQUIRE((emplaced - refs.begin()) == static_cast<std::ptrdiff_t>(at));
+          }
+          break;
+        }
+        case 10:  // ids are unique per object: the order after sort is fully determined
+          refs.sort(by_id);
+          std::sort(model.begin(), model.end(), model_by_id);
+          break;
+        case 11: {  // ties: stable_sort keeps their order
+          const auto bucket = [](const item& x) { return (x.id % 5 + 5) % 5; };
+          refs.stable_sort({}, bucket);
+          std::stable_sort(model.begin(), model.end(), [&](item* x, item* y) { return bucket(*x) < bucket(*y); });
+          break;
+        }
+        case 12: {
+          const int modulus = 2 + static_cast<int>(below(5));
+          const auto doomed = [modulus](const item& x) { return x.id % modulus == 0; };
+          const std::size_t removed = refs.erase_if(doomed);
+          BOOST_REQUIRE(removed == std::erase_if(model, [&](item* x) { return doomed(*x); }));
+          break;
+        }
+        case 13:
+          refs.reverse();
+          std::reverse(model.begin(), model.end());
+          break;
+        case 14: {
+          const std::size_t i = below(size), j = below(size);
+          refs.swap_elements(i, j);
+          std::swap(model[i], model[j]);
+          break;
+        }
+        case 15: {  // swap with a vector of the same or a younger chunk, and back
+          perfloc::vector<item> other{below(2) ? a : b};
+          const std::vector<item*> others = subset_of_model(other);
+          refs.swap(other);
+          expect_same(refs, others);
+          expect_same(other, model);
+          swap(refs, other);
+          break;
+        }
+        case 16: {
+          const std::size_t count = below(size + 1);
+          if (below(2)) {
+            refs.resize(count);
+            model.resize(count);
+          } else {
+            const std::size_t bigger = size + below(4);
+            item* object = outside[below(outside.size())];
+            refs.resize(bigger, *object);
+            model.resize(bigger, object);
+          }
           break;
         }
       }
       expect_same(refs, model);
+      // Nothing above assigns an object: each keeps the id it was made with.
+      if (operation >= 10 && operation <= 15) {
+        for (std::size_t i = 0; i < outside.size(); ++i) BOOST_REQUIRE(outside[i]->id == -1 - static_cast<int>(i));
+        for (const auto& [object, id] : made) BOOST_REQUIRE(object->id == id);
+      }
     }
   }
   BOOST_TEST(made.size() > 500u);  // the walk did reach every kind of operation often (a seeded walk)
@@ -313,6 +544,7 @@ BOOST_AUTO_TEST_CASE(emplace_back_that_throws_leaves_the_spine_as_it_was) {
   const auto first = refs.begin();
   const fussy* at_first = &refs[0];
   BOOST_CHECK_THROW(refs.emplace_back(true), std::runtime_error);
+  BOOST_CHECK_THROW(refs.emplace(refs.begin(), true), std::runtime_error);
   BOOST_TEST(refs.capacity() == 8u);
   BOOST_TEST(refs.size() == 8u);
   BOOST_TEST((refs.begin() == first));  // iterators stay valid
@@ -330,11 +562,13 @@ BOOST_AUTO_TEST_CASE(emplace_back_whose_spine_cannot_grow_destroys_the_new_objec
   fussy kept{false};
   refs.reserve(refs.max_size() / 4 * 3);  // 3 MiB of spine; the next one (4 MiB) does not fit beside it
   while (refs.size() < refs.capacity()) refs.push_back(kept);
+  const auto spine = refs.data();
   const std::size_t size = refs.size();
   BOOST_CHECK_THROW(refs.emplace_back(false), std::bad_alloc);
   BOOST_TEST(fussy::alive == 1);  // the object made for it was destroyed
   BOOST_TEST(chunk.stats().objects_made == chunk.stats().objects_destroyed);
   BOOST_TEST(refs.size() == size);
+  BOOST_TEST(refs.data() == spine);
   BOOST_TEST(&refs.back() == &kept);
 }
 
@@ -350,7 +584,6 @@ BOOST_AUTO_TEST_CASE(reserve_beyond_max_size_is_length_error_and_leaves_the_vect
   refs.reserve(1000);
   BOOST_TEST(refs.capacity() >= 1000u);
 }
-
 
 BOOST_AUTO_TEST_CASE(the_vector_survives_its_chunk_handle_moving) {
   perfloc::process_chunk moved;
@@ -432,7 +665,6 @@ BOOST_AUTO_TEST_CASE(a_growing_std_vector_reuses_its_freed_buffers) {
   BOOST_TEST(chunk.stats().in_use_bytes == 0u);
 }
 
-
 // ---- Debug checks ------------------------------------------------------------------------------------------
 
 #ifndef NDEBUG
@@ -448,9 +680,10 @@ BOOST_AUTO_TEST_CASE(a_reference_into_a_chunk_released_first_is_reported) {
              death.output);
 }
 
-BOOST_AUTO_TEST_CASE(assigning_references_into_a_nested_chunk_is_reported) {
-  const char* const ways[] = {"copy assignment", "move assignment"};
-  for (int how = 0; how < 2; ++how) {
+BOOST_AUTO_TEST_CASE(every_way_in_of_a_reference_into_a_nested_chunk_is_reported) {
+  const char* const ways[] = {"copy assignment", "move assignment", "insert", "insert of a range",
+                              "assign",          "resize",          "swap"};
+  for (int how = 0; how < 7; ++how) {
     BOOST_TEST_CONTEXT(ways[how]) {
       const auto death = perfloc_test::run_in_child([how] {
         perfloc::process_chunk outer{"outer"};
@@ -460,8 +693,27 @@ BOOST_AUTO_TEST_CASE(assigning_references_into_a_nested_chunk_is_reported) {
         int& nested = *inner.make<int>(1);
         inner_refs.push_back(nested);
         switch (how) {
-          case 0: outer_refs = inner_refs; break;
-          case 1: outer_refs = std::move(inner_refs); break;
+          case 0:
+            outer_refs = inner_refs;
+            break;
+          case 1:
+            outer_refs = std::move(inner_refs);
+            break;
+          case 2:
+            outer_refs.insert(outer_refs.begin(), nested);
+            break;
+          case 3:
+            outer_refs.insert(outer_refs.end(), inner_refs.begin(), inner_refs.end());
+            break;
+          case 4:
+            outer_refs.assign(2, nested);
+            break;
+          case 5:
+            outer_refs.resize(3, nested);
+            break;
+          case 6:
+            outer_refs.swap(inner_refs);
+            break;
         }
       });
       BOOST_TEST(death.died);
@@ -483,12 +735,15 @@ BOOST_AUTO_TEST_CASE(references_into_older_chunks_are_fine) {
     perfloc::vector<int> refs{inner};
     refs.push_back(kept);
     refs.push_back(*inner.make<int>(6));
+    refs.insert(refs.begin(), kept);
+    refs.insert(refs.end(), outer_refs.begin(), outer_refs.end());
+    refs.resize(5, kept);
     perfloc::vector<int> copy{inner};
     copy = outer_refs;
     copy = std::move(outer_refs);
-    copy = refs;
-    const int expected[] = {5, 6};
-    if (!std::ranges::equal(copy, expected)) std::_Exit(3);
+    copy.swap(refs);
+    const int expected[] = {5, 5, 6, 5, 5};
+    if (!std::ranges::equal(copy, expected) || refs.size() != 1 || refs[0] != 5) std::_Exit(3);
   });
   BOOST_TEST(!run.died, run.output);
   BOOST_TEST(run.output == "");
