@@ -327,7 +327,7 @@ class vector {
   /// Storing an address that was not already in the vector skips the debug check of push_back.
   inline std::span<T*> pointers() noexcept { return {spine_, size_}; }
   inline std::span<T* const> pointers() const noexcept { return {spine_, size_}; }
-  /// The spine: size() addresses (nullptr while nothing was ever stored).
+  /// The spine: size() addresses, in order (nullptr while capacity() is 0).
   inline T* const* data() const noexcept { return spine_; }
 
   // ---- Access ---------------------------------------------------------------------------------------------
