@@ -193,6 +193,18 @@ void* chunk_header::take_span(std::size_t n) noexcept {
   return start;
 }
 
+std::byte* chunk_header::take_span(std::size_t n, std::size_t alignment) noexcept {
+  // An over-aligned request takes a span with room to slide up to its alignment, and gives the rest back.
+  const std::size_t slack = alignment - min_alignment;
+  auto* start = static_cast<std::byte*>(take_span(n + slack));
+  if (!start || !slack) return start;
+  std::byte* p = align_up(start, alignment);
+  const auto front = static_cast<std::size_t>(p - start);
+  if (front) file_span(start, front);
+  if (front != slack) file_span(p + n, slack - front);
+  return p;
+}
+
 void chunk_header::merge_spans() noexcept {
   // Every span into one list, sorted by address, then one sweep: adjacent spans become one, and the span
   // that ends at the bump folds back into it.
@@ -300,12 +312,12 @@ void* chunk_header::allocate_slow(std::size_t bytes, std::size_t alignment) {
   if (may_need_own_block(n, alignment)) return allocate_own_block(bytes, n, alignment);
 
   std::byte* p = nullptr;
-  if (span_mask && alignment == min_alignment) p = static_cast<std::byte*>(take_span(n));
+  if (span_mask) p = take_span(n, alignment);
   // About to grow: merge what was freed since the last merge first, if that is enough to be worth a sort.
   if (!p && span_mask && align_up(child_meta::load(meta->bump), alignment) + n > end &&
       freed_since_merge >= std::max(n, meta->held_bytes.load(std::memory_order_relaxed) / 16)) {
     merge_spans();
-    if (span_mask && alignment == min_alignment) p = static_cast<std::byte*>(take_span(n));
+    if (span_mask) p = take_span(n, alignment);
   }
   if (p) {
     meta->count(n);

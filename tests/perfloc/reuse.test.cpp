@@ -41,7 +41,7 @@ constexpr std::array<std::size_t, 14> sizes{16, 17, 48, 100, 520, 1000, 3000, 40
 
 struct live_allocation {
   unsigned char* at;
-  std::size_t bytes;
+  std::size_t bytes, alignment;
   unsigned char fill;
 };
 
@@ -50,11 +50,12 @@ class workload {
  public:
   explicit workload(const char* name) : name_(name) {}
 
-  void allocate(std::size_t bytes) {
-    auto* p = static_cast<unsigned char*>(chunk_.allocate(bytes));
+  void allocate(std::size_t bytes, std::size_t alignment = alignof(std::max_align_t)) {
+    auto* p = static_cast<unsigned char*>(chunk_.allocate(bytes, alignment));
+    if (reinterpret_cast<std::uintptr_t>(p) % alignment != 0) BOOST_FAIL(name_ << ": not aligned to " << alignment);
     const auto fill = static_cast<unsigned char>(++fills_ | 1);
     write(p, bytes, fill);
-    live_.push_back({p, bytes, fill});
+    live_.push_back({p, bytes, alignment, fill});
     live_bytes_ += footprint(bytes);
     peak_bytes_ = std::max(peak_bytes_, live_bytes_);
     step();
@@ -64,7 +65,7 @@ class workload {
     check(a);
     live_[index] = live_.back();
     live_.pop_back();
-    chunk_.deallocate(a.at, a.bytes);
+    chunk_.deallocate(a.at, a.bytes, a.alignment);
     live_bytes_ -= footprint(a.bytes);
     step();
   }
@@ -118,7 +119,7 @@ class workload {
     live_allocation a = live_[index];
     check(a);
     live_.erase(live_.begin() + static_cast<std::ptrdiff_t>(index));
-    chunk_.deallocate(a.at, a.bytes);
+    chunk_.deallocate(a.at, a.bytes, a.alignment);
     live_bytes_ -= footprint(a.bytes);
     step();
   }
@@ -200,6 +201,20 @@ BOOST_AUTO_TEST_CASE(freed_mixed_sizes_are_reused_in_random_order) {
     } else {
       w.free(random() % w.live_count());
     }
+  }
+  w.free_all();
+  w.checkpoint();
+  w.report();
+}
+
+BOOST_AUTO_TEST_CASE(freed_memory_is_reused_by_over_aligned_requests_in_random_order) {
+  workload w{"over-aligned"};
+  std::mt19937_64 random{7};
+  for (std::size_t i = 0; i < 200'000; ++i) {
+    if (w.live_count() < 2 || (w.live_count() < 64 && random() % 2))
+      w.allocate(sizes[random() % 9], std::size_t{32} << (random() % 8));  // 32 to 4096
+    else
+      w.free(random() % w.live_count());
   }
   w.free_all();
   w.checkpoint();

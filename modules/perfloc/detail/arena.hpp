@@ -550,6 +550,7 @@ struct chunk_header {
   void give_back_blocks() noexcept;
   void file_span(std::byte* start, std::size_t n) noexcept;
   void* take_span(std::size_t n) noexcept;
+  std::byte* take_span(std::size_t n, std::size_t alignment) noexcept;
   void merge_spans() noexcept;
   void check_freed_range(const std::byte* start, std::size_t n) noexcept;  // debug builds
   void grow(std::size_t min_bytes);
