@@ -139,29 +139,37 @@ class workload {
 /// largest sizes, whose allocations are written and checked at their ends only.
 std::size_t operations_for(std::size_t bytes) { return bytes <= 4097 ? 110'000 : 40'000; }
 
+/// Runs `phase(bytes)` for every size in turn in one chunk, freeing what is left after each.
+template <class Phase>
+void every_size(workload& w, Phase phase) {
+  for (std::size_t bytes : sizes) {
+    phase(bytes);
+    w.free_all();
+    w.checkpoint();
+  }
+  w.report();
+}
+
 }  // namespace
 
 // The measurement: a connection keeps 4 messages alive and frees the oldest as each new one arrives.
 BOOST_AUTO_TEST_CASE(freed_odd_sizes_are_reused_in_fifo_order) {
   workload w{"fifo"};
-  for (std::size_t bytes : sizes) {
+  every_size(w, [&](std::size_t bytes) {
     for (std::size_t keep : {std::size_t{4}, std::size_t{37}}) {
       for (std::size_t i = 0; i < operations_for(bytes) / 4; ++i) {
         w.allocate(bytes);
         if (w.live_count() > keep) w.free_oldest();
       }
-      w.free_all();
-      w.checkpoint();
     }
-  }
-  w.report();
+  });
 }
 
 BOOST_AUTO_TEST_CASE(freed_odd_sizes_are_reused_in_lifo_order) {
   workload w{"lifo"};
   std::mt19937_64 random{1};
-  for (std::size_t bytes : sizes) {
-    // A stack whose depth wanders: runs of pushes, runs of pops, and every size in turn below it.
+  every_size(w, [&](std::size_t bytes) {
+    // A stack whose depth wanders: runs of pushes (sizes a little apart), runs of pops.
     for (std::size_t i = 0; i < operations_for(bytes) / 5; ++i) {
       const std::size_t run = 1 + random() % 8;
       if (random() % 2 || w.live_count() < run) {
@@ -170,24 +178,18 @@ BOOST_AUTO_TEST_CASE(freed_odd_sizes_are_reused_in_lifo_order) {
         for (std::size_t k = 0; k < run; ++k) w.free_newest();
       }
     }
-    w.free_all();
-    w.checkpoint();
-  }
-  w.report();
+  });
 }
 
 BOOST_AUTO_TEST_CASE(freed_odd_sizes_are_reused_in_random_order) {
   workload w{"random"};
   std::mt19937_64 random{2};
-  for (std::size_t bytes : sizes) {
+  every_size(w, [&](std::size_t bytes) {
     for (std::size_t i = 0; i < operations_for(bytes) / 2; ++i) {
       if (w.live_count() < 2 || (w.live_count() < 48 && random() % 2)) w.allocate(bytes);
       else w.free(random() % w.live_count());
     }
-    w.free_all();
-    w.checkpoint();
-  }
-  w.report();
+  });
 }
 
 BOOST_AUTO_TEST_CASE(freed_mixed_sizes_are_reused_in_random_order) {
@@ -280,6 +282,15 @@ BOOST_AUTO_TEST_CASE(pmr_containers_churning_in_a_chunk_reuse_its_memory) {
     std::pmr::map<std::uint64_t, std::pmr::string> map{&counted};
     std::pmr::unordered_map<std::uint64_t, std::pmr::string> hashed{&counted};
     std::deque<std::uint64_t> list_keys;  // the model of the list, on the global heap
+    // Erases the key if it is there (checking its text), inserts it otherwise.
+    const auto toggle = [&](auto& table, std::uint64_t key) {
+      if (auto found = table.find(key); found != table.end()) {
+        BOOST_REQUIRE(is_text_of(found->second, key));
+        table.erase(found);
+      } else {
+        table.emplace(key, text_of(key, &counted));
+      }
+    };
     std::uint64_t next_key = 0, deque_front = 0;
     for (std::size_t i = 1; i <= 250'000; ++i) {
       const std::uint64_t r = random();
@@ -305,26 +316,12 @@ BOOST_AUTO_TEST_CASE(pmr_containers_churning_in_a_chunk_reuse_its_memory) {
             }
           }
           break;
-        case 2: {  // a map of strings: random keys in and out
-          const std::uint64_t key = r / 4 % (2 * target);
-          if (auto found = map.find(key); found != map.end()) {
-            BOOST_REQUIRE(is_text_of(found->second, key));
-            map.erase(found);
-          } else {
-            map.emplace(key, text_of(key, &counted));
-          }
+        case 2:  // a map of strings: random keys in and out
+          toggle(map, r / 4 % (2 * target));
           break;
-        }
-        default: {  // a hash table whose bucket array grows and is rehashed down again
-          const std::uint64_t key = r / 4 % (4 * target);
-          if (auto found = hashed.find(key); found != hashed.end()) {
-            BOOST_REQUIRE(is_text_of(found->second, key));
-            hashed.erase(found);
-          } else {
-            hashed.emplace(key, text_of(key, &counted));
-          }
+        default:  // a hash table whose bucket array grows and is rehashed down again
+          toggle(hashed, r / 4 % (4 * target));
           if (i % 50'000 == 0) hashed.rehash(0);
-        }
       }
       if (i % 1009 == 0) counted.check_bound("pmr containers");
     }

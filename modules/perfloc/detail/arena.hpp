@@ -477,9 +477,9 @@ struct object_layout {
 
 /// Free memory inside a chunk, kept for reuse ("spans"; the scheme is described in src/perfloc/process.cpp).
 /// A span's tag sits at its end: the link to the next span of its list in the last 8 bytes (bit 0 set for a
-/// 16-byte span), its size in the 8 before when it is 32 bytes or more. The object header at an object's
-/// start (8 bytes before the object, which starts at least 8 bytes in and ends at least 16 bytes before the
-/// allocation's end) is never under its own span's tag, so a second destroy still sees the destroyed bit.
+/// 16-byte span), its size in the 8 before when it is 32 bytes or more. The header of an object freed there
+/// (the 8 bytes before the object, which is at least 1 byte, in a footprint that is a multiple of 16) ends
+/// before those last 16 bytes (8 for a 16-byte span), so a second destroy still sees the destroyed bit.
 /// Classes: exact 16-byte steps up to 256 bytes, then four per power of two, the last one open-ended.
 inline constexpr unsigned exact_span_classes = 16;  ///< 16, 32, ..., 256 bytes
 inline constexpr unsigned span_class_count = 64;    ///< one bit each in chunk_header::span_mask
