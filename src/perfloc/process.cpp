@@ -27,6 +27,11 @@
 // blocks are rounded up to a power of two); the old scheme (power-of-two classes searched from the request
 // rounded up, no merging) grew without bound.
 //
+// The next step (small first regions on shared pages, commit page by page) is not in its way: reuse needs
+// nothing per block and nothing per allocation; its state is the 64 list heads and the mask in the chunk
+// header, read only under the mask (an open clears the mask alone), so it can move out of a small first
+// region to wherever a growing chunk keeps its bookkeeping.
+//
 // The debug double-destroy check: a span's tag is in its last 16 bytes (8 for a 16-byte span), which never
 // covers the header of the object freed there, so a second destroy still reports "called twice". Merges and
 // splits write tags at new places inside free memory; a destroyed object's header under such a tag (a size,
