@@ -11,7 +11,8 @@
 //
 // After every step the model is checked: live allocations never overlap, alignment is kept, fill patterns
 // and container contents are intact, destructor counts are exact, and chunk.stats().in_use_bytes,
-// top.stats().in_use_bytes and top.stats().live_chunks equal the model's. The in-use model is written out
+// top.stats().in_use_bytes and top.stats().live_chunks equal the model's, and each chunk's held_bytes stays
+// within the README's reuse bound: 3 x its peak live bytes + one 4 MiB block. The in-use model is written out
 // independently of perfloc's code: an allocation of n bytes counts ((n ? n : 1) + 15) & ~15; make<T> counts
 // an 8-byte header, plus a 24-byte cleanup record when T has a non-trivial destructor, rounded up to alignof(T)
 // when that is above 8, plus sizeof(T), rounded the same way.
@@ -228,6 +229,7 @@ struct chunk_slot {
   std::vector<std::unique_ptr<perfloc::vector<small_object>>> ref_vectors;
   // Made inside the chunk: destroyed by the chunk's release, deallocating into the chunk being released.
   std::vector<std::pair<int_vector*, int>> inner_vectors;
+  std::size_t peak_live = 0;  // the most model_in_use has been at a check
 
   bool open() const { return handle.has_value(); }
 };
@@ -642,7 +644,16 @@ class model {
 
   void check_slot(chunk_slot& slot, bool thoroughly) {
     FUZZ_CHECK(slot.handle && *slot.handle);
-    FUZZ_CHECK_EQ(slot.handle->stats().in_use_bytes, model_in_use(slot));
+    const std::size_t live = model_in_use(slot);
+    const perfloc::chunk_stats stats = slot.handle->stats();
+    FUZZ_CHECK_EQ(stats.in_use_bytes, live);
+    // The reuse bound. Containers peak inside an operation (a reallocation holds two buffers), between the
+    // model's checks: the chunk's own peak covers those moments, and must cover every peak the model saw.
+    slot.peak_live = std::max(slot.peak_live, live);
+    FUZZ_CHECK(stats.peak_in_use_bytes >= slot.peak_live);
+    constexpr std::size_t reuse_factor = 3, one_block = 4 * MiB;
+    if (stats.held_bytes > reuse_factor * stats.peak_in_use_bytes + one_block)
+      fail("a chunk holds %zu bytes for a peak of %zu live bytes", stats.held_bytes, stats.peak_in_use_bytes);
     for (const raw_allocation& a : slot.raws) check_raw(a, thoroughly);
     for (const object_record& o : slot.objects)
       if (!kinds[o.kind].intact(o.object, o.check)) fail("object of kind %zu at %p changed", o.kind, o.object);

@@ -133,7 +133,7 @@ BOOST_AUTO_TEST_CASE(exhaustion_by_every_path_leaves_other_chunks_intact_and_mem
     // 3. Now every request that needs a block fails, and leaves nothing behind.
     BOOST_CHECK_THROW(greedy.allocate(1 * MiB), std::bad_alloc);
     BOOST_CHECK_THROW(greedy.allocate(300 * KiB, 64 * KiB), std::bad_alloc);
-    BOOST_CHECK_THROW(greedy.allocate(100 * KiB), std::bad_alloc);
+    BOOST_CHECK_THROW(greedy.allocate(200 * KiB), std::bad_alloc);  // no block's free tail holds 200 KiB (1.)
     struct big {
       unsigned char bytes[300 * KiB];
     };

@@ -475,22 +475,33 @@ struct object_layout {
   static std::byte* start_of(void* object) noexcept { return static_cast<std::byte*>(object) - prefix; }
 };
 
-/// Free memory inside a chunk, kept for reuse. The link sits in the span's last 8 bytes (and mid-size spans
-/// keep their size in the 8 before), so the object header at the span's start survives: a second destroy
-/// still sees the destroyed bit.
-inline constexpr unsigned small_span_classes = 32;  ///< exact sizes 16, 32, ..., 512
-inline constexpr unsigned span_class_count = 42;    ///< then by power of two up to 256 KiB and above
+/// Free memory inside a chunk, kept for reuse ("spans"; the scheme is described in src/perfloc/process.cpp).
+/// A span's tag sits at its end: the link to the next span of its list in the last 8 bytes (bit 0 set for a
+/// 16-byte span), its size in the 8 before when it is 32 bytes or more. The header of an object freed there
+/// (the 8 bytes before the object, which is at least 1 byte, in a footprint that is a multiple of 16) ends
+/// before those last 16 bytes (8 for a 16-byte span), so a second destroy still sees the destroyed bit.
+/// Classes: exact 16-byte steps up to 256 bytes, then four per power of two, the last one open-ended.
+inline constexpr unsigned exact_span_classes = 16;  ///< 16, 32, ..., 256 bytes
+inline constexpr unsigned span_class_count = 64;    ///< one bit each in chunk_header::span_mask
 
-constexpr unsigned span_class_of(std::size_t span_bytes) noexcept {  // a span of this size goes here
-  if (span_bytes <= 512) return static_cast<unsigned>(span_bytes / 16 - 1);
-  const unsigned log2 = static_cast<unsigned>(std::bit_width(span_bytes) - 1);  // 9 .. 63
-  return log2 >= 18 ? span_class_count - 1 : small_span_classes + (log2 - 9);
+/// The class a span of `span_bytes` (a multiple of 16) is filed in: every span in class c is at least
+/// span_class_floor(c) bytes, and smaller than the next class's floor.
+constexpr unsigned span_class_of(std::size_t span_bytes) noexcept {
+  if (span_bytes <= 256) return static_cast<unsigned>(span_bytes / 16 - 1);
+  const unsigned log2 = static_cast<unsigned>(std::bit_width(span_bytes) - 1);  // 8 ..
+  const unsigned quarter = static_cast<unsigned>(span_bytes >> (log2 - 2)) & 3u;
+  const unsigned span_class = exact_span_classes + (log2 - 8) * 4 + quarter;
+  return span_class < span_class_count ? span_class : span_class_count - 1;
 }
-constexpr unsigned first_span_class_for(std::size_t request_bytes) noexcept {  // any span from here up fits
-  if (request_bytes <= 512) return static_cast<unsigned>(request_bytes / 16 - 1);
-  const unsigned ceil_log2 = static_cast<unsigned>(std::bit_width(request_bytes - 1));  // 10 .. 18
-  return small_span_classes + (ceil_log2 - 9);
+constexpr std::size_t span_class_floor(unsigned span_class) noexcept {
+  if (span_class < exact_span_classes) return (span_class + 1) * std::size_t{16};
+  const unsigned above = span_class - exact_span_classes;
+  return std::size_t{4 + above % 4} << (above / 4 + 6);
 }
+static_assert(span_class_of(256) == 15 && span_class_of(272) == 16 && span_class_floor(16) == 256 &&
+              span_class_of(520) == 20 && span_class_floor(20) == 512 && span_class_floor(21) == 640);
+static_assert(span_class_of(span_class_floor(span_class_count - 1)) == span_class_count - 1 &&
+              span_class_floor(span_class_count - 1) > (std::size_t{512} << 10));
 
 /// A block holding one large allocation, which may use all of it (a 4 MiB buffer fits a 4 MiB block): its
 /// record lives in the chunk's own memory instead of in the block.
@@ -511,7 +522,7 @@ struct chunk_header {
   cleanup_record* cleanups;       ///< objects whose destructors run at release, newest first
   block_header* more_blocks;      ///< bump blocks after the first, newest first
   own_block* own_blocks;          ///< blocks of single large allocations
-  std::uint64_t span_mask;        ///< bit c set: span_lists[c] is non-empty
+  std::uint64_t span_mask;        ///< bit c set: span_lists[c] is non-empty (the lists are read under it only)
   std::uint8_t next_block_class;
   bool resource_made;
   // Set once per shell.
@@ -521,7 +532,8 @@ struct chunk_header {
   /// chosen once per shell, so that the first objects of chunks alive together (coroutine frames, say)
   /// do not all fall in the same cache sets, as they would at one offset in 64 KiB-aligned blocks.
   std::byte* first_free;
-  std::byte* span_lists[span_class_count];  ///< each points at a span's link (its last 8 bytes)
+  std::size_t freed_since_merge;  ///< bytes kept as spans since the last merge_spans (valid under span_mask)
+  std::byte* span_lists[span_class_count];  ///< each points at a span's end (its tag is just below)
   alignas(16) std::byte resource_storage[16];  ///< the std::pmr view of this chunk, made on first use
 
   block_header* first_block() noexcept { return reinterpret_cast<block_header*>(this) - 1; }
@@ -533,10 +545,14 @@ struct chunk_header {
     child_meta::store(meta->fast_limit, end - min_alignment > bump ? end - min_alignment : bump);
   }
   bool free_own_block(std::byte* p) noexcept;  ///< false if p is not in an own block
-  void keep_span(std::byte* start, std::size_t n, bool reuse_first) noexcept;
+  void keep_span(std::byte* start, std::size_t n, bool freed) noexcept;  ///< freed: by deallocate
   void run_cleanups() noexcept;
   void give_back_blocks() noexcept;
+  void file_span(std::byte* start, std::size_t n) noexcept;
   void* take_span(std::size_t n) noexcept;
+  std::byte* take_span(std::size_t n, std::size_t alignment) noexcept;
+  void merge_spans() noexcept;
+  void check_freed_range(const std::byte* start, std::size_t n) noexcept;  // debug builds
   void grow(std::size_t min_bytes);
   void* allocate_own_block(std::size_t bytes, std::size_t n, std::size_t alignment);
 
