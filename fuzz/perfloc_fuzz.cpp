@@ -179,7 +179,8 @@ struct graph_node {
   explicit graph_node(std::uint64_t i) : id(i), self(this) {}
   ~graph_node() {
     if (self != this) fail("a graph node's destructor ran on an object that is not where it was made");
-    if (++node_destructions[id] > 1) fail("the destructor of graph node %llu ran twice", static_cast<unsigned long long>(id));
+    if (++node_destructions[id] > 1)
+      fail("the destructor of graph node %llu ran twice", static_cast<unsigned long long>(id));
     for (graph_node* other : owned) perfloc::destroy(other);
   }
 };
@@ -456,7 +457,7 @@ class model {
       const std::size_t in_use_before = slot.handle->stats().in_use_bytes;
       perfloc::destroy(tree.front().node);
       check_nodes_destroyed_once(tree);
-      for (const node_record& n : tree) remove_region(reinterpret_cast<std::byte*>(n.node) - model_prefix<graph_node>());
+      for (const node_record& n : tree) remove_region(start_of(n.node));
       slot.nodes = std::move(rest);
       FUZZ_CHECK_EQ(slot.handle->stats().in_use_bytes, in_use_before - tree.size() * node_bytes);
       return;
@@ -473,7 +474,7 @@ class model {
       return;
     }
     FUZZ_CHECK_EQ(slot.handle->stats().in_use_bytes, in_use_before + node_bytes);
-    add_region(reinterpret_cast<std::byte*>(made) - model_prefix<graph_node>(), model_prefix<graph_node>() + sizeof(graph_node));
+    add_region(start_of(made), model_prefix<graph_node>() + sizeof(graph_node));
     graph_node* owner = nullptr;
     if (what & 1 && !slot.nodes.empty()) {  // an older node owns the new one (its destructor runs first at release)
       node_record& older = slot.nodes[in.pick(slot.nodes.size())];
@@ -499,6 +500,10 @@ class model {
       older.owner = made;
     }
     slot.nodes.push_back({made, id, owner});
+  }
+
+  static std::byte* start_of(graph_node* node) {
+    return reinterpret_cast<std::byte*>(node) - model_prefix<graph_node>();
   }
 
   /// Every node of `nodes` has had its destructor run exactly once.
@@ -833,7 +838,7 @@ class model {
   void forget_regions(const chunk_slot& slot) {
     for (const raw_allocation& a : slot.raws) remove_region(a.at);
     for (const object_record& o : slot.objects) remove_region(static_cast<std::byte*>(o.object) - kinds[o.kind].prefix);
-    for (const node_record& n : slot.nodes) remove_region(reinterpret_cast<std::byte*>(n.node) - model_prefix<graph_node>());
+    for (const node_record& n : slot.nodes) remove_region(start_of(n.node));
   }
 
   perfloc::top_chunk& small_top_;

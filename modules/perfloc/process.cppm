@@ -238,8 +238,8 @@ class allocator {
 /// Destroys an object made by process_chunk::make<T> before its chunk is released: runs ~T and gives its
 /// memory back to the chunk for reuse. Pass the pointer make returned, with its type (as with delete, a
 /// base-class pointer is wrong). nullptr does nothing, and so does a destroy, from a destructor the chunk's
-/// release runs, of an object whose destructor that release already ran. Debug builds stop with a message on a second destroy
-/// or on a pointer make did not return.
+/// release runs, of an object whose destructor that release already ran. Debug builds stop with a message on
+/// a second destroy or on a pointer make did not return.
 template <class T>
 inline void destroy(T* object) noexcept {
   if (!object) return;

@@ -14,6 +14,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "death.hpp"
@@ -62,60 +63,60 @@ struct hooked_top {
 
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(destructor_destroying_a_younger_object_runs_each_once) {
+namespace {
+
+struct released_graph {
   destructor_log log;
+  std::uint64_t objects_made = 0, objects_destroyed = 0;  ///< as the release hook saw them
+};
+
+/// Makes `nodes` nodes in a new chunk, in the order of their ids (0 is the oldest), gives the first node of
+/// each edge the second to destroy, then releases the chunk.
+released_graph release_graph(int nodes, const std::vector<std::pair<int, int>>& edges) {
+  released_graph result;
+  hooked_top hooked;
   {
-    perfloc::process_chunk chunk;
-    node* root = chunk.make<node>(log, 1);
-    root->owned.push_back(chunk.make<node>(log, 2));  // made after its owner: its destructor runs first
+    perfloc::process_chunk chunk{hooked.top};
+    std::vector<node*> made;
+    for (int i = 0; i < nodes; ++i) made.push_back(chunk.make<node>(result.log, i));
+    for (auto [owner, owned] : edges) made[owner]->owned.push_back(made[owned]);
   }
-  BOOST_TEST(each_ran_once(log, 2));
+  BOOST_REQUIRE(hooked.last);
+  result.objects_made = hooked.last->objects_made;
+  result.objects_destroyed = hooked.last->objects_destroyed;
+  return result;
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(destructor_destroying_a_younger_object_runs_each_once) {
+  // The reproduction: the younger node's destructor runs first at release, then its owner's
+  // destructor destroys it again.
+  BOOST_TEST(each_ran_once(release_graph(2, {{0, 1}}).log, 2));
 }
 
 BOOST_AUTO_TEST_CASE(destructor_destroying_an_older_object_runs_each_once) {
-  destructor_log log;
-  {
-    perfloc::process_chunk chunk;
-    node* older = chunk.make<node>(log, 1);
-    node* owner = chunk.make<node>(log, 2);
-    owner->owned.push_back(older);  // release runs the owner first, which destroys the older one
-  }
-  BOOST_TEST(each_ran_once(log, 2));
+  BOOST_TEST(each_ran_once(release_graph(2, {{1, 0}}).log, 2));
 }
 
 BOOST_AUTO_TEST_CASE(chains_of_destroying_destructors_run_each_once_in_either_direction) {
-  for (bool owners_first : {true, false}) {
-    destructor_log log;
-    hooked_top hooked;
-    {
-      perfloc::process_chunk chunk{hooked.top};
-      std::vector<node*> nodes;
-      for (int i = 0; i < 50; ++i) nodes.push_back(chunk.make<node>(log, i));
-      // owners_first: each node owns the next one made (younger); otherwise the one made before (older).
-      for (int i = 0; i + 1 < 50; ++i) {
-        if (owners_first) nodes[i]->owned.push_back(nodes[i + 1]);
-        else nodes[i + 1]->owned.push_back(nodes[i]);
-      }
-    }
-    BOOST_TEST(each_ran_once(log, 50), "owners_first " << owners_first);
-    BOOST_REQUIRE(hooked.last);
-    BOOST_TEST(hooked.last->objects_made == 50u);
-    BOOST_TEST(hooked.last->objects_destroyed == 50u);
+  std::vector<std::pair<int, int>> younger, older;  // each node owns the next one made, or the one before
+  for (int i = 0; i + 1 < 50; ++i) {
+    younger.emplace_back(i, i + 1);
+    older.emplace_back(i + 1, i);
+  }
+  for (const auto* edges : {&younger, &older}) {
+    const released_graph graph = release_graph(50, *edges);
+    BOOST_TEST(each_ran_once(graph.log, 50));
+    BOOST_TEST(graph.objects_made == 50u);
+    BOOST_TEST(graph.objects_destroyed == 50u);
   }
 }
 
 BOOST_AUTO_TEST_CASE(a_cycle_of_destroying_destructors_runs_each_once_at_release) {
-  destructor_log log;
-  {
-    perfloc::process_chunk chunk;
-    node* a = chunk.make<node>(log, 1);
-    node* b = chunk.make<node>(log, 2);
-    node* c = chunk.make<node>(log, 3);
-    a->owned.push_back(b);
-    b->owned.push_back(c);
-    c->owned.push_back(a);  // at release a destructor may destroy one that is already being destroyed
-  }
-  BOOST_TEST(each_ran_once(log, 3));
+  // At release a destructor may destroy an object whose destructor is running further up the stack.
+  BOOST_TEST(each_ran_once(release_graph(3, {{0, 1}, {1, 2}, {2, 0}}).log, 3));
+  BOOST_TEST(each_ran_once(release_graph(3, {{2, 1}, {1, 0}, {0, 2}}).log, 3));
 }
 
 BOOST_AUTO_TEST_CASE(an_early_destroy_of_a_tree_then_release_runs_each_once) {

@@ -796,7 +796,9 @@ static_assert(sizeof(chunk_resource) <= sizeof(chunk_header::resource_storage[0]
 
 inline std::pmr::memory_resource* resource_of(chunk_header* chunk) noexcept {
   constexpr std::size_t slots = std::extent_v<decltype(chunk_header::resource_storage)>;
-  std::byte* slot = chunk->resource_storage[chunk->meta->generation.load(std::memory_order_relaxed) % slots];
+  std::size_t index = 0;
+  if constexpr (slots > 1) index = chunk->meta->generation.load(std::memory_order_relaxed) % slots;
+  std::byte* slot = chunk->resource_storage[index];
   if (!chunk->resource_made) {
     ::new (static_cast<void*>(slot)) chunk_resource(chunk->meta);
     chunk->resource_made = true;
