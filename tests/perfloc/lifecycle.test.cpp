@@ -224,6 +224,26 @@ std::vector<std::size_t> extreme_sizes(std::size_t max_reserved_bytes) {
   return sizes;
 }
 
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define LIFECYCLE_UNDER_ASAN 1
+#endif
+#endif
+
+/// ASan shadows every byte perfloc hands out or takes back: a block of a TiB, which a large top gives for a
+/// small size at 2^40 alignment, costs 128 GiB of shadow there. ASan builds leave out the requests that may
+/// succeed with more than 16 MiB (those that fit half of max_reserved_bytes); other builds try them all.
+bool may_succeed_beyond_16_mib([[maybe_unused]] std::size_t bytes, [[maybe_unused]] std::size_t alignment,
+                              [[maybe_unused]] std::size_t max_reserved_bytes) {
+#ifdef LIFECYCLE_UNDER_ASAN
+  const std::size_t half = max_reserved_bytes / 2;
+  const std::size_t slack = alignment > 16 ? alignment : 0;  // what an alignment above 16 may add
+  return bytes <= half && slack <= half - bytes && (bytes > (1u << 24) || alignment > (1u << 24));
+#else
+  return false;
+#endif
+}
+
 /// Every size with every alignment from 1 to 2^63: either std::bad_alloc with the chunk's statistics
 /// unchanged, or a pointer that is aligned and writable at both ends. Returns how many succeeded.
 int try_every_extreme(perfloc::process_chunk& chunk, std::size_t max_reserved_bytes) {
@@ -231,6 +251,7 @@ int try_every_extreme(perfloc::process_chunk& chunk, std::size_t max_reserved_by
   for (unsigned shift = 0; shift < 64; ++shift) {
     const std::size_t alignment = std::size_t{1} << shift;
     for (std::size_t bytes : extreme_sizes(max_reserved_bytes)) {
+      if (may_succeed_beyond_16_mib(bytes, alignment, max_reserved_bytes)) continue;
       const figures before = figures_of(chunk);
       void* p = nullptr;
       try {
