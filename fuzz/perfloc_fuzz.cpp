@@ -7,7 +7,9 @@
 // destroy objects of several layouts (trivial, with a destructor, over-aligned, throwing), grow
 // std::vector<int, perfloc::allocator<int>>, std::pmr::vector through chunk.resource(), perfloc::vector and
 // a std::vector made inside the chunk itself (whose destructor runs during release), move chunks between
-// slots (construction and assignment), and bad requests that must throw and change nothing.
+// slots (construction and assignment), bad requests that must throw and change nothing, and object graphs:
+// nodes whose destructors destroy the nodes they own, older or younger ones, destroyed tree by tree or by
+// the release, each destructor running exactly once.
 //
 // After every step the model is checked: live allocations never overlap, alignment is kept, fill patterns
 // and container contents are intact, destructor counts are exact, and chunk.stats().in_use_bytes,
@@ -167,6 +169,23 @@ struct throws_on_construction {
   std::uint64_t check;
 };
 
+/// A node of an object graph: its destructor destroys the nodes it owns, which may be older or younger
+/// than it. Each run of a destructor is counted by id; the model expects exactly one per node.
+std::map<std::uint64_t, int> node_destructions;
+
+struct graph_node {
+  std::uint64_t id;
+  const void* self;
+  graph_node* owned[2] = {nullptr, nullptr};
+  explicit graph_node(std::uint64_t i) : id(i), self(this) {}
+  ~graph_node() {
+    if (self != this) fail("a graph node's destructor ran on an object that is not where it was made");
+    if (++node_destructions[id] > 1)
+      fail("the destructor of graph node %llu ran twice", static_cast<unsigned long long>(id));
+    for (graph_node* other : owned) perfloc::destroy(other);
+  }
+};
+
 using small_object = counted<8, 8>;
 using wide_object = counted<64, 40>;
 using page_aligned_object = counted<256, 100>;
@@ -218,11 +237,18 @@ struct checked {  // a container and the seed its contents derive from
   int seed;
 };
 
+struct node_record {
+  graph_node* node;
+  std::uint64_t id;
+  graph_node* owner;  // nullptr: a root, which the harness may destroy (with the tree it owns)
+};
+
 struct chunk_slot {
   std::optional<perfloc::process_chunk> handle;
   bool from_small_top = false;
   std::vector<raw_allocation> raws;
   std::vector<object_record> objects;
+  std::vector<node_record> nodes;
   // Owned by the harness, destroyed before the chunk is released (as a user must).
   std::vector<checked<int_vector>> std_vectors;
   std::vector<checked<std::pmr::vector<std::uint64_t>>> pmr_vectors;
@@ -242,6 +268,7 @@ class model {
         small_baseline_(small_top.stats()) {}
 
   void run(reader& in) {
+    node_destructions.clear();
     for (int step = 0; step < 3000 && !in.empty(); ++step) {
       this->step(in);
       check_everything(step % 64 == 0);
@@ -261,7 +288,7 @@ class model {
  private:
   // --- operations ---
   void step(reader& in) {
-    const std::uint8_t op = in.byte() % 16;
+    const std::uint8_t op = in.byte() % 17;
     if (op <= 1) return open(in);
     const std::optional<std::size_t> i = pick_open(in);
     if (!i) return open(in);
@@ -277,6 +304,7 @@ class model {
       case 12: return ref_vector_op(slot, in);
       case 13: return inner_vector_op(slot, in);
       case 14: return move(*i, in);
+      case 16: return graph_op(slot, in);
       default: return bad_requests(slot, in);
     }
   }
@@ -332,6 +360,7 @@ class model {
       slot.handle.reset();
     }
     FUZZ_CHECK_EQ(alive_objects, alive_before - dying);
+    check_nodes_destroyed_once(slot.nodes);
     FUZZ_CHECK_EQ(top.stats().live_chunks, live_before - 1);
     slot = chunk_slot{};
   }
@@ -409,6 +438,84 @@ class model {
     remove_region(static_cast<std::byte*>(o.object) - kinds[o.kind].prefix);
     slot.objects.erase(slot.objects.begin() + static_cast<std::ptrdiff_t>(k));
     FUZZ_CHECK_EQ(slot.handle->stats().in_use_bytes, in_use_before - kinds[o.kind].bytes);
+  }
+
+  /// Makes a node (owned by an older node, or owning older roots), or destroys a root and the tree it owns.
+  void graph_op(chunk_slot& slot, reader& in) {
+    const std::uint8_t what = in.byte();
+    const std::size_t node_bytes = model_bytes<graph_node>();
+    if (what % 4 == 3 && !slot.nodes.empty()) {
+      const std::size_t k = in.pick(slot.nodes.size());
+      if (slot.nodes[k].owner) return;
+      std::vector<node_record> tree;  // the root and everything it owns, transitively
+      std::vector<node_record> rest;
+      tree.push_back(slot.nodes[k]);
+      for (std::size_t t = 0; t < tree.size(); ++t)
+        for (const node_record& n : slot.nodes)
+          if (n.owner == tree[t].node) tree.push_back(n);
+      for (const node_record& n : slot.nodes)
+        if (std::none_of(tree.begin(), tree.end(), [&](const node_record& t) { return t.node == n.node; }))
+          rest.push_back(n);
+      const std::size_t in_use_before = slot.handle->stats().in_use_bytes;
+      perfloc::destroy(tree.front().node);
+      check_nodes_destroyed_once(tree);
+      for (const node_record& n : tree) remove_region(start_of(n.node));
+      slot.nodes = std::move(rest);
+      FUZZ_CHECK_EQ(slot.handle->stats().in_use_bytes, in_use_before - tree.size() * node_bytes);
+      return;
+    }
+    if (slot.nodes.size() >= 128) return;
+    const std::uint64_t id = next_check_++;
+    const std::size_t in_use_before = slot.handle->stats().in_use_bytes;
+    graph_node* made;
+    try {
+      made = slot.handle->make<graph_node>(id);
+    } catch (const std::bad_alloc&) {
+      FUZZ_CHECK(slot.from_small_top);
+      FUZZ_CHECK_EQ(slot.handle->stats().in_use_bytes, in_use_before);
+      return;
+    }
+    FUZZ_CHECK_EQ(slot.handle->stats().in_use_bytes, in_use_before + node_bytes);
+    add_region(start_of(made), model_prefix<graph_node>() + sizeof(graph_node));
+    graph_node* owner = nullptr;
+    if (what & 1 && !slot.nodes.empty()) {  // an older node owns the new one (its destructor runs first at release)
+      node_record& older = slot.nodes[in.pick(slot.nodes.size())];
+      for (graph_node*& place : older.node->owned)
+        if (!place) {
+          place = made;
+          owner = older.node;
+          break;
+        }
+    }
+    // It owns older roots, but not the root of its own tree: the graph stays a forest, so that destroying a
+    // root from the harness never reaches a node twice.
+    graph_node* own_root = owner;
+    for (bool climbed = true; own_root && climbed;) {
+      climbed = false;
+      for (const node_record& n : slot.nodes)
+        if (n.node == own_root && n.owner) own_root = n.owner, climbed = true;
+    }
+    for (int adopt = 0; adopt < 2 && (what & 2) && !slot.nodes.empty(); ++adopt) {
+      node_record& older = slot.nodes[in.pick(slot.nodes.size())];
+      if (older.owner || older.node == own_root) continue;
+      made->owned[adopt] = older.node;
+      older.owner = made;
+    }
+    slot.nodes.push_back({made, id, owner});
+  }
+
+  static std::byte* start_of(graph_node* node) {
+    return reinterpret_cast<std::byte*>(node) - model_prefix<graph_node>();
+  }
+
+  /// Every node of `nodes` has had its destructor run exactly once.
+  static void check_nodes_destroyed_once(const std::vector<node_record>& nodes) {
+    for (const node_record& n : nodes) {
+      const auto it = node_destructions.find(n.id);
+      if (it == node_destructions.end() || it->second != 1)
+        fail("graph node %llu: destructor ran %d times", static_cast<unsigned long long>(n.id),
+             it == node_destructions.end() ? 0 : it->second);
+    }
   }
 
   // Container operations: growth may run out on the tiny top, which must leave the container as it was.
@@ -543,6 +650,7 @@ class model {
       forget_regions(to);
       *to.handle = std::move(*from.handle);
       FUZZ_CHECK_EQ(alive_objects, alive_before - dying);
+      check_nodes_destroyed_once(to.nodes);
     }
     FUZZ_CHECK(!*from.handle);  // a moved-from chunk owns nothing
     // The bookkeeping follows the chunk.
@@ -665,6 +773,7 @@ class model {
       for (std::size_t k = 0; k < v->size(); ++k) FUZZ_CHECK((*v)[k] == seed + static_cast<int>(k));
     for (auto& v : slot.ref_vectors)
       for (small_object& o : *v) FUZZ_CHECK(o.self == &o);
+    for (const node_record& n : slot.nodes) FUZZ_CHECK(n.node->self == n.node && !node_destructions.count(n.id));
   }
 
   /// All of the allocation, or its first and last 16 bytes. memcmp against a buffer of the fill byte: a
@@ -686,6 +795,7 @@ class model {
     std::size_t n = 0;
     for (const raw_allocation& a : slot.raws) n += footprint(a.bytes);
     for (const object_record& o : slot.objects) n += kinds[o.kind].bytes;
+    n += slot.nodes.size() * model_bytes<graph_node>();
     for (auto& [v, seed] : slot.std_vectors) n += v->capacity() ? footprint(v->capacity() * sizeof(int)) : 0;
     for (auto& [v, seed] : slot.pmr_vectors)
       n += v->capacity() ? footprint(v->capacity() * sizeof(std::uint64_t)) : 0;
@@ -739,6 +849,7 @@ class model {
   void forget_regions(const chunk_slot& slot) {
     for (const raw_allocation& a : slot.raws) remove_region(a.at);
     for (const object_record& o : slot.objects) remove_region(static_cast<std::byte*>(o.object) - kinds[o.kind].prefix);
+    for (const node_record& n : slot.nodes) remove_region(start_of(n.node));
   }
 
   perfloc::top_chunk& small_top_;

@@ -106,8 +106,10 @@ class process_chunk {
   inline ~process_chunk() { release(); }
 
   /// Runs the destructors of the objects made in the chunk (newest first) and gives all its memory back.
-  /// Those destructors may still use the chunk (destroy, deallocate, even make). The handle then owns
-  /// nothing. Does nothing on a chunk that owns nothing.
+  /// Each destructor runs exactly once. Those destructors may still use the chunk: destroy() of an object
+  /// whose destructor the release already ran (or is running) does nothing, destroy() of one it has not
+  /// reached yet destroys it now, and an object they make is destroyed by the same release, right after. The
+  /// handle then owns nothing. Does nothing on a chunk that owns nothing.
   inline void release() noexcept {
     if (meta_) {
       detail::release_chunk(meta_);
@@ -176,7 +178,8 @@ class process_chunk {
 /// A standard allocator that allocates from a process chunk (std::vector<T, perfloc::allocator<T>>,
 /// std::map, std::unordered_map, ...). It holds the chunk itself, not the handle, so it stays valid while
 /// the process_chunk handle moves, until the chunk is released. deallocate gives memory back to the chunk
-/// for reuse.
+/// for reuse. Debug and ASan builds stop with a message when an allocator (or a container holding one) is
+/// used after its chunk was released.
 ///
 /// Propagation is that of std::pmr::polymorphic_allocator, and for the same reason: a container keeps the
 /// chunk it was made with for its whole life. Copy and move assignment between containers of different
@@ -193,41 +196,40 @@ class allocator {
   using propagate_on_container_swap = std::false_type;
   using is_always_equal = std::false_type;
 
-  inline allocator(process_chunk& chunk) noexcept : meta_(chunk.meta_) { chunk.check_owned(); }
+  inline allocator(process_chunk& chunk) noexcept : chunk_((chunk.check_owned(), chunk.meta_)) {}
   template <class U>
-  inline allocator(const allocator<U>& other) noexcept : meta_(other.meta_) {}
+  inline allocator(const allocator<U>& other) noexcept : chunk_(other.chunk_) {}
 
   /// Throws std::bad_array_new_length when n * sizeof(T) overflows, std::bad_alloc when the top chunk
   /// cannot give that much.
   [[nodiscard]] inline T* allocate(std::size_t n) {
-    if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
-    return static_cast<T*>(meta_->allocate(n * sizeof(T), alignof(T)));
+    return static_cast<T*>(chunk_.meta()->allocate(detail::array_bytes(n, sizeof(T)), alignof(T)));
   }
-  inline void deallocate(T* p, std::size_t n) noexcept { meta_->deallocate(p, n * sizeof(T), alignof(T)); }
+  inline void deallocate(T* p, std::size_t n) noexcept { chunk_.meta()->deallocate(p, n * sizeof(T), alignof(T)); }
 
-  inline std::size_t max_size() const noexcept { return meta_->chunk->top->max_request_bytes / sizeof(T); }
+  inline std::size_t max_size() const noexcept { return chunk_.meta()->chunk->top->max_request_bytes / sizeof(T); }
 
   /// Makes a U in the chunk exactly as process_chunk::make<U> does.
   template <class U, class... Args>
   inline U* make(Args&&... args) const {
-    return detail::make_in<U>(meta_, std::forward<Args>(args)...);
+    return detail::make_in<U>(chunk_.meta(), std::forward<Args>(args)...);
   }
 
   /// Debug builds stop with a message when `object` lives in a chunk that will be released before this
   /// allocator's chunk: one opened later on this thread, as a nested scope's chunk is. Otherwise nothing.
   inline void check_outlives([[maybe_unused]] const void* object) const noexcept {
 #ifndef NDEBUG
-    detail::check_outlives(meta_->chunk, object);
+    detail::check_outlives(chunk_.meta()->chunk, object);
 #endif
   }
 
   template <class U>
   inline friend bool operator==(const allocator& a, const allocator<U>& b) noexcept {
-    return a.meta_ == b.meta_;
+    return a.chunk_.same_meta() == b.chunk_.same_meta();
   }
 
  private:
-  detail::child_meta* meta_;
+  detail::chunk_ref chunk_;  ///< the chunk's meta; checked on each use in debug and ASan builds
 
   template <class>
   friend class allocator;
@@ -235,8 +237,9 @@ class allocator {
 
 /// Destroys an object made by process_chunk::make<T> before its chunk is released: runs ~T and gives its
 /// memory back to the chunk for reuse. Pass the pointer make returned, with its type (as with delete, a
-/// base-class pointer is wrong). nullptr does nothing. Debug builds stop with a message on a second destroy
-/// or on a pointer make did not return.
+/// base-class pointer is wrong). nullptr does nothing, and so does a destroy, from a destructor the chunk's
+/// release runs, of an object whose destructor that release already ran. Debug builds stop with a message on
+/// a second destroy or on a pointer make did not return.
 template <class T>
 inline void destroy(T* object) noexcept {
   if (!object) return;
@@ -245,8 +248,10 @@ inline void destroy(T* object) noexcept {
   auto* target = const_cast<U*>(object);
   detail::object_header* header = layout::header_of(target);
 #ifndef NDEBUG
-  detail::check_destroy(header, target);
+  detail::check_destroy(header, target);  // a released chunk, or a second destroy
 #endif
+  // A destructor run by the chunk's release destroys an object whose destructor the release already ran.
+  if (header->word & detail::object_header::released_bit) return;
   detail::child_meta* meta = header->meta();
   target->~U();
   detail::child_meta::add(meta->objects_destroyed, 1);

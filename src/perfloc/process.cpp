@@ -284,19 +284,20 @@ void chunk_header::grow(std::size_t min_bytes) {
 }
 
 void* chunk_header::allocate_own_block(std::size_t bytes, std::size_t n, std::size_t alignment) {
-  // Blocks start page-aligned; a larger alignment needs room to slide the allocation up.
+  // Blocks start page-aligned; a larger alignment needs room to slide the allocation up. n + slide is at
+  // most what allocate_slow admitted.
   const std::size_t slide = alignment > page_bytes ? alignment - page_bytes : 0;
   const unsigned size_class = block_class_for(n + slide);
-  auto* record = static_cast<own_block*>(meta->allocate(sizeof(own_block), alignof(own_block)));
-  meta->count(-footprint(sizeof(own_block)));  // bookkeeping, not user memory
-  block_header* block;
+  // The block first: when the top cannot give it, the chunk has not changed at all (not even its peak).
+  block_header* block = cache_for(top)->take_block(size_class);
+  own_block* record;
   try {
-    block = cache_for(top)->take_block(size_class);
-  } catch (...) {
-    meta->count(footprint(sizeof(own_block)));
-    meta->deallocate(record, sizeof(own_block), alignof(own_block));
+    record = static_cast<own_block*>(meta->allocate(sizeof(own_block), alignof(own_block)));
+  } catch (...) {  // the record needed a new bump block, and there was none
+    give_block_anywhere(top, block);
     throw;
   }
+  meta->count(-footprint(sizeof(own_block)));  // bookkeeping, not user memory
   set_block_owner(block, meta);
   auto* start = reinterpret_cast<std::byte*>(block);
   std::byte* p = align_up(start, alignment);
@@ -313,10 +314,12 @@ void* chunk_header::allocate_own_block(std::size_t bytes, std::size_t n, std::si
 void* chunk_header::allocate_slow(std::size_t bytes, std::size_t alignment) {
   if (!std::has_single_bit(alignment))
     throw std::invalid_argument("perfloc: alignment " + std::to_string(alignment) + " is not a power of two");
-  if (bytes > top->max_request_bytes) throw std::bad_alloc();
+  // The admission check (arena.hpp): below it, nothing computed from bytes and alignment can wrap.
+  const std::size_t admitted = admitted_bytes(bytes, alignment, top->max_request_bytes);
+  if (!admitted) throw std::bad_alloc();
   if (alignment < min_alignment) alignment = min_alignment;
   const std::size_t n = footprint(bytes);
-  if (may_need_own_block(n, alignment)) return allocate_own_block(bytes, n, alignment);
+  if (admitted > large_request_bytes) return allocate_own_block(bytes, n, alignment);  // may_need_own_block
 
   std::byte* p = nullptr;
   if (span_mask) p = take_span(n, alignment);
@@ -389,11 +392,14 @@ child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::s
 }
 
 void release_chunk_slow(chunk_header* chunk) noexcept {
+  child_meta* meta = chunk->meta;
   if (chunk->cleanups) chunk->run_cleanups();
+  // Every object made in the chunk is destroyed now, trivially destructible ones included.
+  meta->objects_destroyed.store(meta->objects_made.load(std::memory_order_relaxed), std::memory_order_relaxed);
   top_state* top = chunk->top;
   if (top->release_hook) call_release_hook(chunk);
   if (chunk->more_blocks || chunk->own_blocks) chunk->give_back_blocks();
-  child_meta* meta = chunk->meta;
+  end_generation(meta);  // after the destructors and the hook, which may still use the chunk's handles
   block_header* first = chunk->first_block();
   const cache_binding& binding = current_binding;
   if (binding.cache == meta->home && binding.top == top && binding.id == top->id) {  // where it was opened
@@ -408,13 +414,21 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
 }
 
 void chunk_header::run_cleanups() noexcept {
-  // Newest first; a destructor may destroy() or make() objects of this chunk, which edits the list: take
-  // the head off before running it.
+  // Newest first. A destructor may use the chunk, which edits the list: take the head off before running
+  // it, and mark the object as released, so that any destructor's destroy() of it does nothing. Then:
+  // - destroy() of an object whose destructor ran or runs now (a younger one, or one in the call chain):
+  //   nothing (destroy() reads released_bit);
+  // - destroy() of an object still waiting (an older one): destroyed at once, its record unlinked, so
+  //   this loop never reaches it;
+  // - make() of a new object: pushed at the head, so this loop destroys it next. An object made during
+  //   the release is destroyed by the same release (a destructor that always makes another never ends).
+  // Memory freed meanwhile is reused as usual until the blocks go back.
   while (cleanup_record* record = cleanups) {
     cleanups = record->next;
     if (cleanups) cleanups->prev = nullptr;
-    record->destroy(reinterpret_cast<std::byte*>(record + 1) + sizeof(object_header));
-    child_meta::add(meta->objects_destroyed, 1);
+    auto* header = reinterpret_cast<object_header*>(record + 1);
+    header->word |= object_header::released_bit;
+    record->destroy(header + 1);
   }
 }
 
@@ -435,10 +449,10 @@ void chunk_header::give_back_blocks() noexcept {
 // ------------------------------------------------------------------------------------------------------------
 
 void* chunk_resource::do_allocate(std::size_t bytes, std::size_t alignment) {
-  return chunk_->meta->allocate(bytes, alignment);
+  return chunk_.meta()->allocate(bytes, alignment);
 }
 void chunk_resource::do_deallocate(void* p, std::size_t bytes, std::size_t alignment) {
-  chunk_->meta->deallocate(p, bytes, alignment);
+  chunk_.meta()->deallocate(p, bytes, alignment);
 }
 bool chunk_resource::do_is_equal(const std::pmr::memory_resource& other) const noexcept { return this == &other; }
 
@@ -492,6 +506,25 @@ void misuse(const char* message, const void* where) noexcept {
   if (where) std::fprintf(stderr, "perfloc: %s (at %p)\n", message, where);
   else std::fprintf(stderr, "perfloc: %s\n", message);
   std::abort();
+}
+
+void stale_handle(const child_meta* meta, unsigned generation) noexcept {
+  // The label still names the released chunk while no other chunk has been opened from its meta.
+  const unsigned now = meta->generation.load(std::memory_order_relaxed);
+  const bool reopened = meta->state.load(std::memory_order_relaxed) == meta_state::live;
+  char message[400];
+  if (!reopened && ((now - 1) & 0xffff) == generation)
+    std::snprintf(message, sizeof message,
+                  "a perfloc::allocator, perfloc::vector or std::pmr resource was used after its chunk '%s' was "
+                  "released (chunk generation %u of its meta)",
+                  meta->label[0] ? meta->label : "(no label)", generation);
+  else
+    std::snprintf(message, sizeof message,
+                  "a perfloc::allocator, perfloc::vector or std::pmr resource was used after its chunk was released "
+                  "(chunk generation %u of its meta; the meta is now at generation %u%s%s%s)",
+                  generation, now & 0xffff, reopened ? ", chunk '" : "",
+                  reopened ? (meta->label[0] ? meta->label : "(no label)") : "", reopened ? "'" : "");
+  misuse(message, meta);
 }
 
 void check_destroy(const object_header* header, const void* object) noexcept {

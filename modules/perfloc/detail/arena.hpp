@@ -42,6 +42,13 @@
 
 #include "perfloc/detail/track.hpp"
 
+/// Debug and ASan builds check handles that outlive their chunk (chunk_ref); release builds pay nothing.
+#if !defined(NDEBUG) || defined(PERFLOC_TRACK_ASAN)
+#define PERFLOC_CHECK_HANDLES 1
+#else
+#define PERFLOC_CHECK_HANDLES 0
+#endif
+
 namespace perfloc::detail {
 
 // ---------------------------------------------------------------------------------------------------------
@@ -86,6 +93,36 @@ constexpr std::size_t footprint(std::size_t bytes) noexcept { return round_up(by
 /// such a request looks it up among the chunk's own blocks.
 constexpr bool may_need_own_block(std::size_t footprint_bytes, std::size_t alignment) noexcept {
   return footprint_bytes + (alignment > min_alignment ? alignment : 0) > large_request_bytes;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Request arithmetic: the one place that guards it against wrapping
+// ---------------------------------------------------------------------------------------------------------
+//
+// Every request reaches the slow path's admission check (allocate_slow) before anything is computed from
+// its size and alignment. What passes is at most a top's max_request_bytes, itself at most SIZE_MAX / 2, so
+// what the slow paths compute from it (footprints, alignment slides, block headers, block classes) stays far
+// from wrapping. The fast path needs no check: `bytes - 1 < fast_limit - bump` holds only for a request that
+// fits the current block. make<T> sizes are constants (checked at compile time), and arrays go through
+// array_bytes.
+
+/// The bytes a request needs: its footprint plus the slack an alignment above 16 may need to slide it into
+/// place. 0 when that exceeds `max_request_bytes` (which must be at most SIZE_MAX / 2): such a request can
+/// never be served, and computing with it could wrap.
+constexpr std::size_t admitted_bytes(std::size_t bytes, std::size_t alignment, std::size_t max_request_bytes) noexcept {
+  if (bytes > max_request_bytes || alignment > max_request_bytes) return 0;
+  const std::size_t n = footprint(bytes);  // bytes <= SIZE_MAX / 2: cannot wrap
+  const std::size_t slack = alignment > min_alignment ? alignment : 0;
+  return n <= max_request_bytes && slack <= max_request_bytes - n ? n + slack : 0;
+}
+static_assert(admitted_bytes(~std::size_t{0} / 2, std::size_t{1} << 63, ~std::size_t{0} / 2) == 0);
+static_assert(admitted_bytes(~std::size_t{0} / 2 - 100, std::size_t{1} << 62, ~std::size_t{0} / 2) == 0);
+static_assert(admitted_bytes(100, 64, 1 << 20) == 112 + 64);
+
+/// n objects of `size` bytes; std::bad_array_new_length (a std::bad_alloc) when that wraps.
+inline std::size_t array_bytes(std::size_t n, std::size_t size) {
+  if (n > ~std::size_t{0} / size) throw std::bad_array_new_length();
+  return n * size;
 }
 
 struct thread_cache;
@@ -167,7 +204,10 @@ struct alignas(64) child_meta {
   std::atomic<std::int64_t> opened_ns{0};    ///< steady clock at open, kept only when the top has a release hook
 
   alignas(64) char label[label_capacity]{};
-  std::uint64_t magic = 0;  ///< tells a child_meta from other slots of the meta region (debug checks)
+  std::uint32_t magic = 0;  ///< tells a child_meta from other slots of the meta region (debug checks)
+  /// Bumped each time a chunk of this meta is released, in builds that check handles (see chunk_ref): tells a
+  /// handle of a released chunk from one of the chunk that reuses the meta.
+  std::atomic<std::uint32_t> generation{0};
 
   static std::byte* load(const std::atomic<std::byte*>& p) noexcept { return p.load(std::memory_order_relaxed); }
   static void store(std::atomic<std::byte*>& p, std::byte* value) noexcept {
@@ -210,7 +250,59 @@ struct alignas(64) child_meta {
 };
 static_assert(sizeof(child_meta) == 192);  // three cache lines
 static_assert(sizeof(std::source_location) == sizeof(std::uintptr_t));
-inline constexpr std::uint64_t child_meta_magic = 0x7065'7266'6c6f'636dULL;  // "perflocm"
+inline constexpr std::uint32_t child_meta_magic = 0x7066'6c6d;  // "pflm"
+
+// ---------------------------------------------------------------------------------------------------------
+// Handles that outlive the process_chunk object
+// ---------------------------------------------------------------------------------------------------------
+
+/// Stops the program: a handle made for generation `generation` of `meta` was used after that chunk was
+/// released (src/perfloc/process.cpp).
+[[noreturn]] void stale_handle(const child_meta* meta, unsigned generation) noexcept;
+
+/// A chunk of this meta ends: handles made for it no longer pass chunk_ref's check.
+inline void end_generation([[maybe_unused]] child_meta* meta) noexcept {
+#if PERFLOC_CHECK_HANDLES
+  meta->generation.store(meta->generation.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+#endif
+}
+
+/// What a perfloc::allocator (so also a perfloc::vector) and the pmr resource hold: the chunk's meta. A
+/// handle may outlive its chunk, and the meta then serves the next chunk opened from it; in builds that check
+/// handles, the handle also keeps the low 16 bits of the meta's generation from when it was made, in the
+/// pointer's top 16 bits (metas are mmap'd below 2^47), and every use compares them with the meta's. It stays
+/// 8 bytes: perfloc.asio keeps an optional allocator in a coroutine frame's 16-byte header.
+class chunk_ref {
+ public:
+  explicit chunk_ref(child_meta* meta) noexcept : word_(reinterpret_cast<std::uintptr_t>(meta)) {
+#if PERFLOC_CHECK_HANDLES
+    word_ |= std::uintptr_t{meta->generation.load(std::memory_order_relaxed) & generation_mask} << address_bits;
+#endif
+  }
+
+  /// The meta, for a use of the handle: stops the program if the chunk it was made for has been released.
+  inline child_meta* meta() const noexcept {
+#if PERFLOC_CHECK_HANDLES
+    child_meta* meta = same_meta();
+    const auto generation = static_cast<unsigned>(word_ >> address_bits);
+    if ((meta->generation.load(std::memory_order_relaxed) & generation_mask) != generation) [[unlikely]]
+      stale_handle(meta, generation);
+    return meta;
+#else
+    return same_meta();
+#endif
+  }
+  /// The meta, for comparisons: two handles of one meta are equal.
+  inline child_meta* same_meta() const noexcept {
+    return reinterpret_cast<child_meta*>(word_ & ((std::uintptr_t{1} << address_bits) - 1));
+  }
+
+ private:
+  static constexpr unsigned address_bits = 48;
+  static constexpr std::uint32_t generation_mask = 0xffff;
+  std::uintptr_t word_;
+};
+static_assert(sizeof(chunk_ref) == sizeof(void*));
 
 // ---------------------------------------------------------------------------------------------------------
 // Per-thread cache
@@ -448,10 +540,13 @@ struct cleanup_record {
   void (*destroy)(void* object) noexcept;
 };
 
-/// The 8 bytes right before every object `make` returns: its chunk's meta, and two flag bits.
+/// The 8 bytes right before every object `make` returns: its chunk's meta, and three flag bits.
 struct object_header {
-  static constexpr std::uintptr_t destroyed_bit = 1;
+  static constexpr std::uintptr_t destroyed_bit = 1;    ///< by perfloc::destroy
   static constexpr std::uintptr_t has_cleanup_bit = 2;
+  /// Its destructor was run (or is running) by the chunk's release: a destroy() from another destructor
+  /// during the release then does nothing, whichever of the two objects is older.
+  static constexpr std::uintptr_t released_bit = 4;
   static constexpr std::uintptr_t flag_bits = 63;  // child_meta is 64-aligned
   std::uintptr_t word;
 
@@ -466,6 +561,7 @@ struct object_layout {
   static constexpr std::size_t alignment = alignof(T) > min_alignment ? alignof(T) : min_alignment;
   static constexpr std::size_t prefix =
       round_up(sizeof(object_header) + (has_cleanup ? sizeof(cleanup_record) : 0), alignof(T) > 8 ? alignof(T) : 8);
+  static_assert(sizeof(T) <= ~std::size_t{0} / 2 - prefix, "make<T>: T is larger than any top chunk can give");
   static constexpr std::size_t request = prefix + sizeof(T);  ///< what make<T> allocates
 
   static object_header* header_of(void* object) noexcept { return static_cast<object_header*>(object) - 1; }
@@ -534,7 +630,10 @@ struct chunk_header {
   std::byte* first_free;
   std::size_t freed_since_merge;  ///< bytes kept as spans since the last merge_spans (valid under span_mask)
   std::byte* span_lists[span_class_count];  ///< each points at a span's end (its tag is just below)
-  alignas(16) std::byte resource_storage[16];  ///< the std::pmr view of this chunk, made on first use
+  /// The std::pmr view of this chunk, made on first use. Builds that check handles make each chunk of a
+  /// shell's its resource in the next slot, so that a pmr container left from an earlier chunk does not find
+  /// the new chunk's resource at its address (it is caught unless four chunks later made theirs there).
+  alignas(16) std::byte resource_storage[PERFLOC_CHECK_HANDLES ? 4 : 1][16];
 
   block_header* first_block() noexcept { return reinterpret_cast<block_header*>(this) - 1; }
 
@@ -679,6 +778,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
       binding.top != top || binding.id != top->id || cache->free_block_count[0] >= cached_block_limit(0))
       [[unlikely]]
     return release_chunk_slow(chunk);
+  end_generation(meta);
   cache->unlink(meta);
   meta->state.store(meta_state::free, std::memory_order_relaxed);
   cache->give_shell(chunk->first_block());  // the meta stays attached
@@ -699,23 +799,27 @@ void check_outlives(chunk_header* owner, const void* object) noexcept;
 /// src/perfloc/process.cpp, which is where its vtable is emitted.
 class chunk_resource final : public std::pmr::memory_resource {
  public:
-  explicit chunk_resource(chunk_header* chunk) noexcept : chunk_(chunk) {}
+  explicit chunk_resource(child_meta* meta) noexcept : chunk_(meta) {}
 
  private:
   void* do_allocate(std::size_t bytes, std::size_t alignment) override;
   void do_deallocate(void* p, std::size_t bytes, std::size_t alignment) override;
   bool do_is_equal(const std::pmr::memory_resource& other) const noexcept override;
 
-  chunk_header* chunk_;
+  chunk_ref chunk_;  ///< checked on every call, in builds that check handles
 };
-static_assert(sizeof(chunk_resource) <= sizeof(chunk_header::resource_storage));
+static_assert(sizeof(chunk_resource) <= sizeof(chunk_header::resource_storage[0]));
 
 inline std::pmr::memory_resource* resource_of(chunk_header* chunk) noexcept {
+  constexpr std::size_t slots = std::extent_v<decltype(chunk_header::resource_storage)>;
+  std::size_t index = 0;
+  if constexpr (slots > 1) index = chunk->meta->generation.load(std::memory_order_relaxed) % slots;
+  std::byte* slot = chunk->resource_storage[index];
   if (!chunk->resource_made) {
-    ::new (static_cast<void*>(chunk->resource_storage)) chunk_resource(chunk);
+    ::new (static_cast<void*>(slot)) chunk_resource(chunk->meta);
     chunk->resource_made = true;
   }
-  return std::launder(reinterpret_cast<chunk_resource*>(chunk->resource_storage));
+  return std::launder(reinterpret_cast<chunk_resource*>(slot));
 }
 
 }  // namespace perfloc::detail
