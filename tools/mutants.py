@@ -116,9 +116,9 @@ def failing_tests(output):
     return failed
 
 
-def run_suite(work, env, timeout, exclude, jobs):
+def run_suite(work, env, timeout, exclude, jobs, build_jobs):
     started = time.monotonic()
-    status, output = run(["cmake", "--build", "--preset", "debug"], work, env, timeout)
+    status, output = run(["cmake", "--build", "--preset", "debug", "-j", str(build_jobs)], work, env, timeout)
     if status is None:
         return "timeout (build)", {}, output
     if status != 0:
@@ -150,6 +150,7 @@ def main():
     parser.add_argument("--work", type=Path, default=ROOT / "build" / "mutants" / "tree", help="scratch worktree")
     parser.add_argument("--exclude", default="", help="CTest tests to skip (a regex for ctest -E)")
     parser.add_argument("--jobs", type=int, default=1, help="ctest -j")
+    parser.add_argument("--build-jobs", type=int, default=2, help="parallel build jobs (a shared machine: few)")
     parser.add_argument("--no-baseline", action="store_true", help="do not run the unmutated suite first")
     parser.add_argument("--log", type=Path, help="directory for each run's build and test output")
     args = parser.parse_args()
@@ -182,7 +183,7 @@ def main():
 
     if not args.no_baseline:
         say("baseline: the unmutated suite")
-        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs)
+        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
         (log_dir / "baseline.log").write_text(output)
         if verdict != "passed":
             say(f"baseline {verdict}: {', '.join(describe(failed)) or 'see the log'}; fix the suite first")
@@ -196,7 +197,7 @@ def main():
         path.write_text(original.replace(m["find"], m["replace"], 1))
         started = time.monotonic()
         try:
-            verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs)
+            verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
         finally:
             path.write_text(original)
         (log_dir / f"{m['name']}.log").write_text(output)
