@@ -25,6 +25,9 @@ namespace {
 
 constexpr std::size_t KiB = 1024;
 
+/// What a request of `bytes` counts in in_use_bytes (README): a multiple of 16, at least 16.
+std::size_t footprint(std::size_t bytes) { return ((bytes ? bytes : 1) + 15) & ~std::size_t{15}; }
+
 bool aligned(const void* p, std::size_t alignment) {
   return reinterpret_cast<std::uintptr_t>(p) % alignment == 0;
 }
@@ -52,19 +55,41 @@ struct alignas(64) wide {
 
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(allocate_returns_writable_aligned_distinct_memory_for_every_alignment) {
+BOOST_AUTO_TEST_CASE(allocate_returns_writable_aligned_non_overlapping_memory_for_every_alignment) {
   perfloc::process_chunk chunk;
-  std::set<void*> seen;
-  for (std::size_t alignment = 1; alignment <= 4096; alignment *= 2)
-    for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{100}, std::size_t{5000}}) {
-      void* p = chunk.allocate(bytes, alignment);
-      BOOST_REQUIRE(p != nullptr);
-      BOOST_TEST(aligned(p, alignment), "alignment " << alignment);
-      BOOST_TEST(seen.insert(p).second);
-      std::memset(p, 0xcd, bytes);
+  struct range {
+    std::size_t bytes;
+    unsigned char fill;
+  };
+  std::map<std::uintptr_t, range> live;  // every allocation stays live: none may overlap another
+  unsigned char fill = 1;
+  auto take = [&](std::size_t bytes, std::size_t alignment) {
+    auto* p = static_cast<unsigned char*>(alignment ? chunk.allocate(bytes, alignment) : chunk.allocate(bytes));
+    const auto at = reinterpret_cast<std::uintptr_t>(p);
+    BOOST_REQUIRE(p != nullptr);
+    const std::size_t expected_alignment = alignment ? alignment : alignof(std::max_align_t);
+    BOOST_TEST(aligned(p, expected_alignment), "allocate(" << bytes << ", " << alignment << ")");
+    const std::size_t span = std::max<std::size_t>(bytes, 1);  // allocate(0) is distinct too
+    auto next = live.lower_bound(at);
+    if (next != live.end()) BOOST_REQUIRE_MESSAGE(at + span <= next->first, "overlaps the allocation after it");
+    if (next != live.begin()) {
+      auto before = std::prev(next);
+      BOOST_REQUIRE_MESSAGE(before->first + std::max<std::size_t>(before->second.bytes, 1) <= at,
+                            "overlaps the allocation before it");
     }
-  void* default_aligned = chunk.allocate(3);
-  BOOST_TEST(aligned(default_aligned, alignof(std::max_align_t)));
+    std::memset(p, fill, bytes);
+    live.emplace(at, range{bytes, fill});
+    fill = static_cast<unsigned char>(fill % 250 + 1);
+  };
+  for (std::size_t alignment = 1; alignment <= 4096; alignment *= 2)
+    for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{7}, std::size_t{100}, std::size_t{5000}})
+      take(bytes, alignment);
+  for (std::size_t bytes : {std::size_t{0}, std::size_t{3}, std::size_t{16}, std::size_t{17}}) take(bytes, 0);
+  // Everything written is still there: no allocation was handed out twice or written over by another.
+  for (const auto& [at, r] : live) {
+    const auto* p = reinterpret_cast<const unsigned char*>(at);
+    BOOST_TEST(std::all_of(p, p + r.bytes, [&](unsigned char c) { return c == r.fill; }), r.bytes << " bytes at " << at);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(allocate_zero_gives_distinct_non_null_pointers) {
@@ -132,8 +157,21 @@ BOOST_AUTO_TEST_CASE(destroy_runs_the_destructor_once_and_release_skips_it) {
 }
 
 BOOST_AUTO_TEST_CASE(destroy_of_nullptr_does_nothing) {
-  perfloc::destroy(static_cast<int*>(nullptr));
-  perfloc::destroy(static_cast<const tracer*>(nullptr));
+  std::vector<int> log;
+  perfloc::top_chunk top;
+  {
+    perfloc::process_chunk chunk{top};
+    chunk.make<tracer>(log, 1);
+    const perfloc::chunk_stats before = chunk.stats();
+    perfloc::destroy(static_cast<int*>(nullptr));
+    perfloc::destroy(static_cast<const tracer*>(nullptr));
+    const perfloc::chunk_stats after = chunk.stats();
+    BOOST_TEST(after.in_use_bytes == before.in_use_bytes);
+    BOOST_TEST(after.objects_destroyed == 0u);
+    BOOST_TEST(log.empty());  // no destructor ran
+    BOOST_TEST(top.stats().in_use_bytes == footprint(8 + 24 + sizeof(tracer)));
+  }
+  BOOST_TEST(log == (std::vector<int>{1}), boost::test_tools::per_element());  // the one made, destroyed once
 }
 
 BOOST_AUTO_TEST_CASE(destroyed_memory_is_reused_by_the_chunk) {
@@ -301,20 +339,47 @@ BOOST_AUTO_TEST_CASE(an_exception_unwinding_through_nested_scopes_leaks_nothing)
 BOOST_AUTO_TEST_CASE(the_pmr_resource_allocates_from_the_chunk) {
   perfloc::process_chunk chunk;
   std::pmr::memory_resource* resource = chunk.resource();
-  BOOST_TEST(resource == chunk.resource());
-  BOOST_TEST(resource->is_equal(*chunk.resource()));
   perfloc::process_chunk other;
+  // Equal only to itself: not to another chunk's resource (either way round), not to the global heap's.
   BOOST_TEST(!resource->is_equal(*other.resource()));
+  BOOST_TEST(!other.resource()->is_equal(*resource));
+  BOOST_TEST(!resource->is_equal(*std::pmr::new_delete_resource()));
+  BOOST_TEST(!std::pmr::new_delete_resource()->is_equal(*resource));
+  BOOST_TEST((std::pmr::polymorphic_allocator<int>{resource} != std::pmr::polymorphic_allocator<int>{other.resource()}));
   {
     std::pmr::vector<int> numbers{resource};
     for (int i = 0; i < 1000; ++i) numbers.push_back(i);
-    BOOST_TEST(chunk.stats().in_use_bytes >= 1000 * sizeof(int));
+    // std::vector grows its buffer by doubling from 1: the live buffer holds 1024 ints, the rest went back.
+    BOOST_TEST(numbers.capacity() == 1024u);
+    BOOST_TEST(chunk.stats().in_use_bytes == 1024 * sizeof(int));
     perfloc::process_chunk moved = std::move(chunk);  // the resource stays valid while the handle moves
+    BOOST_TEST(moved.resource() == resource);
     numbers.push_back(1000);
     BOOST_TEST(numbers[1000] == 1000);
     chunk = std::move(moved);
   }
   BOOST_TEST(chunk.stats().in_use_bytes == 0u);  // every buffer was given back
+}
+
+BOOST_AUTO_TEST_CASE(pmr_containers_of_different_chunks_copy_on_move_assignment) {
+  // Resources of different chunks are not equal, so a std::pmr container moved into one of another chunk
+  // must copy its elements into its own chunk, not steal a buffer that dies with the other chunk.
+  perfloc::process_chunk mine;
+  perfloc::process_chunk theirs;
+  std::pmr::vector<std::uint64_t> target{mine.resource()};
+  {
+    std::pmr::vector<std::uint64_t> source{theirs.resource()};
+    source.reserve(64);
+    for (std::uint64_t i = 0; i < 64; ++i) source.push_back(i * 7);
+    BOOST_TEST(theirs.stats().in_use_bytes == 64 * sizeof(std::uint64_t));
+    target = std::move(source);
+    BOOST_TEST(mine.stats().in_use_bytes == 64 * sizeof(std::uint64_t));  // a buffer of its own, in its chunk
+    // target's elements are in `mine`: after `theirs` is released, they are still there.
+  }
+  theirs.release();
+  BOOST_REQUIRE(target.size() == 64u);
+  for (std::uint64_t i = 0; i < 64; ++i) BOOST_REQUIRE(target[i] == i * 7);
+  BOOST_TEST(target.get_allocator().resource() == mine.resource());
 }
 
 BOOST_AUTO_TEST_CASE(a_chunk_can_be_released_on_another_thread) {
@@ -344,8 +409,6 @@ struct model_allocation {
   std::size_t bytes, alignment;
   unsigned char fill;
 };
-
-std::size_t footprint(std::size_t bytes) { return ((bytes ? bytes : 1) + 15) & ~std::size_t{15}; }
 
 bool intact(const unsigned char* p, std::size_t bytes, unsigned char fill) {
   return std::all_of(p, p + bytes, [fill](unsigned char c) { return c == fill; });

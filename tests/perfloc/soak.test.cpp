@@ -1,10 +1,10 @@
 // Soak: about a million scopes with mixed allocation patterns on two threads, some chunks handed from one
 // thread to the other and released there, then checks that the top chunk comes back to where it started.
 //
-// Bounded: it stops after PERFLOC_SOAK_SCOPES scopes (default 1,000,000) or PERFLOC_SOAK_SECONDS seconds
-// (default 5, so that it stays short under the sanitizers), whichever comes first; both can be raised for a
-// long run (PERFLOC_SOAK_SECONDS=600 PERFLOC_SOAK_SCOPES=0 for ten minutes; 0 scopes means no count limit).
-// It prints how many scopes it ran. Nothing in it depends on timing: the clock only bounds the run.
+// Bounded by operations, never by time: each of the two threads runs exactly half of PERFLOC_SOAK_SCOPES
+// scopes (default 1,000,000; about 2 s in a debug build), whatever the speed of the machine, so what it
+// detects (a leak that grows with the number of scopes, such as chunks released on the other thread whose
+// metas never go home) it detects on every run. Raise it for a long run: PERFLOC_SOAK_SCOPES=100000000.
 //
 // The stated bound on memory after the burst: committed <= retain_bytes + the committed memory before the
 // burst (header and meta region) + one 4 KiB header page per 64 KiB of the peak (a decommitted free block
@@ -13,7 +13,6 @@
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
-#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -37,13 +36,17 @@ std::uint64_t env_or(const char* name, std::uint64_t fallback) {
 }
 
 std::atomic<long> alive{0};
-std::atomic<long> made{0};
+std::atomic<long> made{0};       // counted by the scopes, as they ask for objects
+std::atomic<long> destroyed{0};  // counted by the destructor
 
 struct node {
   std::uint64_t value;
   node* next;
   node(std::uint64_t v, node* n) : value(v), next(n) { alive.fetch_add(1, std::memory_order_relaxed); }
-  ~node() { alive.fetch_sub(1, std::memory_order_relaxed); }
+  ~node() {
+    alive.fetch_sub(1, std::memory_order_relaxed);
+    destroyed.fetch_add(1, std::memory_order_relaxed);
+  }
 };
 
 /// Chunks handed from one thread to the other, which releases them.
@@ -128,26 +131,25 @@ bool one_scope(perfloc::top_chunk& top, std::mt19937_64& random, mailbox& outgoi
 }  // namespace
 
 BOOST_AUTO_TEST_CASE(a_million_scopes_on_two_threads_come_back_to_baseline) {
-  const std::uint64_t scope_limit = env_or("PERFLOC_SOAK_SCOPES", 1'000'000);
-  const auto seconds = std::chrono::seconds(env_or("PERFLOC_SOAK_SECONDS", 5));
+  constexpr std::uint64_t batch = 256;  // scopes between two takes of the mailbox
+  const std::uint64_t per_thread = (env_or("PERFLOC_SOAK_SCOPES", 1'000'000) / 2 + batch - 1) / batch * batch;
   constexpr std::size_t retain = 16 * MiB;
   perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1024 * MiB, .retain_bytes = retain}};
   const perfloc::top_stats before = top.stats();
   alive = 0;
   made = 0;
+  destroyed = 0;
 
   mailbox boxes[2];
   std::atomic<std::uint64_t> scopes{0};
   std::atomic<bool> failed{false};
-  const auto deadline = std::chrono::steady_clock::now() + seconds;
   auto worker = [&](int me) {
     std::mt19937_64 random(static_cast<std::uint64_t>(me) * 7919 + 1);
-    while (!failed.load(std::memory_order_relaxed)) {
-      for (int i = 0; i < 256; ++i)
+    for (std::uint64_t done = 0; done < per_thread && !failed.load(std::memory_order_relaxed); done += batch) {
+      for (std::uint64_t i = 0; i < batch; ++i)
         if (!one_scope(top, random, boxes[1 - me])) failed = true;
       boxes[me].take();  // releases the chunks the other thread handed over
-      const std::uint64_t done = scopes.fetch_add(256, std::memory_order_relaxed) + 256;
-      if ((scope_limit && done >= scope_limit) || std::chrono::steady_clock::now() >= deadline) break;
+      scopes.fetch_add(batch, std::memory_order_relaxed);
     }
   };
   std::thread a(worker, 0), b(worker, 1);
@@ -160,7 +162,9 @@ BOOST_AUTO_TEST_CASE(a_million_scopes_on_two_threads_come_back_to_baseline) {
                               << after.peak_committed_bytes / KiB << " KiB, committed after "
                               << after.committed_bytes / KiB << " KiB");
   BOOST_TEST(!failed.load());
-  BOOST_TEST(scopes.load() > 0u);
+  BOOST_TEST(scopes.load() == 2 * per_thread);  // every scope ran: the run is the same on any machine
+  BOOST_TEST(made.load() > 0);
+  BOOST_TEST(destroyed.load() == made.load());  // each object made was destroyed exactly once
   BOOST_TEST(alive.load() == 0);
   BOOST_TEST(after.live_chunks == before.live_chunks);
   BOOST_TEST(after.in_use_bytes == before.in_use_bytes);

@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""tools/mutants.py — does the suite catch realistic bugs? (`tools/dev mutants [NAME...]`)
+
+Applies each mutation of tools/mutants.json, one at a time, to a scratch git worktree of the caller's HEAD
+(never the caller's own tree), builds the debug preset there, runs the suite (ctest) and prints a table:
+the mutation, whether it was caught, by how many tests and which. A test is a Boost.Test case where the
+failing executable names it ("error: in \"name\""), else the CTest test (perfloc.consumer,
+perfloc.fuzz.replay, ...).
+
+Each mutation is a file, an exact snippet that must occur exactly once in it, its replacement and a
+description; a snippet that is not found stops the run with "snippet not found" (the code moved: re-point
+the mutation). Exit status: 0 when every mutation run was caught, 1 when one survived, 2 on a usage or
+setup error.
+
+  tools/dev mutants                      every mutation (about 5-10 minutes each on a small machine)
+  tools/dev mutants NAME...              a subset, by name (--list shows them)
+  tools/dev mutants --timeout 1200 ...   seconds per mutation, build and tests (default 1800)
+  tools/dev mutants --exclude REGEX      skip CTest tests matching REGEX (e.g. perfloc.consumer)
+  tools/dev mutants --no-baseline        skip the run of the unmutated suite (which must pass)
+
+The scratch worktree is build/mutants/tree (--work DIR for another place); it is kept between runs, so
+later runs build incrementally, and reset to HEAD before each run.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LIST = ROOT / "tools" / "mutants.json"
+CASE = re.compile(r'(?:fatal )?error: in "([^"]+)"')
+CTEST_RESULT = re.compile(r"^\s*\d+/\d+ Test\s+#\d+: (\S+) \.+\s*(\*\*\*)?(\w+)")
+
+
+def say(text):
+    print(f"tools/mutants: {text}", file=sys.stderr, flush=True)
+
+
+def run(command, cwd, env, timeout):
+    """Runs a command; returns (status, output). status None on timeout."""
+    try:
+        done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, errors="replace", timeout=timeout)
+        return done.returncode, done.stdout
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return None, out
+
+
+def load_mutations(names):
+    data = json.loads(LIST.read_text())
+    mutations = data["mutations"]
+    if not names:
+        return mutations
+    by_name = {m["name"]: m for m in mutations}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        say(f"unknown mutation(s): {', '.join(unknown)} (tools/dev mutants --list)")
+        sys.exit(2)
+    return [by_name[n] for n in names]
+
+
+def prepare_tree(work):
+    """A detached worktree of the caller's HEAD at `work`, clean."""
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    if not (work / ".git").exists():
+        work.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(work), head],
+                       check=True, capture_output=True)
+    else:
+        subprocess.run(["git", "-C", str(work), "checkout", "--quiet", "--detach", "--force", head], check=True)
+        subprocess.run(["git", "-C", str(work), "reset", "--quiet", "--hard", head], check=True)
+    tools = ROOT / ".tools"
+    if tools.exists() and not (work / ".tools").exists():
+        (work / ".tools").symlink_to(tools.resolve())
+    return head
+
+
+def check_snippets(work, mutations):
+    """Every snippet occurs exactly once, or nothing runs."""
+    bad = []
+    for m in mutations:
+        path = work / m["file"]
+        count = path.read_text().count(m["find"]) if path.exists() else 0
+        if count != 1:
+            bad.append(f"{m['name']}: snippet {'not found' if count == 0 else f'found {count} times'} in {m['file']}")
+    if bad:
+        for line in bad:
+            say(line)
+        say("re-point these mutations in tools/mutants.json (the code moved)")
+        sys.exit(2)
+
+
+def failing_tests(output):
+    """{ctest test: [boost cases]} of the tests that failed, from ctest --output-on-failure output."""
+    failed = {}
+    current = None
+    for line in output.splitlines():
+        result = CTEST_RESULT.match(line)
+        if result:
+            name, _, status = result.groups()
+            current = name if status != "Passed" else None
+            if current:
+                failed.setdefault(current, [])
+            continue
+        if current:
+            for case in CASE.findall(line):
+                if case not in failed[current]:
+                    failed[current].append(case)
+    return failed
+
+
+def run_suite(work, env, timeout, exclude, jobs, build_jobs):
+    started = time.monotonic()
+    status, output = run(["cmake", "--build", "--preset", "debug", "-j", str(build_jobs)], work, env, timeout)
+    if status is None:
+        return "timeout (build)", {}, output
+    if status != 0:
+        return "build failed", {}, output
+    left = max(60, timeout - (time.monotonic() - started))
+    command = ["ctest", "--preset", "debug", "--output-on-failure", "-j", str(jobs), "--timeout", str(int(left))]
+    if exclude:
+        command += ["-E", exclude]
+    status, output = run(command, work, env, left + 30)
+    failed = failing_tests(output)
+    if status is None:
+        return "timeout (tests)", failed, output
+    return ("failed" if failed or status != 0 else "passed"), failed, output
+
+
+def describe(failed):
+    tests = []
+    for ctest_name, cases in failed.items():
+        short = ctest_name.removeprefix("perfloc.tests.").removeprefix("perfloc.")
+        tests += [f"{short}/{case}" for case in cases] if cases else [ctest_name]
+    return tests
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per mutation (build and tests)")
+    parser.add_argument("--work", type=Path, default=ROOT / "build" / "mutants" / "tree", help="scratch worktree")
+    parser.add_argument("--exclude", default="", help="CTest tests to skip (a regex for ctest -E)")
+    parser.add_argument("--jobs", type=int, default=1, help="ctest -j")
+    parser.add_argument("--build-jobs", type=int, default=2, help="parallel build jobs (a shared machine: few)")
+    parser.add_argument("--no-baseline", action="store_true", help="do not run the unmutated suite first")
+    parser.add_argument("--log", type=Path, help="directory for each run's build and test output")
+    args = parser.parse_args()
+
+    mutations = load_mutations(args.names)
+    if args.list:
+        for m in mutations:
+            flags = " [issue 12]" if m.get("issue12") else ""
+            flags += f" [rewritten: {m['rewritten']}]" if m.get("rewritten") else ""
+            print(f"{m['name']:40} {m['module']:12} {m['description']}{flags}")
+        return 0
+    for tool in ("cmake", "ctest", "git"):
+        if not shutil.which(tool, path=f"{ROOT / '.tools' / 'node_modules' / '.bin'}:{os.environ.get('PATH', '')}"):
+            say(f"{tool} not found (tools/dev deps installs cmake)")
+            return 2
+
+    work = args.work.resolve()
+    head = prepare_tree(work)
+    check_snippets(work, mutations)
+    env = dict(os.environ)
+    env["PATH"] = f"{work / '.tools' / 'node_modules' / '.bin'}:{env.get('PATH', '')}"
+    log_dir = (args.log or work.parent / "logs").resolve()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    say(f"scratch worktree {work} at {head[:12]}; logs in {log_dir}")
+    status, output = run(["cmake", "--preset", "debug"], work, env, args.timeout)
+    if status != 0:
+        print(output)
+        say("configuring the debug preset failed")
+        return 2
+
+    if not args.no_baseline:
+        say("baseline: the unmutated suite")
+        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
+        (log_dir / "baseline.log").write_text(output)
+        if verdict != "passed":
+            say(f"baseline {verdict}: {', '.join(describe(failed)) or 'see the log'}; fix the suite first")
+            return 2
+
+    rows = []
+    for i, m in enumerate(mutations, 1):
+        path = work / m["file"]
+        original = path.read_text()
+        say(f"[{i}/{len(mutations)}] {m['name']}: {m['description']}")
+        path.write_text(original.replace(m["find"], m["replace"], 1))
+        started = time.monotonic()
+        try:
+            verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
+        finally:
+            path.write_text(original)
+        (log_dir / f"{m['name']}.log").write_text(output)
+        tests = describe(failed)
+        caught = verdict != "passed"
+        rows.append((m["name"], caught, verdict, tests, time.monotonic() - started))
+        say(f"    {'caught' if caught else 'SURVIVED'} ({verdict}) by {len(tests)}: {', '.join(tests)}")
+
+    print()
+    print(f"{'mutation':40} {'caught':7} {'tests':>5}  which")
+    print(f"{'-' * 40} {'-' * 7} {'-' * 5}  {'-' * 40}")
+    for name, caught, verdict, tests, _ in rows:
+        which = ", ".join(tests) if tests else ("(the build failed)" if verdict == "build failed" else verdict)
+        print(f"{name:40} {'yes' if caught else 'NO':7} {len(tests):5}  {which}")
+    survived = [name for name, caught, *_ in rows if not caught]
+    print()
+    print(f"{len(rows) - len(survived)} of {len(rows)} caught" + (f"; survived: {', '.join(survived)}" if survived else ""))
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
