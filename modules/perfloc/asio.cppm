@@ -2,8 +2,10 @@
 //
 // What this unit owns (the only one that includes Boost.Asio):
 //
-//  * co_spawn. It does not wrap asio::co_spawn: it is a port of Asio 1.26's initiate_co_spawn and
-//    co_spawn_entry_point whose entry-point coroutine has a promise of our own (entry_promise). That
+//  * co_spawn. It does not wrap asio::co_spawn: it ports Asio 1.38's initiate_co_spawn,
+//    co_spawn_entry_point and co_spawn_cancellation_handler (cancellation before the first resume reaches
+//    the handler; the handler is never called inside co_spawn; a signal destroyed after emit is not read)
+//    onto the Asio 1.26 internals, with an entry-point coroutine that has a promise of our own (entry_promise). That
 //    promise's operator new opens the coroutine's chunk and puts [spawn_state | entry frame] at its start;
 //    its operator delete releases the chunk. Asio destroys the entry frame exactly when the coroutine's stack
 //    goes away — completion, exception, cancellation, or an io_context destroyed with the coroutine
@@ -21,13 +23,14 @@
 //    operation completing inline would nest the stack once per co_await (112 bytes each, measured; a loop of
 //    100 000 overflows 8 MiB).
 //  * use_chunk: use_awaitable whose handler's associated allocator is a per-coroutine recycler of operation
-//    memory (size classes, refilled from the chunk, under a spin lock: Asio frees operation memory on the
-//    completing thread) and whose associated executor is the unwrapped one, so Asio's native io_context
+//    memory (size classes, refilled from the chunk, under the chunk's lock: Asio frees operation memory on
+//    the completing thread) and whose associated executor is the unwrapped one, so Asio's native io_context
 //    fast path still applies.
 //  * Frames in a chunk: a std::coroutine_traits specialisation for asio::awaitable coroutines whose first
 //    parameter (after the object, for lambdas and member functions) is a process_chunk&, and the promise
-//    mixin chunk_frame_allocation for any coroutine type.
-//  * post: a plain task with a chunk of its own.
+//    mixin chunk_frame_allocation for any coroutine type. Frames are made and freed under the chunk's lock
+//    (lock_of): parallel children free theirs on their own threads.
+//  * post: a plain task with a chunk of its own, keeping the task's associated executor, allocator and slot.
 //
 // All of this relies on Asio 1.26 internals (awaitable_frame, awaitable_thread, awaitable_handler, the
 // co_spawn helpers), hence the static_assert on BOOST_ASIO_VERSION. Porting to another Asio means checking

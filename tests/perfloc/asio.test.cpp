@@ -59,14 +59,19 @@ std::atomic<long> global_news{0};
 // strand holds its executor on the heap (the wrapper is 32 bytes), so the strand test meets it.
 extern "C" const char* __tsan_default_suppressions() {
   return "race:boost::asio::execution::detail::shared_target_executor\n"
-         "race:boost::asio::detail::ref_count_down\n";
+         "race:boost::asio::detail::ref_count_down\n"
+         // Asio's parallel_group_launch (1.26 to 1.28 at least) puts the group's cancellation handler in the
+         // awaiting coroutine's slot after starting the operations: one that finishes on another pool thread
+         // first completes the group and clears that slot at the same time (both stacks hold only Asio's
+         // frames). The parallel-children test meets it.
+         "race:boost::asio::experimental::detail::parallel_group_launch\n";
 }
 
 namespace {
 const bool heap_calls_hooked = [] {
   return __sanitizer_install_malloc_and_free_hooks(
              [](const volatile void*, std::size_t) { global_news.fetch_add(1, std::memory_order_relaxed); },
-             nullptr) != 0;
+             [](const volatile void*) {}) != 0;  // both hooks, or none is installed
 }();
 }  // namespace
 #endif
@@ -969,7 +974,7 @@ struct counting_allocator {
   }
 };
 
-BOOST_AUTO_TEST_CASE(post_keeps_the_tasks_associated_executor_allocator_and_cancellation_slot) {
+BOOST_AUTO_TEST_CASE(post_keeps_the_tasks_associated_executor_and_allocator) {
   asio::thread_pool pool(4);
   perfloc::top_chunk top;
   auto strand = asio::make_strand(pool.get_executor());
@@ -1006,6 +1011,13 @@ BOOST_AUTO_TEST_CASE(global_new_per_coroutine_is_no_more_than_asio_co_spawn) {
 #if defined(PERFLOC_TEST_NO_NEW_COUNT)
   BOOST_REQUIRE(heap_calls_hooked);
 #endif
+  {  // the counter sees a heap call, or every comparison below would hold vacuously
+    const long before = global_news.load();
+    auto* probe = new int(1);
+    escape(probe);
+    delete probe;
+    BOOST_REQUIRE(global_news.load() > before);
+  }
   asio::io_context ctx;
   auto news_per_100 = [&](auto spawn) {
     for (int warm = 0; warm < 3; ++warm) {
