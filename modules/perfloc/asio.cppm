@@ -2,8 +2,10 @@
 //
 // What this unit owns (the only one that includes Boost.Asio):
 //
-//  * co_spawn. It does not wrap asio::co_spawn: it is a port of Asio 1.26's initiate_co_spawn and
-//    co_spawn_entry_point whose entry-point coroutine has a promise of our own (entry_promise). That
+//  * co_spawn. It does not wrap asio::co_spawn: it ports Asio 1.38's initiate_co_spawn,
+//    co_spawn_entry_point and co_spawn_cancellation_handler (cancellation before the first resume reaches
+//    the handler; the handler is never called inside co_spawn; a signal destroyed after emit is not read)
+//    onto the Asio 1.26 internals, with an entry-point coroutine that has a promise of our own (entry_promise). That
 //    promise's operator new opens the coroutine's chunk and puts [spawn_state | entry frame] at its start;
 //    its operator delete releases the chunk. Asio destroys the entry frame exactly when the coroutine's stack
 //    goes away — completion, exception, cancellation, or an io_context destroyed with the coroutine
@@ -21,13 +23,14 @@
 //    operation completing inline would nest the stack once per co_await (112 bytes each, measured; a loop of
 //    100 000 overflows 8 MiB).
 //  * use_chunk: use_awaitable whose handler's associated allocator is a per-coroutine recycler of operation
-//    memory (size classes, refilled from the chunk, under a spin lock: Asio frees operation memory on the
-//    completing thread) and whose associated executor is the unwrapped one, so Asio's native io_context
+//    memory (size classes, refilled from the chunk, under the chunk's lock: Asio frees operation memory on
+//    the completing thread) and whose associated executor is the unwrapped one, so Asio's native io_context
 //    fast path still applies.
 //  * Frames in a chunk: a std::coroutine_traits specialisation for asio::awaitable coroutines whose first
 //    parameter (after the object, for lambdas and member functions) is a process_chunk&, and the promise
-//    mixin chunk_frame_allocation for any coroutine type.
-//  * post: a plain task with a chunk of its own.
+//    mixin chunk_frame_allocation for any coroutine type. Frames are made and freed under the chunk's lock
+//    (lock_of): parallel children free theirs on their own threads.
+//  * post: a plain task with a chunk of its own, keeping the task's associated executor, allocator and slot.
 //
 // All of this relies on Asio 1.26 internals (awaitable_frame, awaitable_thread, awaitable_handler, the
 // co_spawn helpers), hence the static_assert on BOOST_ASIO_VERSION. Porting to another Asio means checking
@@ -36,6 +39,7 @@
 module;
 
 #include <atomic>
+#include <bit>
 #include <concepts>
 #include <coroutine>
 #include <cstddef>
@@ -50,6 +54,7 @@ module;
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
 #include <boost/asio/version.hpp>
 
@@ -59,6 +64,8 @@ static_assert(BOOST_ASIO_VERSION == 102600,
               "must be ported to it (see the comment at the top of modules/perfloc/asio.cppm) before it is used.");
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/associator.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -70,6 +77,7 @@ static_assert(BOOST_ASIO_VERSION == 102600,
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/system_executor.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -106,14 +114,36 @@ class spin_lock {
   std::atomic<bool> locked_{false};
 };
 
+/// The lock of what perfloc itself does to a chunk from threads other than its owner's: frames of parallel
+/// children (`co_await (step(chunk, 1) && step(chunk, 2))` on a thread pool) made and freed where the children
+/// run, operation memory given back where operations complete. The chunk's own allocation path assumes one
+/// owner and the chunk header has no room for a lock (it is the core's), so the locks are a fixed table of
+/// cache-line-sized spin locks indexed by the chunk's identity (its child_meta address, which allocator<>
+/// holds): one uncontended exchange on the single-threaded path; unrelated chunks rarely share a lock.
+struct alignas(64) padded_spin_lock {
+  spin_lock lock;
+};
+inline constexpr unsigned chunk_lock_count = 64;
+inline padded_spin_lock chunk_locks[chunk_lock_count];
+
+inline spin_lock& lock_of(allocator<std::byte> chunk) noexcept {
+  static_assert(sizeof(allocator<std::byte>) == sizeof(std::uintptr_t));
+  // child_metas are 192 bytes apart: drop the low bits, then spread with a multiplicative hash.
+  const auto identity = std::bit_cast<std::uintptr_t>(chunk) >> 6;
+  return chunk_locks[(identity * 0x9E3779B97F4A7C15ull) >> (64 - 6)].lock;
+}
+static_assert(chunk_lock_count == 1u << 6);
+
 /// Free lists of operation memory in size classes of 64 B to 4 KiB, refilled from the chunk. Asio gives
 /// operation memory back before it runs the handler, on whichever thread completed the operation, and
-/// operations running in parallel may allocate and free at the same time: every access is under the lock.
-/// In steady state only the free lists are touched, so a coroutine looping over operations stays at a
-/// constant footprint. The chunk itself is touched here (under the lock) only while the coroutine is
-/// suspended on the operation asking for memory, so it never races with the coroutine's own use of it.
+/// operations running in parallel may allocate and free at the same time: every access is under the chunk's
+/// lock (lock_of). In steady state only the free lists are touched, so a coroutine looping over operations
+/// stays at a constant footprint. The chunk itself is touched here (under the lock) only while the coroutine
+/// is suspended on the operation asking for memory, so it never races with the coroutine's own use of it.
 class op_recycler {
  public:
+  inline explicit op_recycler(spin_lock& lock) noexcept : lock_(&lock) {}
+
   static constexpr unsigned class_count = 7;
   static constexpr std::size_t min_bytes = 64;
   static constexpr std::size_t max_bytes = min_bytes << (class_count - 1);
@@ -121,7 +151,7 @@ class op_recycler {
   inline void* allocate(process_chunk& chunk, std::size_t bytes, std::size_t alignment) {
     if (bytes <= max_bytes && alignment <= alignof(std::max_align_t)) [[likely]] {
       const unsigned size_class = class_of(bytes);
-      std::lock_guard guard(lock_);
+      std::lock_guard guard(*lock_);
       if (node* n = free_[size_class]) {
         free_[size_class] = n->next;
         track::handed_out(n, bytes_of(size_class));
@@ -129,7 +159,7 @@ class op_recycler {
       }
       return chunk.allocate(bytes_of(size_class), alignof(std::max_align_t));
     }
-    std::lock_guard guard(lock_);
+    std::lock_guard guard(*lock_);
     return chunk.allocate(bytes, alignment);
   }
 
@@ -137,14 +167,14 @@ class op_recycler {
     if (bytes <= max_bytes && alignment <= alignof(std::max_align_t)) [[likely]] {
       const unsigned size_class = class_of(bytes);
       auto* n = static_cast<node*>(p);
-      std::lock_guard guard(lock_);
+      std::lock_guard guard(*lock_);
       n->next = free_[size_class];
       free_[size_class] = n;
       // The link stays readable; the rest is reported if used after Asio gave it back.
       track::taken_back(reinterpret_cast<std::byte*>(n) + sizeof(node), bytes_of(size_class) - sizeof(node));
       return;
     }
-    std::lock_guard guard(lock_);
+    std::lock_guard guard(*lock_);
     chunk.deallocate(p, bytes, alignment);
   }
 
@@ -159,14 +189,20 @@ class op_recycler {
   }
   static constexpr std::size_t bytes_of(unsigned size_class) noexcept { return min_bytes << size_class; }
 
-  spin_lock lock_;
+  spin_lock* lock_;  ///< the chunk's (lock_of), shared with frames in the chunk
   node* free_[class_count] = {};
 };
 
 /// What a perfloc coroutine keeps beside its entry frame, at the start of its own chunk.
 struct spawn_state_base {
+  inline spawn_state_base(process_chunk&& c, std::shared_ptr<void> signal) noexcept
+      : chunk(std::move(c)), operations(lock_of(allocator<std::byte>(chunk))), forwarded_signal(std::move(signal)) {}
+
   process_chunk chunk;  ///< the handle; it never moves (this object lives in the chunk it owns)
   op_recycler operations;
+  /// The spawn's own cancellation signal when emits are forwarded through an executor (spawn_cancellation):
+  /// the coroutine's cancellation state lives in it, so it lives as long as the coroutine too.
+  std::shared_ptr<void> forwarded_signal;
 
   inline void* allocate_operation(std::size_t bytes, std::size_t alignment) {
     return operations.allocate(chunk, bytes, alignment);
@@ -178,7 +214,8 @@ struct spawn_state_base {
 
 template <class Executor>
 struct spawn_state : spawn_state_base {
-  inline spawn_state(process_chunk&& c, const Executor& ex) : spawn_state_base{std::move(c), {}}, executor(ex) {}
+  inline spawn_state(process_chunk&& c, std::shared_ptr<void> signal, const Executor& ex)
+      : spawn_state_base(std::move(c), std::move(signal)), executor(ex) {}
   Executor executor;  ///< the spawn executor without the chunk wrapper; use_chunk handlers report this one
 };
 
@@ -414,6 +451,7 @@ struct spawn_params {
   const Executor* executor;
   std::source_location where;
   std::string_view label;
+  std::shared_ptr<void> forwarded_signal;  ///< moved into the spawn state
   spawn_state<Executor>* state = nullptr;
   const void* owner = nullptr;
 };
@@ -462,7 +500,8 @@ class entry_promise
     process_chunk chunk = params.label.empty() ? process_chunk{*params.top, params.where}
                                                : process_chunk{*params.top, params.label, params.where};
     void* memory = chunk.allocate(state_bytes + frame_bytes, alignof(std::max_align_t));
-    params.state = ::new (memory) spawn_state<Executor>(std::move(chunk), *params.executor);
+    params.state = ::new (memory)
+        spawn_state<Executor>(std::move(chunk), std::move(params.forwarded_signal), *params.executor);
     return static_cast<std::byte*>(memory) + state_bytes;
   }
 
@@ -641,8 +680,41 @@ inline auto invoke_factory(F& factory, process_chunk& chunk) {
     return factory();
 }
 
-/// Asio 1.26's co_spawn_entry_point, with the chunk: the same delivery of the result or exception (through
-/// the handler's associated executor, never inside the initiating function).
+// ---------------------------------------------------------------------------------------------------------
+// The entry point and its launch: Asio 1.38's co_spawn, on every Asio perfloc supports
+// ---------------------------------------------------------------------------------------------------------
+
+/// Which spawns this thread is launching: the coroutine runs inline from co_spawn until its first suspension,
+/// and while it has not suspended its handler must not be called (Asio forbids a completion inside the
+/// initiating function). Asio 1.36+ keeps the same record (awaitable_launch_context); Asio 1.26 only had a
+/// "has the context switched" flag, which an operation completing inline sets although the coroutine never
+/// left co_spawn. A stack of scopes, because a launching coroutine may launch others.
+class launch_scope {
+ public:
+  inline explicit launch_scope(const void* state) noexcept : state_(state), outer_(innermost) { innermost = this; }
+  inline ~launch_scope() { innermost = outer_; }
+  launch_scope(const launch_scope&) = delete;
+  launch_scope& operator=(const launch_scope&) = delete;
+
+  static inline bool launching(const void* state) noexcept {
+    for (const launch_scope* scope = innermost; scope; scope = scope->outer_)
+      if (scope->state_ == state) return true;
+    return false;
+  }
+
+ private:
+  static inline thread_local launch_scope* innermost = nullptr;
+  const void* state_;
+  launch_scope* outer_;
+};
+
+/// Asio 1.38's co_spawn_entry_point, with the chunk. The factory's coroutine is awaited inside the try
+/// block, so a cancellation that arrives before its first resume (Asio's await_transform throws
+/// operation_aborted when it is co_awaited) reaches the handler like any other error. A coroutine still
+/// inside its launch leaves co_spawn's call first (one post), after turning off throw-on-cancellation: a
+/// cancellation that arrived meanwhile must not make that post throw out of the pump (out of
+/// io_context::run(), or std::terminate on a thread pool). The result or exception then goes through the
+/// handler's associated executor.
 template <class T, class Executor, class F, class Handler>
 asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry(spawn_params<Executor>& params,
                                                                                  F factory, Handler handler) {
@@ -653,38 +725,77 @@ asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry
 
   (void)co_await asio::dispatch(spawn_token<Executor>{state});
 
-  (co_await asio_detail::awaitable_thread_has_context_switched{}) = false;
   std::exception_ptr e = nullptr;
-  if constexpr (std::is_void_v<T>) {
-    try {
+  std::optional<std::conditional_t<std::is_void_v<T>, std::monostate, T>> result;
+  try {
+    if constexpr (std::is_void_v<T>)
       co_await invoke_factory(factory, state->chunk);
-    } catch (...) {
-      e = std::current_exception();
-    }
-  } else {
-    bool done = false;
-    try {
-      T t = co_await invoke_factory(factory, state->chunk);
-      done = true;
-      bool switched = (co_await asio_detail::awaitable_thread_has_context_switched{});
-      if (!switched) (void)co_await asio::post(spawn_token<Executor>{state});
-      asio::dispatch(handler_work.get_executor(), [handler = std::move(handler), t = std::move(t)]() mutable {
-        std::move(handler)(std::exception_ptr(), std::move(t));
-      });
-      co_return;
-    } catch (...) {
-      if (done) throw;
-      e = std::current_exception();
-    }
+    else
+      result.emplace(co_await invoke_factory(factory, state->chunk));
+  } catch (...) {
+    e = std::current_exception();
   }
-  bool switched = (co_await asio_detail::awaitable_thread_has_context_switched{});
-  if (!switched) (void)co_await asio::post(spawn_token<Executor>{state});
+  if (launch_scope::launching(state)) {
+    co_await asio::this_coro::throw_if_cancelled(false);
+    (void)co_await asio::post(spawn_token<Executor>{state});
+  }
   if constexpr (std::is_void_v<T>)
     asio::dispatch(handler_work.get_executor(), [handler = std::move(handler), e]() mutable { std::move(handler)(e); });
-  else
+  else if (e)
     asio::dispatch(handler_work.get_executor(),
                    [handler = std::move(handler), e]() mutable { std::move(handler)(e, T()); });
+  else
+    asio::dispatch(handler_work.get_executor(), [handler = std::move(handler), t = std::move(*result)]() mutable {
+      std::move(handler)(std::exception_ptr(), std::move(t));
+    });
 }
+
+/// The handler placed in the caller's cancellation slot: it forwards to the spawn's own signal, whose slot
+/// holds the coroutine's cancellation state. As Asio 1.38's co_spawn_cancellation_handler: for a handler
+/// without an associated executor the emit is forwarded at once; otherwise it is dispatched through the
+/// spawn executor, and the signal is shared by that dispatched emit, this handler and the coroutine (the
+/// spawn state keeps a reference), so a caller's signal destroyed right after emit leaves nothing dangling
+/// (Asio 1.26 kept the signal inside this handler: asio issue 1332).
+template <class Handler, class Executor, class = void>
+class spawn_cancellation {
+ public:
+  inline spawn_cancellation(const Handler&, const Executor& ex)
+      : signal_(std::make_shared<asio::cancellation_signal>()), executor_(ex) {}
+
+  inline asio::cancellation_slot slot() noexcept { return signal_->slot(); }
+  inline std::shared_ptr<void> shared_signal() const noexcept { return signal_; }
+
+  inline void operator()(asio::cancellation_type_t type) {
+    asio::dispatch(executor_, [signal = signal_, type] { signal->emit(type); });
+  }
+
+ private:
+  std::shared_ptr<asio::cancellation_signal> signal_;
+  Executor executor_;
+};
+
+/// Whether `Handler` has an executor of its own. Asio 1.38 asks associated_executor's "unspecialised" marker,
+/// which Asio 1.26's binders (bind_cancellation_slot) do not pass on: a bound slot would then look like a
+/// bound executor and a cancellation emitted before run() would arrive after the coroutine's first resume.
+/// Asking with system_executor as the default gives the same answer on every version (a handler bound to
+/// system_executor itself runs inline anyway).
+template <class Handler>
+inline constexpr bool has_own_executor =
+    !std::is_same_v<typename asio::associated_executor<Handler, asio::system_executor>::type, asio::system_executor>;
+
+template <class Handler, class Executor>
+class spawn_cancellation<Handler, Executor, std::enable_if_t<!has_own_executor<Handler>>> {
+ public:
+  inline spawn_cancellation(const Handler&, const Executor&) noexcept {}
+
+  inline asio::cancellation_slot slot() noexcept { return signal_.slot(); }
+  inline std::shared_ptr<void> shared_signal() const noexcept { return nullptr; }
+
+  inline void operator()(asio::cancellation_type_t type) { signal_.emit(type); }
+
+ private:
+  asio::cancellation_signal signal_;
+};
 
 template <class AwaitableExecutor>
 class initiate_spawn {
@@ -700,12 +811,12 @@ class initiate_spawn {
 
   inline executor_type get_executor() const noexcept { return executor_; }
 
-  /// Asio 1.26's initiate_co_spawn, launching our entry point.
+  /// Asio 1.38's initiate_co_spawn, launching our entry point.
   template <class Handler, class F>
   void operator()(Handler&& handler, F&& factory) const {
     using traits = factory_traits<std::decay_t<F>>;
     using handler_type = std::decay_t<Handler>;
-    using cancel_handler_type = asio_detail::co_spawn_cancellation_handler<handler_type, AwaitableExecutor>;
+    using cancel_handler_type = spawn_cancellation<handler_type, AwaitableExecutor>;
 
     auto slot = asio::get_associated_cancellation_slot(handler);
     cancel_handler_type* cancel_handler =
@@ -714,8 +825,10 @@ class initiate_spawn {
     asio::cancellation_state cancel_state(proxy_slot);
 
     spawn_params<AwaitableExecutor> params{top_, &executor_, where_, std::string_view(label_, label_size_)};
+    if (cancel_handler) params.forwarded_signal = cancel_handler->shared_signal();
     auto entry = spawn_entry<typename traits::value_type, AwaitableExecutor>(params, std::forward<F>(factory),
                                                                             std::forward<Handler>(handler));
+    launch_scope launching(params.state);
     asio_detail::awaitable_handler<AwaitableExecutor, void>(std::move(entry), wrap_executor(executor_, params.owner),
                                                             proxy_slot, cancel_state)
         .launch();
@@ -735,7 +848,34 @@ concept spawn_executor = asio::execution::is_executor<E>::value || asio::is_exec
 template <class F>
 concept spawn_factory = requires { typename factory_traits<std::decay_t<F>>::awaitable_type; };
 
+/// perfloc::post's task: opens the chunk when it runs. Its associations are f's (the associator below).
+template <class F>
+struct chunk_task {
+  top_chunk* top;
+  F f;
+  std::source_location where;
+
+  inline void operator()() {
+    process_chunk chunk{*top, where};
+    f(chunk);
+  }
+};
+
 }  // namespace perfloc::detail
+
+/// chunk_task has the associated executor, allocator and cancellation slot of its function, as Asio's own
+/// handler wrappers (detail::binder0) do.
+template <template <class, class> class Associator, class F, class DefaultCandidate>
+struct boost::asio::associator<Associator, perfloc::detail::chunk_task<F>, DefaultCandidate>
+    : Associator<F, DefaultCandidate> {
+  static inline typename Associator<F, DefaultCandidate>::type get(const perfloc::detail::chunk_task<F>& task) noexcept {
+    return Associator<F, DefaultCandidate>::get(task.f);
+  }
+  static inline auto get(const perfloc::detail::chunk_task<F>& task, const DefaultCandidate& candidate) noexcept
+      -> decltype(Associator<F, DefaultCandidate>::get(task.f, candidate)) {
+    return Associator<F, DefaultCandidate>::get(task.f, candidate);
+  }
+};
 
 export namespace perfloc {
 
@@ -801,15 +941,14 @@ inline auto co_spawn(ExecutionContext& ctx, F&& factory, CompletionToken&& token
 // ---------------------------------------------------------------------------------------------------------
 
 /// Runs `f(chunk)` on `ex` with a process chunk of its own from `top`, released right after f returns or
-/// throws. The chunk is opened when the task runs, so a queued task holds none.
+/// throws. The chunk is opened when the task runs, so a queued task holds none. The task keeps f's associated
+/// executor, allocator and cancellation slot: `perfloc::post(ex, asio::bind_executor(strand, f))` runs f on
+/// the strand, as asio::post does.
 template <class Executor, class F>
   requires detail::spawn_executor<Executor> && std::is_invocable_v<std::decay_t<F>&, process_chunk&>
 inline void post(top_chunk& top, const Executor& ex, F&& f,
                  std::source_location where = std::source_location::current()) {
-  boost::asio::post(ex, [top = &top, f = std::forward<F>(f), where]() mutable {
-    process_chunk chunk{*top, where};
-    f(chunk);
-  });
+  boost::asio::post(ex, detail::chunk_task<std::decay_t<F>>{&top, std::forward<F>(f), where});
 }
 
 /// As above, with the chunk from default_top().
@@ -867,12 +1006,17 @@ struct chunk_frame_allocation {
     return header + header_bytes;
   }
 
+  /// Frames of parallel children are freed on the threads the children finish on, at the same time: under the
+  /// chunk's lock, as their creation is.
   static inline void operator delete(void* frame, std::size_t bytes) noexcept {
     auto* header = reinterpret_cast<frame_header*>(static_cast<std::byte*>(frame) - header_bytes);
-    if (header->chunk)
-      header->chunk->deallocate(reinterpret_cast<std::byte*>(header), header_bytes + bytes);
-    else
+    if (header->chunk) {
+      allocator<std::byte> chunk = *header->chunk;
+      std::lock_guard guard(detail::lock_of(chunk));
+      chunk.deallocate(reinterpret_cast<std::byte*>(header), header_bytes + bytes);
+    } else {
       ::operator delete(header, header_bytes + bytes);
+    }
   }
 
  private:
@@ -885,7 +1029,11 @@ struct chunk_frame_allocation {
   static_assert(sizeof(frame_header) <= header_bytes);
 
   static inline void* allocate(allocator<std::byte> chunk, std::size_t bytes) {
-    std::byte* header = chunk.allocate(header_bytes + bytes);
+    std::byte* header;
+    {
+      std::lock_guard guard(detail::lock_of(chunk));
+      header = chunk.allocate(header_bytes + bytes);
+    }
     ::new (static_cast<void*>(header)) frame_header{chunk};
     return header + header_bytes;
   }
