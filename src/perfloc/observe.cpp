@@ -150,10 +150,10 @@ namespace {
 
 /// What a block or a cell is painted as.
 struct paint {
-  std::string kind;   ///< "top header", "meta region", "chunk", "thread cache", "free", "free, decommitted"
-  std::string label;  ///< for a chunk
+  std::string kind;   ///< data-kind: "top header", "meta region", "chunk", "thread cache", "free", ...
+  std::string label;  ///< data-label, for a chunk
   std::string fill;
-  std::string title;  ///< for a chunk: its label and figures
+  std::string title;  ///< what a viewer shows on hover
 };
 
 /// Writes `svg` beside `path` and renames it over `path`: a reader has the old file or the new one.
@@ -187,6 +187,7 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
   struct label_total {
     std::size_t chunks = 0, in_use = 0, held = 0;
     std::string colour;
+    std::size_t paint = 0;  // in paints, below
   };
   std::map<std::string, label_total> labels;
   for (const detail::chunk_figures& c : shot.chunks) {
@@ -199,29 +200,39 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
   for (auto& entry : labels) entry.second.colour = hue_colour(label_index++, labels.size());
   constexpr std::size_t chunks_in_legend = 40;
   const bool colour_per_chunk = shot.chunks.size() <= chunks_in_legend;
-  std::unordered_map<const detail::child_meta*, std::size_t> chunk_index;
-  chunk_index.reserve(shot.chunks.size());
-  for (std::size_t i = 0; i < shot.chunks.size(); ++i) chunk_index.emplace(shot.chunks[i].identity, i);
 
-  auto paint_of = [&](const detail::block_view& b) -> paint {
-    switch (b.kind) {
-      case detail::block_view::top_header: return {"top header", "", "#555", "top chunk header"};
-      case detail::block_view::meta_region:
-        return {"meta region", "", "#888", "meta region in use: children meta list, thread caches"};
-      case detail::block_view::cached: return {"thread cache", "", "#9cc", "free, in a thread cache"};
-      case detail::block_view::free_committed: return {"free", "", "#cde8c4", "free in the top chunk, committed"};
-      case detail::block_view::free_decommitted: return {"free, decommitted", "", "#fff", "free, given back to the OS"};
-      case detail::block_view::unused: return {"unused", "", "#f4f4f4", "reserved, not used yet"};
-      case detail::block_view::in_chunk: break;
+  // What blocks are painted as: first each kind of block_view (in its order; in_chunk stands for a chunk
+  // opened between the walk and the reading of the block map), then each chunk's or each label's.
+  std::vector<paint> paints = {{"top header", "", "#555", "top chunk header"},
+                               {"meta region", "", "#888", "meta region in use: children meta list, thread caches"},
+                               {"chunk opened meanwhile", "", "#bbb", "a chunk opened while the picture was taken"},
+                               {"thread cache", "", "#9cc", "free, in a thread cache"},
+                               {"free", "", "#cde8c4", "free in the top chunk, committed"},
+                               {"free, decommitted", "", "#fff", "free, given back to the OS"},
+                               {"unused", "", "#f4f4f4", "reserved, not used yet"}};
+  auto chunk_paint = [](const std::string& label, std::string fill) {
+    return paint{"chunk", label, std::move(fill), "chunk '" + (label.empty() ? std::string("(no label)") : label) + "'"};
+  };
+  std::vector<std::size_t> paint_of_chunk(shot.chunks.size());
+  std::unordered_map<const detail::child_meta*, std::size_t> chunk_index;  // identity -> index in shot.chunks
+  chunk_index.reserve(shot.chunks.size());
+  for (auto& [label, l] : labels) {
+    l.paint = paints.size();
+    if (!colour_per_chunk) paints.push_back(chunk_paint(label, l.colour));
+  }
+  for (std::size_t i = 0; i < shot.chunks.size(); ++i) {
+    chunk_index.emplace(shot.chunks[i].identity, i);
+    if (colour_per_chunk) {
+      paint_of_chunk[i] = paints.size();
+      paints.push_back(chunk_paint(shot.chunks[i].label, hue_colour(i, shot.chunks.size())));
+    } else {
+      paint_of_chunk[i] = labels.find(shot.chunks[i].label)->second.paint;
     }
+  }
+  auto paint_of = [&](const detail::block_view& b) -> std::size_t {
+    if (b.kind != detail::block_view::in_chunk) return b.kind;
     const auto found = chunk_index.find(b.owner);
-    if (found == chunk_index.end())  // a chunk opened between the walk and the block map's reading
-      return {"chunk", "", "#bbb", "a chunk opened while the picture was taken"};
-    const detail::chunk_figures& c = shot.chunks[found->second];
-    const std::string label = c.label;
-    return {"chunk", label,
-            colour_per_chunk ? hue_colour(found->second, shot.chunks.size()) : labels[label].colour,
-            "chunk '" + (label.empty() ? std::string("(no label)") : label) + "'"};
+    return found == chunk_index.end() ? std::size_t{detail::block_view::in_chunk} : paint_of_chunk[found->second];
   };
 
   // Cells of 64 KiB in address order, 64 to a row; past 1024 cells, bigger cells (a power of two of 64 KiB)
@@ -239,7 +250,8 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
   std::string body;
   int y = top_margin;
   std::size_t column = 0;  // the next free cell of the current row
-  auto draw_run = [&](const paint& p, std::size_t cells, std::size_t bytes) {
+  auto draw_run = [&](std::size_t paint_index, std::size_t cells, std::size_t bytes) {
+    const paint& p = paints[paint_index];
     body += format("<g class='%s' data-kind='%s'", one_block_per_run ? "block" : "cells", p.kind.c_str());
     if (p.kind == "chunk") body += " data-label='" + xml_escaped(p.label) + "'";
     body += format(" data-bytes='%zu' fill='%s'>", bytes, p.fill.c_str());
@@ -259,23 +271,22 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
                    bytes_text(shot.reservation_bytes[r]).c_str());
     column = 0;
     // Coarse cells: the bytes of each paint in the cell being filled, and the run of equal cells before it.
-    std::vector<paint> paints;
-    std::map<std::string, std::size_t> paint_ids;  // kind, label and fill -> index in paints
-    std::vector<std::size_t> cell_share;            // bytes per paint in the current cell
+    std::vector<std::pair<std::size_t, std::size_t>> cell_share;  // paint, bytes: the few in one cell
     std::size_t cell_filled = 0, run_paint = 0, run_cells = 0, run_bytes = 0;
     auto flush_run = [&] {
-      if (run_cells) draw_run(paints[run_paint], run_cells, run_bytes);
+      if (run_cells) draw_run(run_paint, run_cells, run_bytes);
       run_cells = run_bytes = 0;
     };
     auto close_cell = [&] {
       if (!cell_filled) return;
       const std::size_t dominant =
-          static_cast<std::size_t>(std::max_element(cell_share.begin(), cell_share.end()) - cell_share.begin());
+          std::max_element(cell_share.begin(), cell_share.end(), [](auto& a, auto& b) { return a.second < b.second; })
+              ->first;
       if (run_cells && dominant != run_paint) flush_run();
       run_paint = dominant;
       ++run_cells;
       run_bytes += cell_filled;
-      std::fill(cell_share.begin(), cell_share.end(), 0);
+      cell_share.clear();
       cell_filled = 0;
     };
     for (const detail::block_view& b : shot.blocks) {
@@ -290,16 +301,16 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
         y += cell + 6;
         continue;
       }
-      const paint p = paint_of(b);
+      const std::size_t p = paint_of(b);
       if (one_block_per_run) {
         draw_run(p, std::max<std::size_t>(b.bytes / detail::granule_bytes, 1), b.bytes);
         continue;
       }
-      const auto [at, added] = paint_ids.emplace(p.kind + '\0' + p.label + '\0' + p.fill, paints.size());
-      if (added) paints.push_back(p), cell_share.push_back(0);
       for (std::size_t left_over = b.bytes; left_over;) {
         const std::size_t take = std::min(left_over, cell_bytes - cell_filled);
-        cell_share[at->second] += take;
+        auto share = std::find_if(cell_share.begin(), cell_share.end(), [p](auto& s) { return s.first == p; });
+        if (share == cell_share.end()) share = cell_share.insert(share, {p, 0});
+        share->second += take;
         cell_filled += take;
         left_over -= take;
         if (cell_filled == cell_bytes) close_cell();
