@@ -15,6 +15,7 @@ module;
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <initializer_list>
 #include <map>
 #include <string>
 #include <system_error>
@@ -48,44 +49,37 @@ std::size_t columns(const std::string& text) {
       std::count_if(text.begin(), text.end(), [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; }));
 }
 
+/// `text` with each byte that `escape` names (a table: byte, replacement) replaced, and each other control
+/// character by `control(byte)`.
+std::string escaped(const std::string& text, std::initializer_list<std::pair<char, const char*>> escape,
+                    std::string (*control)(unsigned char)) {
+  std::string out;
+  for (const char c : text) {
+    const auto* named = std::find_if(escape.begin(), escape.end(), [c](const auto& e) { return e.first == c; });
+    if (named != escape.end()) out += named->second;
+    else if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) out += control(static_cast<unsigned char>(c));
+    else out += c;
+  }
+  return out;
+}
+
 /// A label as report() shows it: in double quotes with C escapes, so that every label is one line and
 /// none reads like another; unlabelled chunks are "(no label)", unquoted.
 std::string shown_label(const std::string& label) {
   if (label.empty()) return "(no label)";
-  std::string out = "\"";
-  for (const char c : label) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7F) out += format("\\x%02x", static_cast<unsigned char>(c));
-        else out += c;
-    }
-  }
-  return out + "\"";
+  return "\"" +
+         escaped(label, {{'"', "\\\""}, {'\\', "\\\\"}, {'\n', "\\n"}, {'\t', "\\t"}, {'\r', "\\r"}},
+                 [](unsigned char c) { return format("\\x%02x", c); }) +
+         "\"";
 }
 
 /// For XML text and attribute values. Labels are valid UTF-8 already; control characters XML 1.0 does not
 /// allow become U+FFFD, the ones it allows are character references (kept as they are in attributes).
 std::string xml_escaped(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '\'': out += "&apos;"; break;
-      case '"': out += "&quot;"; break;
-      case '\t': out += "&#9;"; break;
-      case '\n': out += "&#10;"; break;
-      case '\r': out += "&#13;"; break;
-      default: out += static_cast<unsigned char>(c) < 0x20 ? std::string("\xEF\xBF\xBD") : std::string(1, c);
-    }
-  }
-  return out;
+  return escaped(text,
+                 {{'&', "&amp;"}, {'<', "&lt;"}, {'>', "&gt;"}, {'\'', "&apos;"}, {'"', "&quot;"}, {'\t', "&#9;"},
+                  {'\n', "&#10;"}, {'\r', "&#13;"}},
+                 [](unsigned char c) { return std::string(c == 0x7F ? "\x7F" : "\xEF\xBF\xBD"); });
 }
 
 /// Colours evenly spread around the hue circle, in hundredths of a degree (whole degrees would give
