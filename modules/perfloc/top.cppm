@@ -26,14 +26,16 @@ export namespace perfloc {
 
 /// One process chunk as statistics see it: live in top_chunk::for_each_chunk, final in the release hook.
 struct chunk_summary {
-  std::string_view label;             ///< "" if none was given; valid during the call only
+  std::string_view label;             ///< "" if none was given (as kept: see process_chunk); valid during the call only
   std::size_t in_use_bytes = 0;       ///< bytes handed out (at release: just before the blocks go back)
   std::size_t peak_in_use_bytes = 0;  ///< the most in_use_bytes has been
   std::size_t held_bytes = 0;         ///< bytes of the blocks the chunk holds
   std::size_t blocks = 0;
   std::uint64_t objects_made = 0;       ///< by make<T>
   std::uint64_t objects_destroyed = 0;  ///< by perfloc::destroy or by the release (at release: all of them)
-  std::chrono::nanoseconds lifetime{-1};  ///< open to release; only when the top has a release hook
+  /// Open to release (live chunks: open to now); -1 when the top has no release hook, or for a chunk that
+  /// the hook itself opened.
+  std::chrono::nanoseconds lifetime{-1};
   std::source_location opened_at{};       ///< where the process_chunk was constructed
 };
 
@@ -47,11 +49,13 @@ struct top_options {
   std::size_t retain_bytes = std::size_t{64} << 20;
   /// Called with each chunk's final statistics when it is released, on the releasing thread, after the
   /// chunk's destructors ran (per-request high-water marks for logs or metrics). Must not throw. Unset,
-  /// it costs nothing; set, each open also reads the steady clock (for `lifetime`).
+  /// it costs nothing; set, each open also reads the steady clock (for `lifetime`). The hook may open
+  /// chunks of this top (a scratch chunk for a log line): the chunks it opens are not reported to it.
   std::function<void(const chunk_summary&)> on_release;
 };
 
-/// A snapshot of a top chunk. Exact when no other thread is opening, releasing or allocating.
+/// A snapshot of a top chunk. Exact when no other thread is opening, releasing or allocating; otherwise a
+/// little stale, never impossible: each chunk is read whole (in_use_bytes <= committed_bytes).
 struct top_stats {
   std::size_t reserved_bytes = 0;        ///< address space reserved from the OS
   std::size_t committed_bytes = 0;       ///< memory backed by the OS now (blocks, header, meta region)
@@ -62,12 +66,21 @@ struct top_stats {
 
 class top_chunk;
 
-/// A text report: totals, then the live chunks grouped by label (count, in use, peak, held, objects).
+/// A text report: totals, then the live chunks grouped by label, all from one walk. A row per label as
+/// kept (chunks whose labels share their first 47 bytes are one row), shown in double quotes with C escapes
+/// (\n, \", \xNN); unlabelled chunks are the row (no label), unquoted. Columns: chunks; in use, held,
+/// made and destroyed summed over the row's chunks; "max peak", the largest peak of one of them.
 std::string report(const top_chunk& top);
 
 /// Writes an SVG map of the top chunk's reservations: header and meta region, each block coloured by what
-/// holds it (a live chunk, in its own colour with its label in the legend; a thread cache; the top, free
-/// and committed or given back to the OS), and the reserved space not yet used. Throws
+/// holds it (a live chunk: in its own colour up to 40 live chunks, else in its label's; a thread cache; the
+/// top, free and committed or given back to the OS), the reserved space not yet used, and the totals per
+/// label. A map of more than 1024 cells of 64 KiB uses bigger cells (a power of two times 64 KiB), each in
+/// the colour of what holds most of it, so that the file stays small however many chunks live. The blocks
+/// and figures come from one hold of the top's mutex; the file is written beside `path` and renamed over
+/// it, so a reader sees the old picture or the new one, whole. Each block or run of cells is a
+/// <g class='block' | 'cells'> with data-kind, data-label and data-bytes; each label total a
+/// <g class='label total'> with data-label, data-chunks, data-in-use and data-held, for scripts. Throws
 /// std::system_error when the file cannot be written.
 void write_svg(const top_chunk& top, const std::filesystem::path& path);
 
@@ -101,10 +114,11 @@ class top_chunk {
   }
 
   /// Calls f(const chunk_summary&) for each live process chunk, from a snapshot of the children meta list
-  /// taken without stopping the threads that open and release chunks (so f may open chunks itself).
+  /// taken without stopping the threads that open and release chunks (so f may open chunks itself). Each
+  /// chunk is read whole: one label, in_use_bytes <= held_bytes.
   template <class F>
   void for_each_chunk(F&& f) const {
-    for (const detail::chunk_figures& figures : detail::live_chunks(state_)) f(summary_of(figures));
+    for (const detail::chunk_figures& figures : detail::live_chunks(state_).chunks) f(summary_of(figures));
   }
 
  private:

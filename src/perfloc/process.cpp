@@ -42,10 +42,12 @@
 #include <atomic>
 #include <bit>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "perfloc/detail/arena.hpp"
 
@@ -274,10 +276,8 @@ void chunk_header::grow(std::size_t min_bytes) {
   block->next = more_blocks;
   more_blocks = block;
   set_block_owner(block, meta);
-  meta->settle();
   end = block->end();
-  child_meta::store(meta->bump, block->payload());
-  child_meta::store(meta->counted_to, block->payload());
+  meta->move_cursor(block->payload());
   resume_bumping();
   meta->add_held(static_cast<std::ptrdiff_t>(block->bytes));
   if (next_block_class < max_growth_class) ++next_block_class;
@@ -342,8 +342,7 @@ void* chunk_header::allocate_slow(std::size_t bytes, std::size_t alignment) {
     }
     std::byte* const bump = child_meta::load(meta->bump);
     if (p != bump) keep_span(bump, static_cast<std::size_t>(p - bump), false);  // the alignment gap
-    meta->settle();
-    child_meta::store(meta->counted_to, p);  // the gap is not in use
+    meta->move_cursor(p);  // the gap is not in use
     child_meta::store(meta->bump, p + n);
     resume_bumping();  // no span fits requests like this one: back to bumping
   }
@@ -456,46 +455,133 @@ void chunk_resource::do_deallocate(void* p, std::size_t bytes, std::size_t align
 }
 bool chunk_resource::do_is_equal(const std::pmr::memory_resource& other) const noexcept { return this == &other; }
 
-void copy_label(child_meta* meta, std::string_view label) noexcept {
-  // Through atomic_ref: a statistics walk on another thread may read the label of a meta being reused.
-  const std::size_t length = label.size() < label_capacity - 1 ? label.size() : label_capacity - 1;
-  for (std::size_t i = 0; i < length; ++i)
-    std::atomic_ref<char>(meta->label[i]).store(label[i], std::memory_order_relaxed);
-  std::atomic_ref<char>(meta->label[length]).store('\0', std::memory_order_relaxed);
-}
+// ------------------------------------------------------------------------------------------------------------
+// What statistics read: labels, figures, the release hook
+// ------------------------------------------------------------------------------------------------------------
 
 namespace {
+
+/// The valid UTF-8 character at `s` (Unicode's table 3-7), or else the bytes one U+FFFD replaces (the
+/// maximal subpart of a character, at least one byte).
+struct utf8_step {
+  std::size_t bytes;
+  bool valid;
+};
+utf8_step next_character(const unsigned char* s, std::size_t n) noexcept {
+  const unsigned char c = s[0];
+  if (c < 0x80) return {1, c != 0};  // a NUL would end the label early
+  std::size_t length;
+  unsigned char low = 0x80, high = 0xBF;  // the range of the second byte
+  if (c >= 0xC2 && c <= 0xDF) {
+    length = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    length = 3;
+    if (c == 0xE0) low = 0xA0;   // no overlong forms
+    if (c == 0xED) high = 0x9F;  // no surrogates
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    length = 4;
+    if (c == 0xF0) low = 0x90;
+    if (c == 0xF4) high = 0x8F;  // nothing above U+10FFFF
+  } else {
+    return {1, false};
+  }
+  std::size_t i = 1;
+  for (; i < length && i < n; ++i)
+    if (s[i] < (i == 1 ? low : 0x80) || s[i] > (i == 1 ? high : 0xBF)) return {i, false};
+  return {i, i == length};
+}
+
 std::int64_t steady_ns() noexcept {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
+
+/// opened_ns of a chunk opened while its top's release hook ran on the thread: the hook is not told of it,
+/// so that a hook may use a scratch chunk of its own top without calling itself forever.
+constexpr std::int64_t opened_in_hook = INT64_MIN;
+
+/// The release hooks running on this thread, innermost first (a hook may release chunks of another top).
+struct running_hook {
+  const top_state* top;
+  const running_hook* outer;
+};
+thread_local const running_hook* running_hooks = nullptr;
+
+bool hook_is_running(const top_state* top) noexcept {
+  for (const running_hook* h = running_hooks; h; h = h->outer)
+    if (h->top == top) return true;
+  return false;
+}
+
 }  // namespace
 
-void note_open_time(child_meta* meta) noexcept { meta->opened_ns.store(steady_ns(), std::memory_order_relaxed); }
+void copy_label(child_meta* meta, std::string_view label) noexcept {
+  // Valid UTF-8, cut on a character boundary: the label goes into SVG, JSON and terminals as it is. Through
+  // atomic_ref, inside the open's change: a walker on another thread reads one label, whole.
+  char kept[label_capacity];
+  std::size_t length = 0;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(label.data());
+  for (std::size_t at = 0; at < label.size();) {
+    const utf8_step step = next_character(bytes + at, label.size() - at);
+    const char* piece = step.valid ? label.data() + at : "\xEF\xBF\xBD";  // U+FFFD
+    const std::size_t piece_bytes = step.valid ? step.bytes : 3;
+    if (length + piece_bytes > label_capacity - 1) break;
+    std::copy_n(piece, piece_bytes, kept + length);
+    length += piece_bytes;
+    at += step.bytes;
+  }
+  for (std::size_t i = 0; i < length; ++i)
+    std::atomic_ref<char>(meta->label[i]).store(kept[i], std::memory_order_relaxed);
+  std::atomic_ref<char>(meta->label[length]).store('\0', std::memory_order_relaxed);
+}
 
-chunk_figures figures_of(const child_meta* meta) noexcept {
+void note_open_time(child_meta* meta) noexcept {
+  const bool in_hook = running_hooks && hook_is_running(meta->chunk->top);
+  meta->opened_ns.store(in_hook ? opened_in_hook : steady_ns(), std::memory_order_relaxed);
+}
+
+chunk_figures figures_of(const child_meta* meta, std::int64_t now_ns) noexcept {
   chunk_figures figures{};
-  for (std::size_t i = 0; i < label_capacity; ++i) {
-    figures.label[i] = std::atomic_ref<char>(const_cast<char&>(meta->label[i])).load(std::memory_order_relaxed);
-    if (!figures.label[i]) break;
+  std::int64_t opened_ns;
+  // A seqlock read: retry while the owner is in a change, or when one happened meanwhile. The owner itself
+  // never retries (its count is even and cannot move under it).
+  for (unsigned attempt = 0;; ++attempt) {
+    const std::uint32_t before = meta->changes.load(std::memory_order_acquire);
+    if (before & 1) {
+      if (attempt > 64) std::this_thread::yield();  // the owner was preempted in the middle of a change
+      continue;
+    }
+    for (std::size_t i = 0; i < label_capacity; ++i) {
+      figures.label[i] = std::atomic_ref<char>(const_cast<char&>(meta->label[i])).load(std::memory_order_relaxed);
+      if (!figures.label[i]) break;
+    }
+    figures.in_use_bytes = meta->in_use();
+    figures.peak_in_use_bytes = meta->peak_in_use_bytes.load(std::memory_order_relaxed);
+    figures.held_bytes = meta->held_bytes.load(std::memory_order_relaxed);
+    figures.blocks = meta->blocks.load(std::memory_order_relaxed);
+    figures.objects_made = meta->objects_made.load(std::memory_order_relaxed);
+    figures.objects_destroyed = meta->objects_destroyed.load(std::memory_order_relaxed);
+    figures.opened_at = meta->where_opened();
+    opened_ns = meta->opened_ns.load(std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_acquire);  // the reads above come before the second count
+    if (meta->changes.load(std::memory_order_relaxed) == before) break;
   }
   figures.label[label_capacity - 1] = '\0';
-  figures.in_use_bytes = meta->in_use();
-  figures.peak_in_use_bytes = std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed), figures.in_use_bytes);
-  figures.held_bytes = meta->held_bytes.load(std::memory_order_relaxed);
-  figures.blocks = meta->blocks.load(std::memory_order_relaxed);
-  figures.objects_made = meta->objects_made.load(std::memory_order_relaxed);
-  figures.objects_destroyed = meta->objects_destroyed.load(std::memory_order_relaxed);
-  figures.lifetime_ns = -1;
-  figures.opened_at = meta->where_opened();
+  figures.peak_in_use_bytes = std::max(figures.peak_in_use_bytes, figures.in_use_bytes);
+  figures.lifetime_ns = now_ns >= 0 && opened_ns != opened_in_hook ? std::max<std::int64_t>(now_ns - opened_ns, 0) : -1;
   figures.identity = meta;
   return figures;
 }
 
+std::int64_t steady_clock_ns() noexcept { return steady_ns(); }
+
 void call_release_hook(chunk_header* chunk) noexcept {
-  chunk_figures figures = figures_of(chunk->meta);
-  figures.lifetime_ns = steady_ns() - chunk->meta->opened_ns.load(std::memory_order_relaxed);
+  if (chunk->meta->opened_ns.load(std::memory_order_relaxed) == opened_in_hook) return;
+  const chunk_figures figures = figures_of(chunk->meta, steady_ns());
+  const running_hook self{chunk->top, running_hooks};
+  running_hooks = &self;
   chunk->top->release_hook(chunk->top->release_hook_context, figures);
+  running_hooks = self.outer;
 }
 
 // ------------------------------------------------------------------------------------------------------------

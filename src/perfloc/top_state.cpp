@@ -283,28 +283,53 @@ struct live_figures {
   std::size_t in_use_bytes = 0;
 };
 
-/// Walks the live chunks of every cache: from another thread while their owners run, with relaxed atomics
-/// and a bound on the steps in case an edit sends the walk astray. With `report`, prints each chunk (the
-/// leak report). Caller holds the mutex.
-live_figures walk_live_chunks(top_state* top, bool report) {
-  live_figures figures;
+/// Calls f(meta) for each live chunk of every cache: from another thread while their owners run, with
+/// relaxed atomics and a bound on the steps in case an edit sends the walk astray. Caller holds the mutex.
+template <class F>
+void for_each_live_meta(top_state* top, F f) {
   const std::size_t step_limit = meta_slots(top) + 1;
   for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
     std::size_t steps = 0;
     for (child_meta* m = cache->live.next.load(std::memory_order_acquire);
-         m != &cache->live && ++steps <= step_limit; m = m->next.load(std::memory_order_acquire)) {
-      if (m->state.load(std::memory_order_relaxed) != meta_state::live) continue;
-      ++figures.chunks;
-      figures.in_use_bytes += m->in_use();
-      if (report) {
-        const chunk_figures f = figures_of(m);
-        std::fprintf(stderr, "  chunk '%s': %zu bytes in use, %zu bytes held, opened at %s:%u in %s\n",
-                     f.label[0] ? f.label : "(no label)", f.in_use_bytes, f.held_bytes, f.opened_at.file_name(),
-                     static_cast<unsigned>(f.opened_at.line()), f.opened_at.function_name());
-      }
-    }
+         m != &cache->live && ++steps <= step_limit; m = m->next.load(std::memory_order_acquire))
+      if (m->state.load(std::memory_order_relaxed) == meta_state::live) f(m);
   }
+}
+
+/// Counts the live chunks and their bytes in use, each read whole (figures_of). With `report`, prints
+/// each chunk (the leak report). Caller holds the mutex.
+live_figures walk_live_chunks(top_state* top, bool report) {
+  live_figures figures;
+  for_each_live_meta(top, [&](const child_meta* m) {
+    const chunk_figures f = figures_of(m);
+    ++figures.chunks;
+    figures.in_use_bytes += f.in_use_bytes;
+    if (report)
+      std::fprintf(stderr, "  chunk '%s': %zu bytes in use, %zu bytes held, opened at %s:%u in %s\n",
+                   f.label[0] ? f.label : "(no label)", f.in_use_bytes, f.held_bytes, f.opened_at.file_name(),
+                   static_cast<unsigned>(f.opened_at.line()), f.opened_at.function_name());
+  });
   return figures;
+}
+
+/// The top's own totals (the chunks' are added by the walk). Caller holds the mutex.
+top_totals top_totals_locked(const top_state* top) {
+  top_totals totals;
+  totals.reserved_bytes = top->reserved_bytes.load(std::memory_order_relaxed);
+  totals.committed_bytes = top->committed_bytes.load(std::memory_order_relaxed);
+  totals.peak_committed_bytes = top->peak_committed_bytes.load(std::memory_order_relaxed);
+  return totals;
+}
+
+/// Reads the live chunks into `chunks`, whose capacity the caller reserved out of the lock, and adds them
+/// to `totals`. Caller holds the mutex.
+void read_live_chunks(top_state* top, std::int64_t now_ns, std::vector<chunk_figures>& chunks, top_totals& totals) {
+  for_each_live_meta(top, [&](const child_meta* m) {
+    if (chunks.size() == chunks.capacity()) return;  // a walk sent astray; never reached otherwise
+    chunks.push_back(figures_of(m, now_ns));
+    totals.in_use_bytes += chunks.back().in_use_bytes;
+  });
+  totals.live_chunks = chunks.size();
 }
 
 }  // namespace
@@ -382,71 +407,96 @@ void destroy_top(top_state* top) noexcept {
 }
 
 top_totals collect_totals(top_state* top) {
-  top_totals totals;
   std::lock_guard lock(top->mutex);
-  totals.reserved_bytes = top->reserved_bytes.load(std::memory_order_relaxed);
-  totals.committed_bytes = top->committed_bytes.load(std::memory_order_relaxed);
-  totals.peak_committed_bytes = top->peak_committed_bytes.load(std::memory_order_relaxed);
+  top_totals totals = top_totals_locked(top);
   const live_figures live = walk_live_chunks(top, false);
   totals.live_chunks = live.chunks;
   totals.in_use_bytes = live.in_use_bytes;
   return totals;
 }
 
-std::vector<chunk_figures> live_chunks(top_state* top) {
-  std::vector<chunk_figures> chunks;
-  std::lock_guard lock(top->mutex);
-  const std::size_t step_limit = meta_slots(top) + 1;
-  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
-    std::size_t steps = 0;
-    for (child_meta* m = cache->live.next.load(std::memory_order_acquire);
-         m != &cache->live && ++steps <= step_limit; m = m->next.load(std::memory_order_acquire))
-      if (m->state.load(std::memory_order_relaxed) == meta_state::live) chunks.push_back(figures_of(m));
+// The walks below allocate before they take the mutex, never under it: a thread refilling its cache would
+// wait for the allocator. Each live chunk has a meta slot, so meta_slots bounds their number; when it grew
+// since the vector was reserved, they reserve again and retry.
+
+live_view live_chunks(top_state* top) {
+  live_view view;
+  const std::int64_t now_ns = top->release_hook ? steady_clock_ns() : -1;
+  for (std::size_t needed = 0;;) {
+    view.chunks.reserve(needed);
+    std::lock_guard lock(top->mutex);
+    needed = meta_slots(top);
+    if (needed > view.chunks.capacity()) continue;
+    view.totals = top_totals_locked(top);
+    read_live_chunks(top, now_ns, view.chunks, view.totals);
+    return view;
   }
-  return chunks;
 }
 
 top_snapshot snapshot(top_state* top) {
   top_snapshot shot;
-  shot.chunks = live_chunks(top);
-  std::lock_guard lock(top->mutex);
   std::vector<const block_header*> free_blocks;
-  for (block_header* list : top->free_blocks)
-    for (block_header* b = list; b; b = b->next) free_blocks.push_back(b);
-  std::sort(free_blocks.begin(), free_blocks.end());
+  const std::int64_t now_ns = top->release_hook ? steady_clock_ns() : -1;
   const std::size_t header_bytes = round_up(sizeof(top_state), granule_bytes);
-  for (unsigned i = 0; i < top->reservation_count; ++i) {
-    const reservation& r = top->reservations[i];
-    shot.reservation_bytes.push_back(r.bytes);
-    if (i == 0) {
-      shot.blocks.push_back({i, 0, header_bytes, block_view::top_header, nullptr});
-      const auto meta_committed = static_cast<std::size_t>(top->meta_committed_end - top->meta_begin);
-      const auto meta_reserved = static_cast<std::size_t>(top->meta_end - top->meta_begin);
-      shot.blocks.push_back({i, header_bytes, meta_committed, block_view::meta_region, nullptr});
-      if (meta_committed < meta_reserved)
-        shot.blocks.push_back({i, header_bytes + meta_committed, meta_reserved - meta_committed, block_view::unused,
-                               nullptr});
+  for (std::size_t chunks_needed = 0, blocks_needed = 0, free_needed = 0, reservations_needed = 0;;) {
+    shot.chunks.reserve(chunks_needed);
+    shot.blocks.reserve(blocks_needed);
+    shot.reservation_bytes.reserve(reservations_needed);
+    free_blocks.reserve(free_needed);
+    std::lock_guard lock(top->mutex);
+    chunks_needed = meta_slots(top);
+    reservations_needed = top->reservation_count;
+    blocks_needed = 3;  // the header, the meta region and the rest of it
+    for (unsigned i = 0; i < top->reservation_count; ++i) {
+      const reservation& r = top->reservations[i];
+      blocks_needed += static_cast<std::size_t>(r.frontier - r.base) / granule_bytes + 1;
     }
-    const std::size_t granules = static_cast<std::size_t>(r.frontier - r.base) / granule_bytes;
-    for (std::size_t g = 0; g < granules; ++g) {
-      const std::uint64_t word = r.block_map[g].load(std::memory_order_relaxed);
-      if (!word) continue;
-      const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
-      const auto* owner = reinterpret_cast<const child_meta*>(word & ~std::uint64_t{63});
-      const auto* start = reinterpret_cast<const block_header*>(r.base + g * granule_bytes);
-      block_view view{i, g * granule_bytes, block_bytes_of(size_class), block_view::cached, nullptr};
-      if (std::binary_search(free_blocks.begin(), free_blocks.end(), start)) {
-        view.kind = start->body_committed ? block_view::free_committed : block_view::free_decommitted;
-      } else if (owner && owner->state.load(std::memory_order_relaxed) == meta_state::live) {
-        view.kind = block_view::in_chunk;
-        view.owner = owner;
+    free_needed = 0;
+    for (block_header* list : top->free_blocks)
+      for (block_header* b = list; b; b = b->next) ++free_needed;
+    if (chunks_needed > shot.chunks.capacity() || blocks_needed > shot.blocks.capacity() ||
+        free_needed > free_blocks.capacity() || reservations_needed > shot.reservation_bytes.capacity())
+      continue;
+
+    // The chunks, then their blocks, under one hold of the mutex.
+    shot.totals = top_totals_locked(top);
+    read_live_chunks(top, now_ns, shot.chunks, shot.totals);
+    for (block_header* list : top->free_blocks)
+      for (block_header* b = list; b; b = b->next) free_blocks.push_back(b);
+    std::sort(free_blocks.begin(), free_blocks.end());
+    for (unsigned i = 0; i < top->reservation_count; ++i) {
+      const reservation& r = top->reservations[i];
+      shot.reservation_bytes.push_back(r.bytes);
+      if (i == 0) {
+        shot.blocks.push_back({i, 0, header_bytes, block_view::top_header, nullptr});
+        const auto meta_committed = static_cast<std::size_t>(top->meta_committed_end - top->meta_begin);
+        const auto meta_reserved = static_cast<std::size_t>(top->meta_end - top->meta_begin);
+        shot.blocks.push_back({i, header_bytes, meta_committed, block_view::meta_region, nullptr});
+        if (meta_committed < meta_reserved)
+          shot.blocks.push_back({i, header_bytes + meta_committed, meta_reserved - meta_committed,
+                                 block_view::unused, nullptr});
       }
-      shot.blocks.push_back(view);
+      const std::size_t granules = static_cast<std::size_t>(r.frontier - r.base) / granule_bytes;
+      for (std::size_t g = 0; g < granules; ++g) {
+        const std::uint64_t word = r.block_map[g].load(std::memory_order_relaxed);
+        if (!word) continue;
+        const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
+        const auto* owner = reinterpret_cast<const child_meta*>(word & ~std::uint64_t{63});
+        const auto* start = reinterpret_cast<const block_header*>(r.base + g * granule_bytes);
+        block_view view{i, g * granule_bytes, block_bytes_of(size_class), block_view::cached, nullptr};
+        if (std::binary_search(free_blocks.begin(), free_blocks.end(), start)) {
+          view.kind = start->body_committed ? block_view::free_committed : block_view::free_decommitted;
+        } else if (owner && owner->state.load(std::memory_order_relaxed) == meta_state::live) {
+          view.kind = block_view::in_chunk;
+          view.owner = owner;
+        }
+        shot.blocks.push_back(view);
+      }
+      const std::size_t used = static_cast<std::size_t>(r.frontier - r.base);
+      if (used < r.bytes) shot.blocks.push_back({i, used, r.bytes - used, block_view::unused, nullptr});
     }
-    const std::size_t used = static_cast<std::size_t>(r.frontier - r.base);
-    if (used < r.bytes) shot.blocks.push_back({i, used, r.bytes - used, block_view::unused, nullptr});
+    return shot;
   }
-  return shot;
 }
 
 block_header* top_take_block(top_state* top, unsigned size_class) {

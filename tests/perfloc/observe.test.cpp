@@ -1,12 +1,19 @@
 // Tests of what perfloc tells about its memory: labels, per-chunk statistics, the release hook,
 // top_chunk::for_each_chunk, perfloc::report and perfloc::write_svg.
+//
+// Expectations come from the documented constants (blocks of 64 KiB, then 128 KiB, 256 KiB, ...; 16-byte
+// footprints; a block of its own for requests above 256 KiB), from a model of the bytes a test hands out,
+// and, for the SVG, from an XML parser (xmllint, from Debian's libxml2-utils; see tools/dev).
 #define BOOST_TEST_MODULE perfloc.observe
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -16,11 +23,13 @@
 #include <thread>
 #include <vector>
 
+#include "death.hpp"
+
 import perfloc;
 
 namespace {
 
-constexpr std::size_t KiB = 1024;
+constexpr std::size_t KiB = 1024, MiB = 1024 * KiB;
 
 struct tracked {
   static inline std::atomic<int> alive{0};  // made on several threads in the walk test
@@ -31,9 +40,9 @@ struct tracked {
 
 /// What the model expects a chunk to report.
 struct model {
-  std::size_t in_use = 0, peak = 0;
+  std::size_t in_use = 0, peak = 0, ever = 0;
   std::uint64_t made = 0, destroyed = 0;
-  void add(std::size_t n) { peak = std::max(peak, in_use += n); }
+  void add(std::size_t n) { peak = std::max(peak, in_use += n), ever += n; }
   void sub(std::size_t n) { in_use -= n; }
 };
 
@@ -46,48 +55,122 @@ std::map<std::string, perfloc::chunk_summary> live_by_label(const perfloc::top_c
   return chunks;
 }
 
-/// A minimal XML well-formedness check: tags balance, attributes are quoted, nothing is left open.
-bool well_formed(const std::string& xml, std::string& why) {
-  std::vector<std::string> open;
-  for (std::size_t at = 0; (at = xml.find('<', at)) != std::string::npos;) {
-    const std::size_t end = xml.find('>', at);
-    if (end == std::string::npos) return why = "unterminated tag", false;
-    std::string tag = xml.substr(at + 1, end - at - 1);
-    at = end + 1;
-    if (tag.starts_with("?") || tag.starts_with("!")) continue;
-    if (tag.starts_with("/")) {
-      if (open.empty() || open.back() != tag.substr(1)) return why = "unbalanced </" + tag.substr(1) + ">", false;
-      open.pop_back();
-      continue;
-    }
-    if (std::count(tag.begin(), tag.end(), '\'') % 2 || std::count(tag.begin(), tag.end(), '"') % 2)
-      return why = "unquoted attribute in <" + tag + ">", false;
-    const bool self_closing = tag.ends_with("/");
-    const std::string name = tag.substr(0, tag.find_first_of(" /"));
-    if (!self_closing) open.push_back(name);
-  }
-  if (!open.empty()) return why = "<" + open.back() + "> left open", false;
-  return true;
+/// Runs a shell command; its standard output and exit status.
+struct command_result {
+  int status = -1;
+  std::string out;
+};
+command_result run(const std::string& command) {
+  command_result result;
+  FILE* pipe = ::popen(command.c_str(), "r");
+  BOOST_REQUIRE_MESSAGE(pipe, "cannot run " << command);
+  char buffer[4096];
+  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) result.out.append(buffer, n);
+  result.status = ::pclose(pipe);
+  return result;
 }
+
+/// xmllint's verdict on a file: "" when it is well-formed XML, else its complaint.
+std::string xml_errors(const std::filesystem::path& file) {
+  const command_result r = run("xmllint --noout '" + file.string() + "' 2>&1");
+  return r.status == 0 ? "" : "xmllint: " + r.out;
+}
+
+/// The value of an XPath 1.0 expression (a number or a string) over a file, by xmllint.
+std::string xpath(const std::filesystem::path& file, const std::string& expression) {
+  command_result r = run("xmllint --xpath \"" + expression + "\" '" + file.string() + "' 2>/dev/null");
+  while (!r.out.empty() && r.out.back() == '\n') r.out.pop_back();
+  return r.out;
+}
+double xpath_number(const std::filesystem::path& file, const std::string& expression) {
+  const std::string text = xpath(file, "string(" + expression + ")");  // a number alone prints 6 digits
+  BOOST_TEST_REQUIRE(!text.empty(), expression);
+  return std::stod(text);
+}
+
+std::filesystem::path scratch_file(const std::string& name) {
+  return std::filesystem::temp_directory_path() / ("perfloc-observe-" + std::to_string(::getpid()) + "-" + name);
+}
+
+/// Code points in a UTF-8 string: the columns it takes in a terminal (for the scripts used here).
+std::size_t columns(const std::string& text) {
+  return static_cast<std::size_t>(std::count_if(text.begin(), text.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+}
+
+const std::string e_acute = "\xC3\xA9", euro = "\xE2\x82\xAC", grin = "\xF0\x9F\x98\x80", replacement = "\xEF\xBF\xBD";
 
 }  // namespace
 
-BOOST_AUTO_TEST_CASE(labels_are_kept_bounded_and_copied) {
+// ---------------------------------------------------------------------------------------------------------
+// Labels
+// ---------------------------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(labels_are_copied_and_cut_on_a_character_boundary) {
   perfloc::top_chunk top;
   std::string label = "GET /users";
   perfloc::process_chunk chunk{top, label};
   label = "changed after construction";
   BOOST_TEST(chunk.label() == "GET /users");
-  const std::string long_label(100, 'x');
-  perfloc::process_chunk cut{top, long_label};
-  BOOST_TEST(cut.label() == long_label.substr(0, 47));
-  perfloc::process_chunk unlabelled{top};
-  BOOST_TEST(unlabelled.label().empty());
-  const auto chunks = live_by_label(top);
-  BOOST_TEST(chunks.size() == 3u);
-  BOOST_TEST(chunks.count("GET /users") == 1u);
-  BOOST_TEST(chunks.count(long_label.substr(0, 47)) == 1u);
+
+  // label given -> label kept: at most 47 bytes, cut before a character that does not fit, invalid bytes
+  // replaced by U+FFFD.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {std::string(100, 'x'), std::string(47, 'x')},
+      {std::string(45, 'a') + e_acute, std::string(45, 'a') + e_acute},  // 47 bytes: whole
+      {std::string(46, 'b') + e_acute, std::string(46, 'b')},            // 48: the 2-byte character goes
+      {std::string(44, 'c') + euro, std::string(44, 'c') + euro},        // 47: whole
+      {std::string(45, 'd') + euro + "zz", std::string(45, 'd')},        // the 3-byte character goes
+      {std::string(43, 'e') + grin, std::string(43, 'e') + grin},        // 47: whole
+      {std::string(44, 'f') + grin, std::string(44, 'f')},               // 48: the 4-byte character goes
+      {euro + euro + e_acute + grin, euro + euro + e_acute + grin},      // short, all multi-byte
+      {"na\xC3\xAFve \xFF\xFE!", "na\xC3\xAFve " + replacement + replacement + "!"},
+      {"lone \x80 continuation", "lone " + replacement + " continuation"},
+      {"cut short \xE2\x82", "cut short " + replacement},
+      {std::string(45, 'g') + "\xFF", std::string(45, 'g')},  // its replacement would not fit
+      {"", ""},
+  };
+  std::vector<perfloc::process_chunk> chunks;
+  for (const auto& [given, kept] : cases) {
+    chunks.emplace_back(top, given);
+    BOOST_TEST(chunks.back().label() == kept, "label given: " << given);
+  }
+  std::multiset<std::string> walked, expected{"GET /users"};
+  for (const auto& [given, kept] : cases) expected.insert(kept);
+  top.for_each_chunk([&](const perfloc::chunk_summary& c) { walked.emplace(c.label); });
+  BOOST_TEST((walked == expected));
 }
+
+BOOST_AUTO_TEST_CASE(a_walker_reads_each_label_whole_while_metas_are_reused) {
+  perfloc::top_chunk top;
+  // Different lengths and multi-byte characters; the same thread reuses one meta for each.
+  const std::vector<std::string> labels = {"POST /orders/" + euro + "/items/" + grin + "/confirm", "GET /u",
+                                           "PUT /" + e_acute + e_acute + e_acute, "DELETE /sessions/current/token"};
+  const std::set<std::string> given(labels.begin(), labels.end());
+  std::atomic<bool> done{false};
+  std::vector<std::thread> owners;
+  for (int t = 0; t < 2; ++t)
+    owners.emplace_back([&, t] {
+      for (std::size_t i = t; !done.load(std::memory_order_relaxed); ++i) {
+        perfloc::process_chunk chunk{top, labels[i % labels.size()]};
+        chunk.allocate(64);
+      }
+    });
+  std::size_t seen = 0;
+  std::string torn;
+  for (int walk = 0; walk < 20000 && torn.empty(); ++walk)
+    top.for_each_chunk([&](const perfloc::chunk_summary& c) {
+      ++seen;
+      if (!given.count(std::string(c.label))) torn = std::string(c.label);
+    });
+  done = true;
+  for (auto& t : owners) t.join();
+  BOOST_TEST(torn.empty(), "a walker read the label '" << torn << "'");
+  BOOST_TEST_MESSAGE("20000 walks saw " << seen << " chunks");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Statistics
+// ---------------------------------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(per_chunk_statistics_follow_a_model) {
   perfloc::top_chunk top;
@@ -117,19 +200,25 @@ BOOST_AUTO_TEST_CASE(per_chunk_statistics_follow_a_model) {
   chunk.deallocate(big, 300 * KiB);
   expected.sub(300 * KiB);
 
+  // Blocks: 64 KiB, then 128 KiB. What is live does not fit the first; all that was ever bumped (reused
+  // or not) fits both, with room to spare for the chunk and block headers.
+  const std::size_t bumped = expected.ever - 300 * KiB;
+  BOOST_TEST_REQUIRE(expected.in_use > 64 * KiB);
+  BOOST_TEST_REQUIRE(bumped < 64 * KiB + 128 * KiB - 4 * KiB);
   const perfloc::chunk_stats stats = chunk.stats();
   BOOST_TEST(stats.in_use_bytes == expected.in_use);
   BOOST_TEST(stats.peak_in_use_bytes == expected.peak);
   BOOST_TEST(stats.objects_made == expected.made);
   BOOST_TEST(stats.objects_destroyed == expected.destroyed);
-  BOOST_TEST(stats.blocks >= 1u);
-  BOOST_TEST(stats.held_bytes >= stats.in_use_bytes);
+  BOOST_TEST(stats.blocks == 2u);
+  BOOST_TEST(stats.held_bytes == 192 * KiB);
   const perfloc::chunk_summary live = live_by_label(top).at("model");
   BOOST_TEST(live.in_use_bytes == expected.in_use);
   BOOST_TEST(live.peak_in_use_bytes == expected.peak);
-  BOOST_TEST(live.blocks == stats.blocks);
-  BOOST_TEST(live.held_bytes == stats.held_bytes);
+  BOOST_TEST(live.blocks == 2u);
+  BOOST_TEST(live.held_bytes == 192 * KiB);
   BOOST_TEST(live.objects_made == expected.made);
+  BOOST_TEST(live.objects_destroyed == expected.destroyed);
   BOOST_TEST(live.lifetime.count() == -1);  // no release hook: no clock read at open
   BOOST_TEST(std::string(live.opened_at.file_name()).ends_with("observe.test.cpp"));
 }
@@ -139,14 +228,76 @@ BOOST_AUTO_TEST_CASE(blocks_and_held_bytes_count_growth_and_own_blocks) {
   perfloc::process_chunk chunk{top};
   BOOST_TEST(chunk.stats().blocks == 1u);
   BOOST_TEST(chunk.stats().held_bytes == 64 * KiB);
-  for (int i = 0; i < 100; ++i) chunk.allocate(1000);  // outgrows the first block
-  const std::size_t grown = chunk.stats().blocks;
-  BOOST_TEST(grown == 2u);
-  void* own = chunk.allocate(1024 * KiB);
-  BOOST_TEST(chunk.stats().blocks == grown + 1);
-  chunk.deallocate(own, 1024 * KiB);
-  BOOST_TEST(chunk.stats().blocks == grown);
+  for (int i = 0; i < 100; ++i) chunk.allocate(1000);  // 100 000 bytes: outgrows the first block
+  BOOST_TEST(chunk.stats().blocks == 2u);
+  BOOST_TEST(chunk.stats().held_bytes == 192 * KiB);
+  void* own = chunk.allocate(1 * MiB);  // a 1 MiB block of its own: the allocation fills it
+  BOOST_TEST(chunk.stats().blocks == 3u);
+  BOOST_TEST(chunk.stats().held_bytes == 192 * KiB + 1 * MiB);
+  chunk.deallocate(own, 1 * MiB);
+  BOOST_TEST(chunk.stats().blocks == 2u);
+  BOOST_TEST(chunk.stats().held_bytes == 192 * KiB);
 }
+
+BOOST_AUTO_TEST_CASE(statistics_read_from_other_threads_are_never_impossible) {
+  // Owners allocate and free 64 B, grow, take and give back blocks of their own, release and reopen;
+  // readers check in_use <= held <= committed on every read of chunk.stats(), top.stats() and
+  // for_each_chunk. retain_bytes is large, so committed_bytes never falls: read after a chunk's figures,
+  // it bounds them.
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 256 * MiB, .retain_bytes = 256 * MiB}};
+  std::atomic<bool> done{false};
+  std::vector<perfloc::process_chunk> watched;  // one per owner, read by the reader through stats()
+  for (int t = 0; t < 2; ++t) watched.emplace_back(top, "watched");
+  std::vector<std::thread> owners;
+  for (int t = 0; t < 2; ++t)
+    owners.emplace_back([&, t] {
+      perfloc::process_chunk& mine = watched[t];
+      for (std::size_t round = 0; !done.load(std::memory_order_relaxed); ++round) {
+        perfloc::process_chunk chunk{top, "churn"};
+        for (int i = 0; i < 200; ++i) {
+          chunk.deallocate(chunk.allocate(64), 64);
+          mine.deallocate(mine.allocate(64), 64);
+        }
+        for (int i = 0; i < 700; ++i) chunk.allocate(200);  // grows past the first block
+        if (round % 4 == 0) mine.deallocate(mine.allocate(300 * KiB), 300 * KiB);
+        void* own = chunk.allocate(300 * KiB);
+        chunk.deallocate(own, 300 * KiB);
+      }
+    });
+  std::size_t reads = 0, failures = 0;
+  std::string first_failure;
+  auto expect = [&](bool ok, const std::string& what) {
+    ++reads;
+    if (!ok && !failures++) first_failure = what;
+  };
+  for (int i = 0; i < 4000; ++i) {
+    for (const perfloc::process_chunk& c : watched) {
+      const perfloc::chunk_stats s = c.stats();
+      const std::size_t committed = top.stats().committed_bytes;
+      expect(s.in_use_bytes <= s.held_bytes && s.held_bytes <= committed,
+             "chunk.stats(): " + std::to_string(s.in_use_bytes) + " in use, " + std::to_string(s.held_bytes) +
+                 " held, " + std::to_string(committed) + " committed");
+    }
+    const perfloc::top_stats totals = top.stats();
+    expect(totals.in_use_bytes <= totals.committed_bytes,
+           "top.stats(): " + std::to_string(totals.in_use_bytes) + " in use, " +
+               std::to_string(totals.committed_bytes) + " committed");
+    std::vector<perfloc::chunk_summary> seen;
+    top.for_each_chunk([&](const perfloc::chunk_summary& s) { seen.push_back(s); });
+    const std::size_t committed = top.stats().committed_bytes;
+    for (const perfloc::chunk_summary& s : seen)
+      expect(s.in_use_bytes <= s.held_bytes && s.held_bytes <= committed && s.blocks * 64 * KiB <= s.held_bytes,
+             "for_each_chunk: " + std::to_string(s.in_use_bytes) + " in use, " + std::to_string(s.held_bytes) +
+                 " held in " + std::to_string(s.blocks) + " blocks, " + std::to_string(committed) + " committed");
+  }
+  done = true;
+  for (auto& t : owners) t.join();
+  BOOST_TEST(failures == 0u, failures << " of " << reads << " reads impossible, the first: " << first_failure);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The release hook and for_each_chunk
+// ---------------------------------------------------------------------------------------------------------
 
 BOOST_AUTO_TEST_CASE(the_release_hook_is_called_once_per_release_with_the_final_figures) {
   std::vector<perfloc::chunk_summary> released;
@@ -174,7 +325,8 @@ BOOST_AUTO_TEST_CASE(the_release_hook_is_called_once_per_release_with_the_final_
   BOOST_TEST(s.in_use_bytes == 10 * tracked_bytes + footprint(5000));
   BOOST_TEST(s.peak_in_use_bytes == 11 * tracked_bytes + footprint(5000) + footprint(20000) - tracked_bytes);
   BOOST_TEST(s.lifetime >= std::chrono::milliseconds(2));
-  BOOST_TEST(s.blocks >= 1u);
+  BOOST_TEST(s.blocks == 1u);  // 25 KiB at the peak: the first 64 KiB block holds it
+  BOOST_TEST(s.held_bytes == 64 * KiB);
   {
     perfloc::process_chunk a{top, "a"}, b{top, "b"};
     perfloc::process_chunk moved = std::move(a);
@@ -183,6 +335,50 @@ BOOST_AUTO_TEST_CASE(the_release_hook_is_called_once_per_release_with_the_final_
   }
   BOOST_TEST(released.size() == 3u);
   BOOST_TEST((std::multiset<std::string>(labels.begin() + 1, labels.end()) == std::multiset<std::string>{"a", "b"}));
+}
+
+BOOST_AUTO_TEST_CASE(a_release_hook_may_open_chunks_of_its_own_top) {
+  // A hook that formats its log line in a scratch chunk of the same top. The scratch chunks are not
+  // reported to the hook (documented): one call per chunk the program released. In a child process: on
+  // failure the recursion overflows the stack.
+  const perfloc_test::death child = perfloc_test::run_in_child([] {
+    int calls = 0;
+    std::string log;
+    perfloc::top_chunk* self = nullptr;
+    perfloc::top_chunk top{perfloc::top_options{.on_release = [&](const perfloc::chunk_summary& s) {
+      ++calls;
+      perfloc::process_chunk scratch{*self, "log line"};
+      char* line = static_cast<char*>(scratch.allocate(64));
+      std::snprintf(line, 64, "%.*s: %zu", static_cast<int>(s.label.size()), s.label.data(), s.in_use_bytes);
+      log += line;
+      log += '\n';
+    }}};
+    self = &top;
+    for (int i = 0; i < 3; ++i) {
+      perfloc::process_chunk request{top, "GET /" + std::to_string(i)};
+      request.allocate(100);
+    }
+    if (calls != 3 || log != "GET /0: 112\nGET /1: 112\nGET /2: 112\n") {
+      std::fprintf(stderr, "%d calls, log:\n%s", calls, log.c_str());
+      std::exit(3);
+    }
+  });
+  BOOST_TEST(!child.died, child.output);
+}
+
+BOOST_AUTO_TEST_CASE(for_each_chunk_reports_lifetimes_when_the_top_has_a_release_hook) {
+  perfloc::top_chunk top{perfloc::top_options{.on_release = [](const perfloc::chunk_summary&) {}}};
+  using clock = std::chrono::steady_clock;
+  const auto before_open = clock::now();
+  perfloc::process_chunk chunk{top, "timed"};
+  const auto after_open = clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const auto before_walk = clock::now();
+  const perfloc::chunk_summary s = live_by_label(top).at("timed");
+  const auto after_walk = clock::now();
+  // Open and walk happened between these readings of the same clock.
+  BOOST_TEST(s.lifetime.count() >= (before_walk - after_open).count());
+  BOOST_TEST(s.lifetime.count() <= (after_walk - before_open).count());
 }
 
 BOOST_AUTO_TEST_CASE(the_hook_sees_chunks_released_on_other_threads) {
@@ -215,80 +411,245 @@ BOOST_AUTO_TEST_CASE(for_each_chunk_walks_safely_while_other_threads_open_and_re
         chunk.allocate(100);
       }
     });
-  std::size_t walks = 0, seen = 0;
-  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(300);
-  while (std::chrono::steady_clock::now() < until) {
+  // Each worker has at most one chunk open at a time, labelled whole from the start.
+  std::size_t seen = 0, wrong = 0;
+  for (int walk = 0; walk < 5000; ++walk) {
+    std::map<std::string, int> per_label;
     top.for_each_chunk([&](const perfloc::chunk_summary& s) {
       ++seen;
-      // A chunk seen mid-change may be caught between its open and its first allocation, but its label is
-      // always one that was given, whole.
-      BOOST_REQUIRE(s.label.starts_with("worker ") || s.label.empty());
+      if (s.label != "worker 0" && s.label != "worker 1") ++wrong;
+      if (++per_label[std::string(s.label)] > 1) ++wrong;
+      if (s.objects_destroyed > s.objects_made || s.objects_made > 1) ++wrong;
     });
-    ++walks;
   }
   done = true;
   for (auto& w : workers) w.join();
-  BOOST_TEST(walks > 0u);
-  BOOST_TEST_MESSAGE(walks << " walks saw " << seen << " chunks");
+  BOOST_TEST(wrong == 0u);
+  BOOST_TEST_MESSAGE("5000 walks saw " << seen << " chunks");
   BOOST_TEST(top.stats().live_chunks == 0u);
+  BOOST_TEST(tracked::alive == 0);
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// report()
+// ---------------------------------------------------------------------------------------------------------
+
+namespace {
+
+/// A row of report(): the label as shown (quoted and escaped, or "(no label)") and the columns after it.
+struct report_row {
+  std::string label;
+  std::vector<std::string> fields;  // chunks, in use, max peak, held, made, destroyed
+};
+
+/// Splits report() into its totals line and rows. Columns are separated by two spaces or more.
+std::vector<report_row> rows_of(const std::string& text, std::string* totals = nullptr,
+                                std::vector<std::string>* table_lines = nullptr) {
+  std::istringstream lines(text);
+  std::string line;
+  std::getline(lines, line);
+  if (totals) *totals = line;
+  std::vector<report_row> rows;
+  bool header = true;
+  while (std::getline(lines, line)) {
+    if (table_lines) table_lines->push_back(line);
+    if (std::exchange(header, false)) continue;
+    report_row row;
+    std::size_t at = 2;  // rows are indented by two spaces
+    if (line[at] == '"') {
+      const std::size_t close = line.find("\" ", at + 1);
+      row.label = line.substr(at, close + 1 - at);
+      at = close + 1;
+    } else {
+      row.label = line.substr(at, line.find("  ", at) - at);
+      at += row.label.size();
+    }
+    while (at < line.size()) {
+      at = line.find_first_not_of(' ', at);
+      if (at == std::string::npos) break;
+      std::size_t end = line.find("  ", at);
+      if (end == std::string::npos) end = line.size();
+      row.fields.push_back(line.substr(at, end - at));
+      at = end;
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+}  // namespace
 
 BOOST_AUTO_TEST_CASE(report_lists_live_chunks_by_label_with_totals) {
   perfloc::top_chunk top;
   perfloc::process_chunk a{top, "GET /users"}, b{top, "GET /users"}, c{top, "POST /orders"};
   a.allocate(1000);
   b.make<tracked>();
-  c.allocate(64);
+  for (int i = 0; i < 100; ++i) c.allocate(1000);  // grows into a second block of 128 KiB
   const std::string text = perfloc::report(top);
   BOOST_TEST_MESSAGE(text);
-  BOOST_TEST(text.find("3 live chunks") != std::string::npos, text);
-  std::istringstream lines(text);
-  std::map<std::string, std::string> rows;
-  for (std::string line; std::getline(lines, line);)
-    if (line.starts_with("  GET") || line.starts_with("  POST")) rows[line.substr(2, line.find("  ", 2) - 2)] = line;
+  std::string totals;
+  const std::vector<report_row> rows = rows_of(text, &totals);
+  BOOST_TEST(totals.find(": 3 live chunks,") != std::string::npos, totals);
   BOOST_REQUIRE(rows.size() == 2u);
-  std::istringstream users(rows.at("GET /users").substr(34));
-  std::size_t chunks = 0;
-  users >> chunks;
-  BOOST_TEST(chunks == 2u);
+  std::map<std::string, std::vector<std::string>> by_label;
+  for (const report_row& r : rows) by_label[r.label] = r.fields;
+  // footprint(1000) + tracked_bytes = 1008 + 64 bytes in use; 100 * 1008 in the other.
+  BOOST_TEST((by_label.at("\"GET /users\"") ==
+              std::vector<std::string>{"2", "1.0 KiB", "1008 B", "128.0 KiB", "1", "0"}));
+  BOOST_TEST((by_label.at("\"POST /orders\"") ==
+              std::vector<std::string>{"1", "98.4 KiB", "98.4 KiB", "192.0 KiB", "0", "0"}));
 }
 
+BOOST_AUTO_TEST_CASE(report_keeps_every_label_apart_on_one_aligned_line) {
+  perfloc::top_chunk top;
+  const std::string long_label = "GET /" + std::string(20, 'x') + euro + euro + euro + euro + e_acute;
+  perfloc::process_chunk unlabelled{top}, fake{top, "(no label)"}, newline{top, "two\nlines"},
+      long_one{top, long_label}, short_one{top, "a"};
+  const std::string text = perfloc::report(top);
+  BOOST_TEST_MESSAGE(text);
+  std::vector<std::string> table;
+  const std::vector<report_row> rows = rows_of(text, nullptr, &table);
+  BOOST_TEST(table.size() == 6u);  // the header and one line per label
+  std::set<std::string> labels;
+  for (const report_row& r : rows) labels.insert(r.label);
+  BOOST_TEST((labels == std::set<std::string>{"(no label)", "\"(no label)\"", "\"two\\nlines\"",
+                                              "\"" + long_label + "\"", "\"a\""}));
+  for (const std::string& line : table) BOOST_TEST(columns(line) == columns(table[0]), line);
+}
+
+BOOST_AUTO_TEST_CASE(report_totals_and_rows_come_from_one_snapshot) {
+  perfloc::top_chunk top;
+  std::atomic<bool> done{false};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 2; ++t)
+    workers.emplace_back([&] {
+      while (!done.load()) {
+        perfloc::process_chunk chunk{top, "busy"};
+        chunk.allocate(100);
+      }
+    });
+  perfloc::process_chunk steady{top, "steady"};
+  std::size_t mismatches = 0;
+  for (int i = 0; i < 3000; ++i) {
+    std::string totals;
+    const std::vector<report_row> rows = rows_of(perfloc::report(top), &totals);
+    unsigned long in_rows = 0;
+    for (const report_row& r : rows) in_rows += std::stoul(r.fields.at(0));
+    const unsigned long in_totals = std::stoul(totals.substr(totals.find(": ") + 2));
+    if (in_rows != in_totals) ++mismatches;
+  }
+  done = true;
+  for (auto& w : workers) w.join();
+  BOOST_TEST(mismatches == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(report_peak_column_is_the_largest_peak_of_one_chunk) {
+  perfloc::top_chunk top;
+  perfloc::process_chunk a{top, "x"}, b{top, "x"};
+  a.deallocate(a.allocate(3000), 3000);  // peaks of 3008 and 2000 bytes, in use 0
+  b.deallocate(b.allocate(2000), 2000);
+  const std::string text = perfloc::report(top);
+  BOOST_TEST(text.find("max peak") != std::string::npos, text);
+  const std::vector<report_row> rows = rows_of(text);
+  BOOST_REQUIRE(rows.size() == 1u);
+  BOOST_TEST(rows[0].fields.at(2) == "2.9 KiB");  // 3008 bytes, not 5008
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// write_svg()
+// ---------------------------------------------------------------------------------------------------------
+
 BOOST_AUTO_TEST_CASE(write_svg_draws_every_block_of_every_live_chunk) {
-  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 << 20, .retain_bytes = 0}};
-  perfloc::process_chunk small{top, "small <&> one"}, grown{top, "grown"};
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 * MiB, .retain_bytes = 0}};
+  perfloc::process_chunk small{top, "small <&>' one"}, grown{top, "grown"};
   small.allocate(100);
-  for (int i = 0; i < 2000; ++i) grown.allocate(200);  // several blocks
-  grown.allocate(2 << 20);                             // and one of its own
+  for (int i = 0; i < 2000; ++i) grown.allocate(200);  // 416 000 bytes: blocks of 64, 128 and 256 KiB
+  grown.allocate(2 * MiB);                             // and a 2 MiB block of its own
   {
     perfloc::process_chunk gone{top, "released"};
     for (int i = 0; i < 2000; ++i) gone.allocate(200);
   }
-  const auto path = std::filesystem::temp_directory_path() / "perfloc-observe-test.svg";
+  const auto path = scratch_file("blocks.svg");
   perfloc::write_svg(top, path);
-  std::ifstream in(path);
-  const std::string svg((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  BOOST_TEST(xml_errors(path) == "");
+  auto bytes_of = [&](const std::string& predicate) {
+    return xpath_number(path, "sum(//*[@class='block'][" + predicate + "]/@data-bytes)");
+  };
+  BOOST_TEST(bytes_of("@data-label='grown'") == double(64 * KiB + 128 * KiB + 256 * KiB + 2 * MiB));
+  BOOST_TEST(xpath_number(path, "count(//*[@class='block'][@data-label='grown'])") == 4.0);
+  BOOST_TEST(bytes_of("@data-label=concat('small <&>', \\\"'\\\", ' one')") == double(64 * KiB));
+  BOOST_TEST(xpath_number(path, "count(//*[@data-label='released'])") == 0.0);
+  BOOST_TEST(xpath_number(path, "count(//*[@class='block'][@data-kind='top header'])") == 1.0);
+  // The map covers the one 64 MiB reservation exactly, block by block.
+  BOOST_TEST(bytes_of("true()") == double(64 * MiB));
   std::filesystem::remove(path);
-  std::string why;
-  BOOST_TEST(well_formed(svg, why), why);
-  BOOST_TEST(svg.find("small &lt;&amp;&gt; one") != std::string::npos);
-
-  // Distinct blocks drawn per chunk (a block spanning rows is several rectangles with one data-block).
-  std::map<std::string, std::set<std::string>> blocks_of;
-  for (std::size_t at = 0; (at = svg.find("data-block='", at)) != std::string::npos;) {
-    const std::size_t id_end = svg.find('\'', at + 12);
-    const std::string id = svg.substr(at + 12, id_end - at - 12);
-    const std::size_t title = svg.find("<title>", id_end) + 7;
-    const std::string text = svg.substr(title, svg.find(',', title) - title);
-    blocks_of[text].insert(id);
-    at = id_end;
-  }
-  BOOST_TEST(blocks_of["chunk 'grown'"].size() == grown.stats().blocks);
-  BOOST_TEST(blocks_of["chunk 'small &lt;&amp;&gt; one'"].size() == small.stats().blocks);
-  BOOST_TEST(blocks_of.count("chunk 'released'") == 0u);
-  BOOST_TEST(blocks_of["top chunk header"].size() == 1u);
-  std::size_t total = 0;
-  for (auto& [kind, ids] : blocks_of) total += ids.size();
-  const std::size_t declared = std::stoul(svg.substr(svg.find("data-blocks='") + 13));
-  BOOST_TEST(total == declared);
   BOOST_CHECK_THROW(perfloc::write_svg(top, "/nonexistent-directory/x.svg"), std::system_error);
+}
+
+BOOST_AUTO_TEST_CASE(write_svg_is_well_formed_xml_for_any_label) {
+  perfloc::top_chunk top;
+  std::vector<perfloc::process_chunk> chunks;
+  for (const std::string& label :
+       {std::string(46, 'b') + e_acute, std::string(45, 'd') + euro, std::string(44, 'f') + grin,
+        std::string("quotes ' and \" and <tags> & ampersands"), std::string("new\nline, tab\t, bell\a, \xFF")})
+    chunks.emplace_back(top, label).allocate(10);
+  const auto path = scratch_file("labels.svg");
+  perfloc::write_svg(top, path);
+  BOOST_TEST(xml_errors(path) == "");
+  std::filesystem::remove(path);
+}
+
+BOOST_AUTO_TEST_CASE(write_svg_at_scale_groups_chunks_and_totals_each_label) {
+  // 3000 live chunks under 300 labels: the picture stays small, each label gets its own colour and its
+  // totals, computed here from what was allocated.
+  perfloc::top_chunk top;
+  constexpr int chunk_count = 3000, label_count = 300;
+  std::vector<perfloc::process_chunk> chunks;
+  chunks.reserve(chunk_count);
+  for (int i = 0; i < chunk_count; ++i) {
+    chunks.emplace_back(top, "route " + std::to_string(i % label_count));
+    chunks.back().allocate(16 * static_cast<std::size_t>(1 + i % 7));
+  }
+  const auto path = scratch_file("scale.svg");
+  perfloc::write_svg(top, path);
+  BOOST_TEST(xml_errors(path) == "");
+  const auto file_bytes = std::filesystem::file_size(path);
+  BOOST_TEST(file_bytes < 256 * KiB, file_bytes << " bytes");
+  for (int l : {0, 1, 150, 299}) {
+    std::size_t in_use = 0;
+    for (int i = l; i < chunk_count; i += label_count) in_use += 16 * static_cast<std::size_t>(1 + i % 7);
+    const std::string total = "//*[@class='label total'][@data-label='route " + std::to_string(l) + "']";
+    BOOST_TEST(xpath(path, "concat(sum(" + total + "/@data-chunks), ' ', sum(" + total + "/@data-in-use), ' ', sum(" +
+                               total + "/@data-held))") ==
+               "10 " + std::to_string(in_use) + " " + std::to_string(10 * 64 * KiB));
+  }
+  BOOST_TEST(xpath_number(path, "count(//*[@class='label total'])") == double(label_count));
+  // One colour per label: 300 distinct fills (whole degrees of hue would give at most 360, in steps that
+  // collide once rounded). xmllint prints each attribute as fill="...".
+  std::istringstream fills_text(xpath(path, "//*[@class='label total']/@fill"));
+  std::set<std::string> fills;
+  for (std::string fill; fills_text >> fill;) fills.insert(fill);
+  BOOST_TEST(fills.size() == std::size_t{label_count});
+  std::filesystem::remove(path);
+}
+
+BOOST_AUTO_TEST_CASE(write_svg_replaces_the_file_whole) {
+  // A dashboard that has the previous picture open keeps reading the previous picture, whole.
+  perfloc::top_chunk top;
+  perfloc::process_chunk chunk{top, "x"};
+  const auto path = scratch_file("replace.svg");
+  const std::string previous(100000, 'p');
+  std::ofstream(path) << previous;
+  std::ifstream reader(path);
+  char first[10];
+  reader.read(first, sizeof first);
+  perfloc::write_svg(top, path);
+  const std::string rest((std::istreambuf_iterator<char>(reader)), std::istreambuf_iterator<char>());
+  BOOST_TEST((std::string(first, sizeof first) + rest == previous), "the previous picture was overwritten in place");
+  BOOST_TEST(xml_errors(path) == "");
+  std::filesystem::remove(path);
+  std::size_t left_behind = 0;  // no temporary file stays beside it
+  for (const auto& entry : std::filesystem::directory_iterator(path.parent_path()))
+    left_behind += entry.path().filename().string().starts_with(path.filename().string());
+  BOOST_TEST(left_behind == 0u);
 }

@@ -174,13 +174,21 @@ inline void set_block_owner(block_header* block, const void* owner_meta) noexcep
 
 enum class meta_state : std::uint8_t { free, live, released_elsewhere };
 
-inline constexpr std::size_t label_capacity = 48;  ///< labels longer than 47 bytes are cut (no allocation)
+/// Labels are kept in the meta (no allocation): at most 47 bytes of valid UTF-8, cut before a character that
+/// does not fit, invalid bytes replaced by U+FFFD (copy_label).
+inline constexpr std::size_t label_capacity = 48;
 
 /// One per live process chunk, in the top chunk's meta region: the chunk's entry in the children meta list,
 /// its allocation cursor and its statistics. The cursor lives here rather than in the chunk header so that
 /// statistics read from any thread are exact at no cost to allocation: a bump moves `bump`, and the bytes
 /// in use are `counted_bytes + (bump - counted_to)`. Fields a walker reads from another thread are atomics
 /// (relaxed: plain moves on x86; the label goes through std::atomic_ref); the owner alone writes them.
+///
+/// A reading from another thread must be possible, never torn (in_use <= held, one label): the owner's
+/// changes that take more than one store (an open, a settle, a step back of the bump, a block more or less)
+/// are counted in `changes`, odd while one is under way, and a reader retries until it read between two
+/// (a seqlock; figures_of). The bump fast path only moves `bump` forward, which keeps every reading
+/// possible, so it costs nothing more. No change may take a lock: a reader may spin under the top's mutex.
 struct alignas(64) child_meta {
   // The allocation cursor and what allocation updates: one cache line.
   std::atomic<std::byte*> bump{nullptr};        ///< next free byte of the current block
@@ -208,6 +216,7 @@ struct alignas(64) child_meta {
   /// Bumped each time a chunk of this meta is released, in builds that check handles (see chunk_ref): tells a
   /// handle of a released chunk from one of the chunk that reuses the meta.
   std::atomic<std::uint32_t> generation{0};
+  std::atomic<std::uint32_t> changes{0};  ///< the seqlock's sequence: see above and change_scope
 
   static std::byte* load(const std::atomic<std::byte*>& p) noexcept { return p.load(std::memory_order_relaxed); }
   static void store(std::atomic<std::byte*>& p, std::byte* value) noexcept {
@@ -218,15 +227,36 @@ struct alignas(64) child_meta {
     counter.store(counter.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
 
+  /// Makes the owner's stores in its lifetime one change for readers. Scopes do not nest (none needs to): a
+  /// load and two plain stores, no branch; the fences only order the compiler's stores on x86.
+  class change_scope {
+   public:
+    explicit change_scope(child_meta* meta) noexcept
+        : meta_(meta), odd_(meta->changes.load(std::memory_order_relaxed) + 1) {
+      meta_->changes.store(odd_, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_release);  // the odd count is seen before what follows
+    }
+    ~change_scope() { meta_->changes.store(odd_ + 1, std::memory_order_release); }
+    change_scope(const change_scope&) = delete;
+    change_scope& operator=(const change_scope&) = delete;
+
+   private:
+    child_meta* meta_;
+    std::uint32_t odd_;
+  };
+
   std::size_t in_use() const noexcept {
     return counted_bytes.load(std::memory_order_relaxed) +
            static_cast<std::size_t>(load(bump) - load(counted_to));
   }
   /// Folds the bumps since the last settle into counted_bytes, before bump moves other than forward.
-  void settle() noexcept {
-    std::byte* now = load(bump);
-    add(counted_bytes, static_cast<std::size_t>(now - load(counted_to)));
-    store(counted_to, now);
+  void settle() noexcept { move_cursor(load(bump)); }
+  /// Settles and puts the cursor at `to` (a new block, a step back, past an alignment gap), as one change.
+  void move_cursor(std::byte* to) noexcept {
+    const change_scope change{this};
+    add(counted_bytes, static_cast<std::size_t>(load(bump) - load(counted_to)));
+    store(bump, to);
+    store(counted_to, to);
   }
   /// Bytes handed out other than by bumping (reused spans, own blocks).
   void count(std::size_t n) noexcept { add(counted_bytes, n); }
@@ -238,6 +268,7 @@ struct alignas(64) child_meta {
     add(counted_bytes, -n);
   }
   void add_held(std::ptrdiff_t n) noexcept {
+    const change_scope change{this};
     add(held_bytes, static_cast<std::size_t>(n));
     blocks.store(blocks.load(std::memory_order_relaxed) + (n > 0 ? 1u : -1u), std::memory_order_relaxed);
   }
@@ -380,8 +411,10 @@ struct chunk_figures {
   std::source_location opened_at;
   const child_meta* identity;
 };
-/// Reads a meta's figures (relaxed atomics: exact for the calling owner, a snapshot for anyone else).
-chunk_figures figures_of(const child_meta* meta) noexcept;
+/// Reads a meta's figures: exact for the calling owner; for anyone else, one consistent reading (seqlock).
+/// `now_ns`: the steady clock in ns, for `lifetime_ns` of a chunk of a top with a release hook; -1: none.
+chunk_figures figures_of(const child_meta* meta, std::int64_t now_ns = -1) noexcept;
+std::int64_t steady_clock_ns() noexcept;
 
 /// One block of a top chunk's reservations, for write_svg.
 struct block_view {
@@ -392,7 +425,21 @@ struct block_view {
   kind_t kind;
   const child_meta* owner;  ///< for in_chunk
 };
+struct top_totals {
+  std::size_t reserved_bytes = 0;
+  std::size_t committed_bytes = 0;
+  std::size_t peak_committed_bytes = 0;
+  std::size_t in_use_bytes = 0;
+  std::uint64_t live_chunks = 0;
+};
+/// The live chunks and the totals, from one walk (the totals add up the chunks).
+struct live_view {
+  top_totals totals;
+  std::vector<chunk_figures> chunks;
+};
+/// Blocks, live chunks and totals, from one hold of the top's mutex.
 struct top_snapshot {
+  top_totals totals;
   std::vector<std::size_t> reservation_bytes;
   std::vector<block_view> blocks;
   std::vector<chunk_figures> chunks;  ///< the live ones
@@ -428,20 +475,12 @@ struct top_state {
   thread_cache* caches = nullptr;
 };
 
-struct top_totals {
-  std::size_t reserved_bytes = 0;
-  std::size_t committed_bytes = 0;
-  std::size_t peak_committed_bytes = 0;
-  std::size_t in_use_bytes = 0;
-  std::uint64_t live_chunks = 0;
-};
-
 // Out of line (src/perfloc/top_state.cpp): everything that takes the mutex or talks to the OS.
 top_state* create_top(const top_settings& settings);
 void destroy_top(top_state* top) noexcept;  ///< with live chunks: a leak report (and abort in debug builds)
 top_totals collect_totals(top_state* top);
-std::vector<chunk_figures> live_chunks(top_state* top);  ///< a snapshot of the children meta list
-top_snapshot snapshot(top_state* top);                    ///< blocks and live chunks, for pictures
+live_view live_chunks(top_state* top);  ///< a snapshot of the children meta list
+top_snapshot snapshot(top_state* top);   ///< blocks and live chunks, for pictures
 block_header* top_take_block(top_state* top, unsigned size_class);  ///< throws std::bad_alloc
 /// From the top; when it is exhausted, gives this cache's free blocks back to it first and tries again.
 block_header* refill_block(thread_cache* cache, unsigned size_class);
@@ -699,8 +738,7 @@ inline void child_meta::deallocate(void* p, std::size_t bytes, std::size_t align
   std::byte* now = load(bump);
   if (start + n == now) {
     if (load(fast_limit) == now) store(fast_limit, start);  // stay on the slow path
-    store(bump, start);
-    store(counted_to, start);
+    move_cursor(start);
     return;
   }
   chunk->keep_span(start, n, true);
@@ -721,6 +759,7 @@ template <bool general>
   auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
   track::internal_access(chunk, sizeof(chunk_header));
   child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
+  const child_meta::change_scope change{meta};  // a walker still reading the meta's last chunk retries
   std::byte* first_free = chunk->first_free;
   chunk->end = block->end();
   child_meta::store(meta->bump, first_free);
