@@ -66,28 +66,29 @@ class seeded {
   std::uint64_t state_;
 };
 
-/// Operation codes as perfloc_fuzz.cpp's step() reads them (byte % 16).
+/// Operation codes as perfloc_fuzz.cpp's step() reads them (byte % 17).
 enum op : std::uint8_t {
   open_chunk = 0, release = 2, allocate = 3, deallocate = 6, make = 8, destroy = 9, std_vector = 10,
-  pmr_vector = 11, ref_vector = 12, inner_vector = 13, move = 14, bad_request = 15
+  pmr_vector = 11, ref_vector = 12, inner_vector = 13, move = 14, bad_request = 15, object_graph = 16
 };
+inline constexpr unsigned op_count = 17;
 
 struct profile {
   const char* name;
-  std::array<unsigned, 12> weights;  // in the order of the ops above
+  std::array<unsigned, 13> weights;  // in the order of the ops above
   unsigned small_top_percent;        // chunks opened from the tiny top
   unsigned edge_size_percent;        // sizes around 16-byte classes, 512, 4096, 64 KiB, 256 KiB
 };
-constexpr op op_order[12] = {open_chunk, release,    allocate,   deallocate,   make, destroy,
-                             std_vector, pmr_vector, ref_vector, inner_vector, move, bad_request};
+constexpr op op_order[13] = {open_chunk, release,    allocate,   deallocate,   make, destroy,     std_vector,
+                             pmr_vector, ref_vector, inner_vector, move, bad_request, object_graph};
 constexpr profile profiles[] = {
-    //                        open rel alloc free make destroy std pmr ref inner move bad
-    {"churn",               {{ 3,  2,  30,  28,   4,   3,    1,  1,  1,   1,    1,  1}}, 10, 20},
-    {"edges",               {{ 3,  2,  30,  26,   2,   2,    1,  1,  1,   1,    1,  1}}, 10, 80},
-    {"objects",             {{ 3,  2,   8,   6,  30,  28,    2,  1,  6,   2,    2,  2}}, 10, 20},
-    {"containers",          {{ 3,  3,   6,   4,   4,   3,   18, 16, 14,  10,    3,  2}}, 10, 20},
-    {"scopes",              {{12, 10,  12,   8,   8,   6,    3,  3,  3,   3,   10,  6}}, 20, 30},
-    {"small_top",           {{ 6,  3,  30,  12,   8,   4,    6,  4,  3,   3,    2,  2}}, 90, 40},
+    //                        open rel alloc free make destroy std pmr ref inner move bad graph
+    {"churn",               {{ 3,  2,  30,  28,   4,   3,    1,  1,  1,   1,    1,  1,  1}}, 10, 20},
+    {"edges",               {{ 3,  2,  30,  26,   2,   2,    1,  1,  1,   1,    1,  1,  1}}, 10, 80},
+    {"objects",             {{ 3,  2,   8,   6,  30,  28,    2,  1,  6,   2,    2,  2, 10}}, 10, 20},
+    {"containers",          {{ 3,  3,   6,   4,   4,   3,   18, 16, 14,  10,    3,  2,  2}}, 10, 20},
+    {"scopes",              {{12, 10,  12,   8,   8,   6,    3,  3,  3,   3,   10,  6,  4}}, 20, 30},
+    {"small_top",           {{ 6,  3,  30,  12,   8,   4,    6,  4,  3,   3,    2,  2,  3}}, 90, 40},
 };
 
 std::size_t edge_size(seeded& random) {
@@ -129,7 +130,7 @@ std::vector<std::uint8_t> generate_one(seeded& random, const profile& p, std::si
     std::size_t i = 0;
     while (pick >= p.weights[i]) pick -= p.weights[i++];
     const op o = op_order[i];
-    out.push_back(static_cast<std::uint8_t>(o + 16 * random.below(16)));
+    out.push_back(static_cast<std::uint8_t>(o + op_count * random.below(256 / op_count)));
     if (o == open_chunk) {  // how: bit 0 the tiny top, bit 1 a label
       const bool small = random.below(100) < p.small_top_percent;
       out.push_back(static_cast<std::uint8_t>((random.byte() & ~1u) | (small ? 1u : 0u)));
