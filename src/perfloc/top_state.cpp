@@ -293,7 +293,11 @@ void* take_meta_slot(top_state* top, std::size_t bytes) {
   bytes = round_up(bytes, alignof(child_meta));
   if (static_cast<std::size_t>(top->meta_end - top->meta_bump) < bytes) throw std::bad_alloc();
   while (top->meta_bump + bytes > top->meta_committed_end) {
+    // What the meta region commits counts as reserved: max_reserved_bytes bounds it with the reservations.
+    const std::size_t reserved = top->reserved_bytes.load(std::memory_order_relaxed);
+    if (top->settings.max_reserved_bytes - reserved < granule_bytes) throw std::bad_alloc();
     if (!os::commit(top->meta_committed_end, granule_bytes)) throw std::bad_alloc();
+    top->reserved_bytes.store(reserved + granule_bytes, std::memory_order_relaxed);
     top->meta_committed_end += granule_bytes;
     note_committed(top, static_cast<std::ptrdiff_t>(granule_bytes));
   }
@@ -492,7 +496,8 @@ top_state* create_top(const top_settings& wanted) {
   const std::size_t min_reservation = header_bytes + granule_bytes;
   settings.reservation_bytes =
       std::max(round_up(std::min(settings.reservation_bytes, std::size_t{1} << 62), granule_bytes), min_reservation);
-  settings.max_reserved_bytes = std::max(settings.max_reserved_bytes, settings.reservation_bytes);
+  // Never below one reservation and the meta region's first 64 KiB.
+  settings.max_reserved_bytes = std::max(settings.max_reserved_bytes, settings.reservation_bytes + granule_bytes);
 
   reservation first = reserve_at_least(settings.reservation_bytes, min_reservation);
   if (!first.base) throw std::bad_alloc();
@@ -525,7 +530,7 @@ top_state* create_top(const top_settings& wanted) {
     release_reservation(first);
     throw;
   }
-  top->reserved_bytes.store(first.bytes, std::memory_order_relaxed);
+  top->reserved_bytes.store(first.bytes + granule_bytes, std::memory_order_relaxed);  // the meta region's first
   note_committed(top, static_cast<std::ptrdiff_t>(header_bytes + granule_bytes));
   return top;
 }
@@ -569,10 +574,7 @@ void destroy_top(top_state* top) noexcept {
 top_totals collect_totals(top_state* top) {
   top_totals totals;
   std::lock_guard lock(top->mutex);
-  // The meta region is reserved beside the reservations; its committed part counts as reserved too, so that
-  // committed_bytes never exceeds reserved_bytes.
-  totals.reserved_bytes = top->reserved_bytes.load(std::memory_order_relaxed) +
-                          static_cast<std::size_t>(top->meta_committed_end - top->meta_begin);
+  totals.reserved_bytes = top->reserved_bytes.load(std::memory_order_relaxed);
   totals.committed_bytes = top->committed_bytes.load(std::memory_order_relaxed);
   totals.peak_committed_bytes = top->peak_committed_bytes.load(std::memory_order_relaxed);
   const live_figures live = walk_live_chunks(top, false);
@@ -762,8 +764,14 @@ child_meta* refill_metas(thread_cache* cache) {
     if (meta) {
       top->free_metas = meta->free_next;
     } else {
-      if (i > 0 && static_cast<std::size_t>(top->meta_end - top->meta_bump) < sizeof(child_meta)) break;
-      meta = ::new (take_meta_slot(top, sizeof(child_meta))) child_meta();
+      void* slot;
+      try {
+        slot = take_meta_slot(top, sizeof(child_meta));
+      } catch (const std::bad_alloc&) {
+        if (i == 0) throw;
+        break;  // the metas taken so far do
+      }
+      meta = ::new (slot) child_meta();
       meta->magic = child_meta_magic;
     }
     meta->home = cache;

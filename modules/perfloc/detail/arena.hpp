@@ -387,9 +387,9 @@ struct top_state {
   std::vector<reservation> reservations;
   block_header* free_blocks[block_class_count]{};
   std::size_t retained_bytes = 0;  ///< committed bytes in free_blocks
-  /// The meta region: its own reservation (not in `reservations`; its committed part counts in the reported
-  /// reserved_bytes), sized for as many metas as max_reserved_bytes has 64 KiB blocks, committed 64 KiB at a
-  /// time as it fills.
+  /// The meta region: its own reservation (not in `reservations`; its committed part counts in reserved_bytes,
+  /// so max_reserved_bytes bounds it too), sized for as many metas as max_reserved_bytes has 64 KiB blocks,
+  /// committed 64 KiB at a time as it fills.
   std::byte* meta_begin = nullptr;
   std::byte* meta_bump = nullptr;
   std::byte* meta_committed_end = nullptr;
