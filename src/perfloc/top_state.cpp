@@ -491,6 +491,12 @@ std::size_t meta_region_bytes(std::size_t max_reserved_bytes) {
 }
 }  // namespace
 
+void* map_pages(std::size_t bytes) {
+  if (void* p = os::map_table(round_up(bytes, page_bytes))) return p;
+  throw std::bad_alloc();
+}
+void unmap_pages(void* p, std::size_t bytes) noexcept { os::release(p, round_up(bytes, page_bytes)); }
+
 top_state* create_top(const top_settings& wanted) {
   top_settings settings = wanted;
   const std::size_t min_reservation = header_bytes + granule_bytes;
@@ -563,7 +569,7 @@ void destroy_top(top_state* top) noexcept {
 #endif
   }
   if (top->release_hook_cleanup) top->release_hook_cleanup(top->release_hook_context);
-  std::vector<reservation> reservations = std::move(top->reservations);
+  const std::vector<reservation, pages_allocator<reservation>> reservations = std::move(top->reservations);
   std::byte* const meta = top->meta_begin;
   const auto meta_bytes = static_cast<std::size_t>(top->meta_end - top->meta_begin);
   top->~top_state();

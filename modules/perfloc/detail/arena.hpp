@@ -368,6 +368,21 @@ struct top_snapshot {
 
 using release_hook_function = void (*)(void* context, const chunk_figures& final_figures) noexcept;
 
+// Pages straight from the OS (src/perfloc/top_state.cpp), for the top's own tables: the default top is never
+// destroyed, and a leak checker does not look into perfloc's mappings for what points at a malloc'd table.
+void* map_pages(std::size_t bytes);  ///< throws std::bad_alloc
+void unmap_pages(void* p, std::size_t bytes) noexcept;
+template <class T>
+struct pages_allocator {
+  using value_type = T;
+  pages_allocator() = default;
+  template <class U>
+  pages_allocator(const pages_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(map_pages(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { unmap_pages(p, n * sizeof(T)); }
+  friend bool operator==(const pages_allocator&, const pages_allocator&) noexcept { return true; }
+};
+
 /// Lives at the start of reservation 0. Everything below the mutex is guarded by it.
 struct top_state {
   std::uint64_t id = 0;  ///< unique per top ever created: tells a stale thread binding from a new top
@@ -384,7 +399,7 @@ struct top_state {
 
   std::mutex mutex;
   /// In the order they were made; carving goes on at the last one's frontier (the others are used up).
-  std::vector<reservation> reservations;
+  std::vector<reservation, pages_allocator<reservation>> reservations;
   block_header* free_blocks[block_class_count]{};
   std::size_t retained_bytes = 0;  ///< committed bytes in free_blocks
   /// The meta region: its own reservation (not in `reservations`; its committed part counts in reserved_bytes,
