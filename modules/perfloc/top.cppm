@@ -41,11 +41,15 @@ struct chunk_summary {
 
 /// How a top chunk takes memory from the OS. Sizes are rounded up to 64 KiB.
 struct top_options {
-  /// Address space reserved at a time (virtual; committed only as it is used).
+  /// The first reservation of address space (virtual; committed only as it is used). Each later one is at
+  /// least as large as all before it, so that few reservations reach max_reserved_bytes.
   std::size_t reservation_bytes = std::size_t{16} << 30;
-  /// Past this much reserved address space, allocation fails with std::bad_alloc.
+  /// The limit: past this much address space reserved for blocks, allocation fails with std::bad_alloc
+  /// (after taking back what thread caches hold). The meta region is reserved beside it, sized for as many
+  /// live chunks as this has 64 KiB blocks.
   std::size_t max_reserved_bytes = std::size_t{1} << 40;
-  /// Free committed memory kept for reuse; free memory above this goes back to the OS.
+  /// Free committed memory kept for reuse, what the threads' caches hold included; free memory above this
+  /// goes back to the OS.
   std::size_t retain_bytes = std::size_t{64} << 20;
   /// Called with each chunk's final statistics when it is released, on the releasing thread, after the
   /// chunk's destructors ran (per-request high-water marks for logs or metrics). Must not throw. Unset,
@@ -57,7 +61,7 @@ struct top_options {
 /// A snapshot of a top chunk. Exact when no other thread is opening, releasing or allocating; otherwise a
 /// little stale, never impossible: each chunk is read whole (in_use_bytes <= committed_bytes).
 struct top_stats {
-  std::size_t reserved_bytes = 0;        ///< address space reserved from the OS
+  std::size_t reserved_bytes = 0;        ///< address space reserved for blocks, plus the meta region in use
   std::size_t committed_bytes = 0;       ///< memory backed by the OS now (blocks, header, meta region)
   std::size_t peak_committed_bytes = 0;  ///< the most committed_bytes ever was
   std::size_t in_use_bytes = 0;          ///< bytes handed out by live process chunks (with padding and headers)
@@ -89,10 +93,17 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path);
 class top_chunk {
  public:
   explicit top_chunk(top_options options = {})
-      : on_release_(std::move(options.on_release)),
-        state_(detail::create_top({options.reservation_bytes, options.max_reserved_bytes, options.retain_bytes})) {
-    if (on_release_) {
-      state_->release_hook_context = this;
+      : state_(detail::create_top({options.reservation_bytes, options.max_reserved_bytes, options.retain_bytes})) {
+    if (options.on_release) {
+      // The state owns the hook: a top destroyed while chunks live (a leak report in a release build) keeps
+      // its state mapped for them, and their releases still call the hook.
+      try {
+        state_->release_hook_context = new release_function(std::move(options.on_release));
+      } catch (...) {
+        detail::destroy_top(state_);
+        throw;
+      }
+      state_->release_hook_cleanup = [](void* hook) noexcept { delete static_cast<release_function*>(hook); };
       state_->release_hook = &call_on_release;
     }
   }
@@ -109,8 +120,10 @@ class top_chunk {
 
   /// The options in force (after rounding).
   top_options options() const {
-    return {state_->settings.reservation_bytes, state_->settings.max_reserved_bytes, state_->settings.retain_bytes,
-            on_release_};
+    top_options options{state_->settings.reservation_bytes, state_->settings.max_reserved_bytes,
+                        state_->settings.retain_bytes, {}};
+    if (state_->release_hook) options.on_release = *static_cast<const release_function*>(state_->release_hook_context);
+    return options;
   }
 
   /// Calls f(const chunk_summary&) for each live process chunk, from a snapshot of the children meta list
@@ -127,11 +140,11 @@ class top_chunk {
             f.held_bytes,     f.blocks,            f.objects_made,
             f.objects_destroyed, std::chrono::nanoseconds(f.lifetime_ns), f.opened_at};
   }
-  static void call_on_release(void* self, const detail::chunk_figures& figures) noexcept {
-    static_cast<top_chunk*>(self)->on_release_(summary_of(figures));
+  using release_function = std::function<void(const chunk_summary&)>;
+  static void call_on_release(void* hook, const detail::chunk_figures& figures) noexcept {
+    (*static_cast<release_function*>(hook))(summary_of(figures));
   }
 
-  std::function<void(const chunk_summary&)> on_release_;
   detail::top_state* state_;
 
   friend std::string report(const top_chunk& top);

@@ -15,5 +15,8 @@ void decommit(void* p, std::size_t bytes) noexcept;
 void* map_table(std::size_t bytes) noexcept;
 /// Returns a whole reservation (or table).
 void release(void* p, std::size_t bytes) noexcept;
+/// A full memory barrier executed by every running thread of the process before this returns: the heavy
+/// side of an asymmetric fence, whose light side is a compiler barrier (see reclaim_caches).
+void heavy_barrier() noexcept;
 
 }  // namespace perfloc::detail::os

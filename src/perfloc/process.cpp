@@ -263,12 +263,12 @@ void chunk_header::grow(std::size_t min_bytes) {
   const unsigned wanted = std::max<unsigned>(next_block_class, needed);
   block_header* block;
   try {
-    block = cache_for(top)->take_block(wanted);  // may throw: nothing has changed yet
+    block = take_block_anywhere(top, wanted);  // may throw: nothing has changed yet
   } catch (const std::bad_alloc&) {
     // The geometric step is a wish, not a need: near the end of the reservation, settle for a block that
     // holds this request rather than fail while the top still has one.
     if (wanted == needed) throw;
-    block = cache_for(top)->take_block(needed);
+    block = take_block_anywhere(top, needed);
   }
   std::byte* const bump = child_meta::load(meta->bump);
   if (end - bump >= static_cast<std::ptrdiff_t>(min_alignment))
@@ -289,7 +289,7 @@ void* chunk_header::allocate_own_block(std::size_t bytes, std::size_t n, std::si
   const std::size_t slide = alignment > page_bytes ? alignment - page_bytes : 0;
   const unsigned size_class = block_class_for(n + slide);
   // The block first: when the top cannot give it, the chunk has not changed at all (not even its peak).
-  block_header* block = cache_for(top)->take_block(size_class);
+  block_header* block = take_block_anywhere(top, size_class);
   own_block* record;
   try {
     record = static_cast<own_block*>(meta->allocate(sizeof(own_block), alignof(own_block)));
@@ -380,13 +380,10 @@ bool chunk_header::free_own_block(std::byte* p) noexcept {
 
 child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where) {
   thread_cache* cache = cache_for(top);
+  if (!cache) return open_chunk_at_exit(top, label, where);  // past this thread's thread_local teardown
   if (cache->released_elsewhere.load(std::memory_order_relaxed)) drain_released_elsewhere(cache);
-  if (!cache->free_blocks[0]) {
-    block_header* shell = refill_shell(cache);  // may throw; nothing was taken
-    shell->next = nullptr;
-    cache->free_blocks[0] = shell;
-    ++cache->free_block_count[0];
-  }
+  cache_section section(cache);
+  if (!cache->free_blocks[0]) cache->push_free(refill_shell(cache), 0);  // may throw; nothing was taken
   return open_shell<true>(cache, top, label, where);
 }
 
@@ -405,6 +402,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
     thread_cache* cache = binding.cache;
     cache->unlink(meta);
     meta->state.store(meta_state::free, std::memory_order_relaxed);
+    cache_section section(cache);
     cache->give_shell(first);  // the meta stays attached (or goes back to the cache if it is full)
     return;
   }

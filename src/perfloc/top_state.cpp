@@ -1,14 +1,23 @@
 // src/perfloc/top_state.cpp — the top chunk's slow paths: reservations, blocks, the meta region, thread caches.
 //
 // Everything here runs under the top's mutex, and only when a thread cache is empty or full, a chunk needs a
-// big block, or somebody asks for statistics. Blocks are 64 KiB << class; free blocks wait in one stack per
-// class. A request is served from its class's stack, else carved from the reservation frontier (committing
-// it), else split from a bigger free block, else from a new reservation, until `max_reserved_bytes`. Free
-// committed memory above `retain_bytes` goes back to the OS (the block bodies are decommitted; their
-// 4 KiB headers stay, so the free stacks never touch a decommitted page).
+// big block, or somebody asks for statistics. Blocks are 64 KiB << class, each aligned to its size within its
+// reservation, so that a free block and its buddy (the other half of the block twice its size) merge again
+// when both are free at the top. A request is served from its class's free list, else split from a bigger
+// free block, else carved from the current reservation's frontier (committing it), else from a new
+// reservation — each at least as large as everything reserved so far, until `max_reserved_bytes`, so their
+// number stays small; the tail of the old one is cut into free blocks first, so no reserved byte is lost.
+// Only when all of that fails does a request take back what thread caches hold (reclaim_caches below).
+//
+// Free committed memory — the top's free blocks and the threads' caches together — stays within
+// `retain_bytes`: above it, a block given back has its body decommitted (its 4 KiB header stays, so the
+// free lists never touch a decommitted page). Thread caches are bounded (thread_cache_bound_bytes) and are
+// counted first: a top whose caches fill the budget keeps nothing more.
 //
 // Thread caches live in the meta region, are bound to a thread on first use and orphaned when it exits;
 // a new thread adopts an orphan before a new cache is made, so their number stays that of the threads.
+// A thread past its thread_local teardown has no cache: it opens chunks through the top's exit cache, under
+// the mutex (open_chunk_at_exit).
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -45,6 +54,9 @@ void note_committed(top_state* top, std::ptrdiff_t delta) {
     top->peak_committed_bytes.store(now, std::memory_order_relaxed);
 }
 
+constexpr std::size_t header_bytes = granule_bytes;  ///< the top_state, at the start of reservation 0
+static_assert(sizeof(top_state) <= header_bytes);
+
 // ----------------------------------------------------------------------------------------------------------
 // Reservations and blocks (callers hold the mutex)
 // ----------------------------------------------------------------------------------------------------------
@@ -73,6 +85,10 @@ void release_reservation(const reservation& r) {
   os::release(r.block_map, block_map_bytes(r.bytes));
 }
 
+/// The owner a block map entry names while the block waits in the top's free lists (a buddy may merge with
+/// it). 64-aligned like a child_meta, and never one.
+alignas(64) const char free_at_top[64] = {};
+
 block_header* make_block(std::byte* at, unsigned size_class, bool body_committed,
                          std::atomic<std::uint64_t>* map_entry) {
   block_header* block = make_block_header(at, size_class, map_entry);
@@ -81,35 +97,81 @@ block_header* make_block(std::byte* at, unsigned size_class, bool body_committed
   return block;
 }
 
+/// The top's free lists are doubly linked, so that a block can leave its list when its buddy merges with it.
 void push_free(top_state* top, block_header* block) {
   if (block->body_committed) top->retained_bytes += block->bytes;
-  block->next = top->free_blocks[block->size_class];
-  top->free_blocks[block->size_class] = block;
+  block_header*& head = top->free_blocks[block->size_class];
+  block->prev = nullptr;
+  block->next = head;
+  if (head) head->prev = block;
+  head = block;
+  set_block_owner(block, free_at_top);
+}
+
+void remove_free(top_state* top, block_header* block) {
+  if (block->body_committed) top->retained_bytes -= block->bytes;
+  if (block->prev) block->prev->next = block->next;
+  else top->free_blocks[block->size_class] = block->next;
+  if (block->next) block->next->prev = block->prev;
+  block->next = block->prev = nullptr;
+  set_block_owner(block, nullptr);
 }
 
 block_header* pop_free(top_state* top, unsigned size_class) {
   block_header* block = top->free_blocks[size_class];
-  if (!block) return nullptr;
-  top->free_blocks[size_class] = block->next;
-  if (block->body_committed) top->retained_bytes -= block->bytes;
+  if (block) remove_free(top, block);
   return block;
 }
 
+reservation* reservation_of(top_state* top, const void* p) {
+  for (reservation& r : top->reservations)
+    if (p >= r.base && p < r.base + r.bytes) return &r;
+  return nullptr;
+}
+
+/// Commits a block's body that the top kept decommitted (a chunk is about to take it).
+block_header* commit_body(top_state* top, block_header* block) {
+  if (!block->body_committed) {
+    note_committed(top, static_cast<std::ptrdiff_t>(block->bytes - page_bytes));
+    block->body_committed = true;
+  }
+  return block;
+}
+
+/// Cuts [from, to) of `r` into free blocks, each the largest aligned to its size that fits. They are mapped
+/// read-write but untouched, so only their header pages count as committed (like decommitted bodies).
+void cut_into_free_blocks(top_state* top, reservation& r, std::byte* from, std::byte* to) {
+  while (to - from >= static_cast<std::ptrdiff_t>(granule_bytes)) {
+    const std::size_t granule = static_cast<std::size_t>(from - r.base) / granule_bytes;
+    const std::size_t room = static_cast<std::size_t>(to - from) / granule_bytes;
+    unsigned size_class = static_cast<unsigned>(std::bit_width(room) - 1);
+    if (granule) size_class = std::min(size_class, static_cast<unsigned>(std::countr_zero(granule)));
+    size_class = std::min(size_class, block_class_count - 1);
+    const std::size_t bytes = block_bytes_of(size_class);
+    if (os::commit(from, bytes)) {  // refused (a strict overcommit policy): those bytes stay unused
+      note_committed(top, static_cast<std::ptrdiff_t>(page_bytes));
+      push_free(top, make_block(from, size_class, false, r.block_map + granule));
+    }
+    from += bytes;
+  }
+}
+
 block_header* carve_from_frontier(top_state* top, unsigned size_class) {
-  if (top->reservation_count == 0) return nullptr;
-  reservation& r = top->reservations[top->reservation_count - 1];
+  if (top->reservations.empty()) return nullptr;
+  reservation& r = top->reservations.back();
   const std::size_t bytes = block_bytes_of(size_class);
-  if (static_cast<std::size_t>(r.base + r.bytes - r.frontier) < bytes) return nullptr;
-  if (!os::commit(r.frontier, bytes)) throw std::bad_alloc();
+  std::byte* const at = r.base + round_up(static_cast<std::size_t>(r.frontier - r.base), bytes);
+  if (at > r.base + r.bytes || static_cast<std::size_t>(r.base + r.bytes - at) < bytes) return nullptr;
+  if (!os::commit(at, bytes)) throw std::bad_alloc();
+  cut_into_free_blocks(top, r, r.frontier, at);  // the alignment gap
   note_committed(top, static_cast<std::ptrdiff_t>(bytes));
-  block_header* block =
-      make_block(r.frontier, size_class, true, r.block_map + (r.frontier - r.base) / granule_bytes);
-  r.frontier += bytes;
+  block_header* block = make_block(at, size_class, true, r.block_map + (at - r.base) / granule_bytes);
+  r.frontier = at + bytes;
   track::taken_back(block->payload(), bytes - sizeof(block_header));
   return block;
 }
 
-/// Halves a bigger free block until it has the wanted class; the upper halves go to the free stacks.
+/// Halves a bigger free block until it has the wanted class; the upper halves go to the free lists.
 block_header* split_bigger(top_state* top, unsigned size_class) {
   unsigned from = size_class + 1;
   while (from < block_class_count && !top->free_blocks[from]) ++from;
@@ -131,40 +193,96 @@ block_header* split_bigger(top_state* top, unsigned size_class) {
 
 bool add_reservation(top_state* top, std::size_t needed) {
   const std::size_t reserved = top->reserved_bytes.load(std::memory_order_relaxed);
-  if (top->reservation_count == max_reservations || reserved >= top->settings.max_reserved_bytes) return false;
+  if (reserved >= top->settings.max_reserved_bytes) return false;
   const std::size_t room = top->settings.max_reserved_bytes - reserved;
   if (needed > room) return false;
-  const std::size_t wanted = std::min(std::max(top->settings.reservation_bytes, needed), room);
+  // At least as large as everything reserved so far: their number grows with the logarithm of the total.
+  const std::size_t wanted = std::min(std::max({top->settings.reservation_bytes, reserved, needed}), room);
   const reservation r = reserve_at_least(wanted, needed);
   if (!r.base) return false;
-  top->reservations[top->reservation_count++] = r;
+  try {
+    top->reservations.reserve(top->reservations.size() + 1);
+  } catch (const std::bad_alloc&) {
+    release_reservation(r);
+    return false;
+  }
+  reservation& current = top->reservations.back();
+  cut_into_free_blocks(top, current, current.frontier, current.base + current.bytes);  // its tail, not lost
+  current.frontier = current.base + current.bytes;
+  top->reservations.push_back(r);
   top->reserved_bytes.store(reserved + r.bytes, std::memory_order_relaxed);
   return true;
 }
 
-block_header* take_block_locked(top_state* top, unsigned size_class) {
-  if (size_class >= block_class_count) throw std::bad_alloc();
-  if (block_header* block = pop_free(top, size_class)) {
-    if (!block->body_committed) {
-      note_committed(top, static_cast<std::ptrdiff_t>(block->bytes - page_bytes));
-      block->body_committed = true;
-    }
-    return block;
-  }
+/// A block from the top's own memory, reserving more if allowed; nullptr when that is exhausted.
+block_header* take_block_from_top(top_state* top, unsigned size_class) {
+  if (block_header* block = pop_free(top, size_class)) return commit_body(top, block);
+  if (block_header* block = split_bigger(top, size_class)) return commit_body(top, block);
   if (block_header* block = carve_from_frontier(top, size_class)) return block;
-  if (block_header* block = split_bigger(top, size_class)) return take_block_locked(top, size_class);
   if (add_reservation(top, block_bytes_of(size_class))) return carve_from_frontier(top, size_class);
-  throw std::bad_alloc();
+  return nullptr;
+}
+
+/// Free bytes the thread caches hold: the counts are atomics, read while their owners run.
+std::size_t cached_bytes(const top_state* top) {
+  std::size_t bytes = 0;
+  for (const thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
+    for (unsigned c = 0; c < cached_block_classes; ++c) bytes += cache->count_of(c) * block_bytes_of(c);
+  return bytes;
+}
+
+void decommit_body(top_state* top, block_header* block) {
+  os::decommit(reinterpret_cast<std::byte*>(block) + page_bytes, block->bytes - page_bytes);
+  note_committed(top, -static_cast<std::ptrdiff_t>(block->bytes - page_bytes));
+  block->body_committed = false;
+}
+
+/// Merges `block` with its buddy while the buddy is free at the top; returns the merged block.
+block_header* merge_with_buddies(top_state* top, block_header* block) {
+  const reservation* r = reservation_of(top, block);
+  while (r && block->size_class + 1 < block_class_count) {
+    const unsigned size_class = block->size_class;
+    const std::size_t bytes = block_bytes_of(size_class);
+    const std::size_t offset = static_cast<std::size_t>(reinterpret_cast<std::byte*>(block) - r->base);
+    const std::size_t buddy_offset = offset ^ bytes;
+    if (buddy_offset + bytes > static_cast<std::size_t>(r->frontier - r->base)) break;
+    if (r->block_map[buddy_offset / granule_bytes].load(std::memory_order_relaxed) !=
+        block_map_word(free_at_top, size_class))
+      break;
+    auto* buddy = reinterpret_cast<block_header*>(r->base + buddy_offset);
+    track::internal_access(buddy, sizeof(block_header));
+    remove_free(top, buddy);
+    block_header* lower = std::min(block, buddy);
+    block_header* upper = std::max(block, buddy);
+    std::atomic<std::uint64_t>* const lower_entry = lower->map_entry;
+    upper->map_entry->store(0, std::memory_order_relaxed);  // no longer the start of a block
+    const bool committed = block->body_committed && buddy->body_committed;
+    if (!committed) {  // one body given back: give back the other, and the upper header page
+      for (block_header* half : {block, buddy})
+        if (half->body_committed) decommit_body(top, half);
+      os::decommit(upper, page_bytes);
+      note_committed(top, -static_cast<std::ptrdiff_t>(page_bytes));
+    }
+    track::taken_back(upper, sizeof(block_header));
+    block = make_block(reinterpret_cast<std::byte*>(lower), size_class + 1, committed, lower_entry);
+  }
+  return block;
 }
 
 void give_block_locked(top_state* top, block_header* block) {
   block->next = block->prev = nullptr;
-  if (block->body_committed && top->retained_bytes + block->bytes > top->settings.retain_bytes) {
-    os::decommit(reinterpret_cast<std::byte*>(block) + page_bytes, block->bytes - page_bytes);
-    note_committed(top, -static_cast<std::ptrdiff_t>(block->bytes - page_bytes));
-    block->body_committed = false;
-  }
-  push_free(top, block);
+  // The budget: the top's committed free blocks and every thread's cache together. The caches grow without
+  // telling the top, so what the top retained earlier may be over the budget now: it goes first.
+  const std::size_t cached = cached_bytes(top);
+  const std::size_t budget = top->settings.retain_bytes > cached ? top->settings.retain_bytes - cached : 0;
+  for (unsigned c = block_class_count; top->retained_bytes > budget && c-- > 0;)
+    for (block_header* b = top->free_blocks[c]; b && top->retained_bytes > budget; b = b->next)
+      if (b->body_committed) {
+        top->retained_bytes -= b->bytes;
+        decommit_body(top, b);
+      }
+  if (block->body_committed && top->retained_bytes + block->bytes > budget) decommit_body(top, block);
+  push_free(top, merge_with_buddies(top, block));
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -175,7 +293,11 @@ void* take_meta_slot(top_state* top, std::size_t bytes) {
   bytes = round_up(bytes, alignof(child_meta));
   if (static_cast<std::size_t>(top->meta_end - top->meta_bump) < bytes) throw std::bad_alloc();
   while (top->meta_bump + bytes > top->meta_committed_end) {
+    // What the meta region commits counts as reserved: max_reserved_bytes bounds it with the reservations.
+    const std::size_t reserved = top->reserved_bytes.load(std::memory_order_relaxed);
+    if (top->settings.max_reserved_bytes - reserved < granule_bytes) throw std::bad_alloc();
     if (!os::commit(top->meta_committed_end, granule_bytes)) throw std::bad_alloc();
+    top->reserved_bytes.store(reserved + granule_bytes, std::memory_order_relaxed);
     top->meta_committed_end += granule_bytes;
     note_committed(top, static_cast<std::ptrdiff_t>(granule_bytes));
   }
@@ -202,29 +324,74 @@ void drain_locked_or_owned(thread_cache* cache) noexcept {
 
 chunk_header* header_of_first(block_header* first) { return reinterpret_cast<chunk_header*>(first->payload()); }
 
-/// A shell leaves the cache: its meta goes to the cache's free metas, its block is then a plain block.
-void detach_meta(thread_cache* cache, block_header* first) {
+/// A shell leaves its cache: its meta goes to `free_metas` (the cache's own, or the top's when another thread
+/// takes the shell), its block is then a plain block.
+void detach_meta(child_meta*& free_metas, block_header* first) {
   chunk_header* header = header_of_first(first);
   track::internal_access(&header->meta, sizeof header->meta);
   child_meta* meta = header->meta;
-  meta->free_next = cache->free_metas;
-  cache->free_metas = meta;
+  meta->free_next = free_metas;
+  free_metas = meta;
   set_block_owner(first, nullptr);
 }
 
-/// Gives all of a cache's free blocks to the top; false if it had none.
-bool flush_blocks_locked(top_state* top, thread_cache* cache) {
+/// Gives all of a cache's free blocks to the top, the metas of its shells to `free_metas`; false if it had
+/// none. The cache's owner is the caller, or is not inside enter_cache .. leave_cache (reclaim_caches).
+bool flush_blocks_locked(top_state* top, thread_cache* cache, child_meta*& free_metas) {
   bool flushed = false;
   for (unsigned c = 0; c < cached_block_classes; ++c) {
-    while (block_header* block = cache->free_blocks[c]) {
-      cache->free_blocks[c] = block->next;
-      if (c == 0) detach_meta(cache, block);
+    block_header* list = cache->free_blocks[c];
+    cache->free_blocks[c] = nullptr;
+    cache->set_count(c, 0);  // first: the budget below no longer counts these blocks as cached
+    while (block_header* block = list) {
+      list = block->next;
+      if (c == 0) detach_meta(free_metas, block);
       give_block_locked(top, block);
       flushed = true;
     }
-    cache->free_block_count[c] = 0;
   }
   return flushed;
+}
+bool flush_blocks_locked(top_state* top, thread_cache* cache) {
+  return flush_blocks_locked(top, cache, cache->free_metas);
+}
+
+/// Takes the free blocks of every other thread's cache whose owner is not editing it right now: the last
+/// resort before a request fails. Each owner edits its free blocks without a lock or a locked instruction,
+/// so the two sides meet as in Dekker's algorithm with the expensive fence on this side only: mark the
+/// caches, make every running thread execute a full barrier (os::heavy_barrier), then take from those
+/// still not busy. An owner that enters its cache from then on sees the mark and waits on the mutex.
+bool reclaim_caches(top_state* top) {
+  bool marked = false;
+  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
+    if (cache->orphaned || cache == top->exit_cache) continue;  // nothing cached, or used under the mutex
+    bool holds_blocks = false;
+    for (unsigned c = 0; c < cached_block_classes; ++c) holds_blocks |= cache->count_of(c) != 0;
+    if (!holds_blocks) continue;
+    cache->reclaim_pending.store(true, std::memory_order_seq_cst);
+    marked = true;
+  }
+  if (!marked) return false;
+  os::heavy_barrier();
+  bool reclaimed = false;
+  for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
+    if (!cache->reclaim_pending.load(std::memory_order_relaxed)) continue;
+    if (!cache->busy.load(std::memory_order_acquire)) reclaimed |= flush_blocks_locked(top, cache, top->free_metas);
+    cache->reclaim_pending.store(false, std::memory_order_release);
+  }
+  return reclaimed;
+}
+
+/// A block from the top, else from the calling thread's own cache (`own`, may be nullptr) given back, else
+/// from every other thread's cache. Throws std::bad_alloc when all of them together cannot serve it.
+block_header* take_block_locked(top_state* top, unsigned size_class, thread_cache* own) {
+  if (size_class >= block_class_count) throw std::bad_alloc();
+  if (block_header* block = take_block_from_top(top, size_class)) return block;
+  if (own && flush_blocks_locked(top, own))
+    if (block_header* block = take_block_from_top(top, size_class)) return block;
+  if (reclaim_caches(top))
+    if (block_header* block = take_block_from_top(top, size_class)) return block;
+  throw std::bad_alloc();
 }
 
 /// Makes `first` a shell of `cache` with `meta` attached.
@@ -338,38 +505,64 @@ void read_live_chunks(top_state* top, std::int64_t now_ns, std::vector<chunk_fig
 // Entry points declared in arena.hpp
 // ------------------------------------------------------------------------------------------------------------
 
+namespace {
+/// Address space for as many metas as max_reserved_bytes has 64 KiB blocks (the most chunks that can live at
+/// once), plus room for thread caches; at most 64 GiB. Reserved beside the reservations, committed as used.
+std::size_t meta_region_bytes(std::size_t max_reserved_bytes) {
+  constexpr std::size_t most = std::size_t{64} << 30, caches = std::size_t{16} << 20;
+  const std::size_t metas = max_reserved_bytes / granule_bytes;
+  const std::size_t bytes = metas < (most - caches) / sizeof(child_meta) ? metas * sizeof(child_meta) + caches : most;
+  return round_up(bytes, granule_bytes);
+}
+}  // namespace
+
+void* map_pages(std::size_t bytes) {
+  if (void* p = os::map_table(round_up(bytes, page_bytes))) return p;
+  throw std::bad_alloc();
+}
+void unmap_pages(void* p, std::size_t bytes) noexcept { os::release(p, round_up(bytes, page_bytes)); }
+
 top_state* create_top(const top_settings& wanted) {
   top_settings settings = wanted;
-  const std::size_t header_bytes = round_up(sizeof(top_state), granule_bytes);
-  const std::size_t min_reservation = header_bytes + 2 * granule_bytes + 4 * granule_bytes;
-  settings.reservation_bytes = std::max(round_up(settings.reservation_bytes, granule_bytes), min_reservation);
-  settings.max_reserved_bytes = std::max(settings.max_reserved_bytes, settings.reservation_bytes);
+  const std::size_t min_reservation = header_bytes + granule_bytes;
+  settings.reservation_bytes =
+      std::max(round_up(std::min(settings.reservation_bytes, std::size_t{1} << 62), granule_bytes), min_reservation);
+  // Never below one reservation and the meta region's first 64 KiB.
+  settings.max_reserved_bytes = std::max(settings.max_reserved_bytes, settings.reservation_bytes + granule_bytes);
 
   reservation first = reserve_at_least(settings.reservation_bytes, min_reservation);
   if (!first.base) throw std::bad_alloc();
-  std::byte* const base = first.base;
-  const std::size_t bytes = first.bytes;
-  const std::size_t meta_bytes = std::max(granule_bytes, round_up(bytes / 32, granule_bytes));
-  if (!os::commit(base, header_bytes + granule_bytes)) {
+  std::size_t meta_bytes = meta_region_bytes(settings.max_reserved_bytes);
+  void* meta = nullptr;
+  for (; !(meta = os::reserve(meta_bytes)) && meta_bytes > granule_bytes;)  // an RLIMIT_AS: fewer chunks
+    meta_bytes = round_up(meta_bytes / 2, granule_bytes);
+  if (!meta || !os::commit(first.base, header_bytes) || !os::commit(meta, granule_bytes)) {
+    if (meta) os::release(meta, meta_bytes);
     release_reservation(first);
     throw std::bad_alloc();
   }
+  std::byte* const base = first.base;
   auto* top = ::new (static_cast<void*>(base)) top_state{};
   top->id = next_top_id.fetch_add(1, std::memory_order_relaxed);
   top->settings = settings;
   top->max_request_bytes = settings.max_reserved_bytes / 2;
-  first.frontier = base + header_bytes + meta_bytes;
-  top->reservations[0] = first;
-  top->reservation_count = 1;
-  top->reserved_bytes.store(bytes, std::memory_order_relaxed);
-  note_committed(top, static_cast<std::ptrdiff_t>(header_bytes + granule_bytes));
-  top->meta_begin = base + header_bytes;
+  first.frontier = base + header_bytes;
+  top->meta_begin = static_cast<std::byte*>(meta);
   top->meta_bump = top->meta_begin;
   top->meta_committed_end = top->meta_begin + granule_bytes;
   top->meta_end = top->meta_begin + meta_bytes;
-
-  std::lock_guard lock(registry_mutex);
-  live_tops().push_back(top);
+  try {
+    top->reservations.push_back(first);
+    std::lock_guard lock(registry_mutex);
+    live_tops().push_back(top);
+  } catch (...) {
+    top->~top_state();
+    os::release(meta, meta_bytes);
+    release_reservation(first);
+    throw;
+  }
+  top->reserved_bytes.store(first.bytes + granule_bytes, std::memory_order_relaxed);  // the meta region's first
+  note_committed(top, static_cast<std::ptrdiff_t>(header_bytes + granule_bytes));
   return top;
 }
 
@@ -395,15 +588,18 @@ void destroy_top(top_state* top) noexcept {
     std::fprintf(stderr, "perfloc: release every process chunk before its top chunk (aborting: debug build)\n");
     std::abort();
 #else
+    // The release hook stays too: it belongs to the state, which those chunks still reach.
     std::fprintf(stderr, "perfloc: the top chunk's memory is left mapped so that those chunks stay valid\n");
     return;
 #endif
   }
-  reservation reservations[max_reservations];
-  const unsigned count = top->reservation_count;
-  std::copy_n(top->reservations, count, reservations);
+  if (top->release_hook_cleanup) top->release_hook_cleanup(top->release_hook_context);
+  const std::vector<reservation, pages_allocator<reservation>> reservations = std::move(top->reservations);
+  std::byte* const meta = top->meta_begin;
+  const auto meta_bytes = static_cast<std::size_t>(top->meta_end - top->meta_begin);
   top->~top_state();
-  for (unsigned i = count; i-- > 0;) release_reservation(reservations[i]);
+  os::release(meta, meta_bytes);
+  for (std::size_t i = reservations.size(); i-- > 0;) release_reservation(reservations[i]);
 }
 
 top_totals collect_totals(top_state* top) {
@@ -435,58 +631,47 @@ live_view live_chunks(top_state* top) {
 
 top_snapshot snapshot(top_state* top) {
   top_snapshot shot;
-  std::vector<const block_header*> free_blocks;
   const std::int64_t now_ns = top->release_hook ? steady_clock_ns() : -1;
-  const std::size_t header_bytes = round_up(sizeof(top_state), granule_bytes);
-  for (std::size_t chunks_needed = 0, blocks_needed = 0, free_needed = 0, reservations_needed = 0;;) {
+  for (std::size_t chunks_needed = 0, blocks_needed = 0, reservations_needed = 0;;) {
+    // Room first, outside the lock: nothing allocates while the mutex is held.
     shot.chunks.reserve(chunks_needed);
     shot.blocks.reserve(blocks_needed);
     shot.reservation_bytes.reserve(reservations_needed);
-    free_blocks.reserve(free_needed);
     std::lock_guard lock(top->mutex);
     chunks_needed = meta_slots(top);
-    reservations_needed = top->reservation_count;
-    blocks_needed = 3;  // the header, the meta region and the rest of it
-    for (unsigned i = 0; i < top->reservation_count; ++i) {
+    reservations_needed = top->reservations.size();
+    blocks_needed = 2;  // the header and the meta region
+    for (std::size_t i = 0; i < top->reservations.size(); ++i) {
       const reservation& r = top->reservations[i];
       blocks_needed += static_cast<std::size_t>(r.frontier - r.base) / granule_bytes + 1;
     }
-    free_needed = 0;
-    for (block_header* list : top->free_blocks)
-      for (block_header* b = list; b; b = b->next) ++free_needed;
     if (chunks_needed > shot.chunks.capacity() || blocks_needed > shot.blocks.capacity() ||
-        free_needed > free_blocks.capacity() || reservations_needed > shot.reservation_bytes.capacity())
+        reservations_needed > shot.reservation_bytes.capacity())
       continue;
 
     // The chunks, then their blocks, under one hold of the mutex.
     shot.totals = top_totals_locked(top);
     read_live_chunks(top, now_ns, shot.chunks, shot.totals);
-    for (block_header* list : top->free_blocks)
-      for (block_header* b = list; b; b = b->next) free_blocks.push_back(b);
-    std::sort(free_blocks.begin(), free_blocks.end());
-    for (unsigned i = 0; i < top->reservation_count; ++i) {
+    for (std::size_t i = 0; i < top->reservations.size(); ++i) {
       const reservation& r = top->reservations[i];
       shot.reservation_bytes.push_back(r.bytes);
-      if (i == 0) {
+      if (i == 0) {  // the header, then the meta region (reserved on its own: only its committed part is drawn)
         shot.blocks.push_back({i, 0, header_bytes, block_view::top_header, nullptr});
         const auto meta_committed = static_cast<std::size_t>(top->meta_committed_end - top->meta_begin);
-        const auto meta_reserved = static_cast<std::size_t>(top->meta_end - top->meta_begin);
         shot.blocks.push_back({i, header_bytes, meta_committed, block_view::meta_region, nullptr});
-        if (meta_committed < meta_reserved)
-          shot.blocks.push_back({i, header_bytes + meta_committed, meta_reserved - meta_committed,
-                                 block_view::unused, nullptr});
       }
       const std::size_t granules = static_cast<std::size_t>(r.frontier - r.base) / granule_bytes;
       for (std::size_t g = 0; g < granules; ++g) {
         const std::uint64_t word = r.block_map[g].load(std::memory_order_relaxed);
         if (!word) continue;
         const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
-        const auto* owner = reinterpret_cast<const child_meta*>(word & ~std::uint64_t{63});
+        const void* owner_word = reinterpret_cast<const void*>(word & ~std::uint64_t{63});
         const auto* start = reinterpret_cast<const block_header*>(r.base + g * granule_bytes);
         block_view view{i, g * granule_bytes, block_bytes_of(size_class), block_view::cached, nullptr};
-        if (std::binary_search(free_blocks.begin(), free_blocks.end(), start)) {
+        if (owner_word == free_at_top) {
           view.kind = start->body_committed ? block_view::free_committed : block_view::free_decommitted;
-        } else if (owner && owner->state.load(std::memory_order_relaxed) == meta_state::live) {
+        } else if (const auto* owner = static_cast<const child_meta*>(owner_word);
+                   owner && owner->state.load(std::memory_order_relaxed) == meta_state::live) {
           view.kind = block_view::in_chunk;
           view.owner = owner;
         }
@@ -501,18 +686,53 @@ top_snapshot snapshot(top_state* top) {
 
 block_header* top_take_block(top_state* top, unsigned size_class) {
   std::lock_guard lock(top->mutex);
-  return take_block_locked(top, size_class);
+  return take_block_locked(top, size_class, nullptr);
 }
 
 block_header* refill_block(thread_cache* cache, unsigned size_class) {
   top_state* top = cache->top;
   std::lock_guard lock(top->mutex);
-  try {
-    return take_block_locked(top, size_class);
-  } catch (const std::bad_alloc&) {
-    if (!flush_blocks_locked(top, cache)) throw;
-    return take_block_locked(top, size_class);
+  return take_block_locked(top, size_class, cache);
+}
+
+child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std::source_location& where) {
+  std::lock_guard lock(top->mutex);
+  thread_cache* cache = top->exit_cache;
+  if (!cache) {
+    cache = ::new (take_meta_slot(top, sizeof(thread_cache))) thread_cache();
+    cache->top = top;
+    cache->next_in_top = top->caches;
+    top->caches = cache;
+    top->exit_cache = cache;
   }
+  drain_locked_or_owned(cache);
+  block_header* first = take_block_locked(top, 0, nullptr);  // may throw: nothing was taken
+  child_meta* meta = cache->free_metas;
+  if (meta) {
+    cache->free_metas = meta->free_next;
+  } else if ((meta = top->free_metas)) {
+    top->free_metas = meta->free_next;
+  } else {
+    try {
+      meta = ::new (take_meta_slot(top, sizeof(child_meta))) child_meta();
+    } catch (...) {
+      give_block_locked(top, first);
+      throw;
+    }
+    meta->magic = child_meta_magic;
+  }
+  attach_meta(cache, first, meta);
+  cache->push_free(first, 0);
+  return open_shell<true>(cache, top, label, where);  // a release on any thread hands the meta back here
+}
+
+void wait_for_reclaim(thread_cache* cache) noexcept {
+  do {
+    cache->busy.store(false, std::memory_order_release);
+    { std::lock_guard lock(cache->top->mutex); }  // the reclaimer holds it until it is done
+    cache->busy.store(true, std::memory_order_relaxed);
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } while (cache->reclaim_pending.load(std::memory_order_acquire));
 }
 
 block_header* refill_shell(thread_cache* cache) {
@@ -532,7 +752,7 @@ block_header* refill_shell(thread_cache* cache) {
 }
 
 void spill_shell(thread_cache* cache, block_header* first) noexcept {
-  detach_meta(cache, first);
+  detach_meta(cache->free_metas, first);
   top_give_block(cache->top, first);
 }
 
@@ -542,6 +762,7 @@ void adopt_first_block(top_state* top, block_header* first) noexcept {
     child_meta* meta = cache->free_metas;
     cache->free_metas = meta->free_next;
     attach_meta(cache, first, meta);
+    cache_section section(cache);
     return cache->give_shell(first);
   }
   track::taken_back(first->payload(), first->bytes - sizeof(block_header));
@@ -554,7 +775,7 @@ void top_give_block(top_state* top, block_header* block) noexcept {
 }
 
 thread_cache* bind_cache(top_state* top) {
-  if (thread_caches::gone) throw std::bad_alloc();  // past this thread's thread_local teardown
+  if (thread_caches::gone) return nullptr;  // past this thread's thread_local teardown: open_chunk_at_exit
   auto& entries = this_thread_caches.entries;
   for (const auto& e : entries)
     if (e.top == top && e.id == top->id) {
@@ -596,8 +817,14 @@ child_meta* refill_metas(thread_cache* cache) {
     if (meta) {
       top->free_metas = meta->free_next;
     } else {
-      if (i > 0 && static_cast<std::size_t>(top->meta_end - top->meta_bump) < sizeof(child_meta)) break;
-      meta = ::new (take_meta_slot(top, sizeof(child_meta))) child_meta();
+      void* slot;
+      try {
+        slot = take_meta_slot(top, sizeof(child_meta));
+      } catch (const std::bad_alloc&) {
+        if (i == 0) throw;
+        break;  // the metas taken so far do
+      }
+      meta = ::new (slot) child_meta();
       meta->magic = child_meta_magic;
     }
     meta->home = cache;

@@ -2,10 +2,12 @@
 //
 // Memory layout (the seed's picture, as built):
 //
-//   reservation 0:  [ top_state header | meta region: child_meta + thread_cache slots | allocation memory ... ]
-//   reservation k:  [ allocation memory ... ]            (more reservations when one is exhausted)
+//   reservation 0:  [ top_state header (64 KiB) | allocation memory ... ]
+//   reservation k:  [ allocation memory ... ]   (more when one is exhausted, each as large as all before it)
+//   meta region:    [ child_meta + thread_cache slots ... ]   (reserved on its own, committed as it fills)
 //
-// Allocation memory is handed out in blocks of 64 KiB << size_class. A block starts with a block_header.
+// Allocation memory is handed out in blocks of 64 KiB << size_class, each aligned to its size within its
+// reservation (so that free buddies merge at the top). A block starts with a block_header.
 // A process chunk is a list of blocks; its first block holds the chunk_header right after the block_header,
 // and the chunk's child_meta (in the meta region) and the chunk_header point at each other. The child_meta
 // also holds the chunk's allocation cursor and statistics, which is what the handle allocates through.
@@ -61,15 +63,24 @@ inline constexpr std::size_t min_alignment = 16;  ///< every bump allocation is 
 /// Larger requests that do not fit the current block get a block of their own.
 inline constexpr std::size_t large_request_bytes = std::size_t{256} << 10;
 inline constexpr unsigned block_class_count = 48;     ///< 64 KiB << 47 is far above any reservation
-inline constexpr unsigned cached_block_classes = 7;   ///< 64 KiB .. 4 MiB blocks are cached per thread
+inline constexpr unsigned cached_block_classes = 4;   ///< 64 KiB .. 512 KiB blocks are cached per thread
 inline constexpr unsigned max_growth_class = 6;       ///< a chunk's bump blocks grow geometrically to 4 MiB
 
-/// How many free blocks of a class one thread keeps: 16 of 64 KiB down to 1 of 4 MiB (about 11 MiB at most).
+/// How many free blocks of a class one thread keeps per top: 16 of 64 KiB (shells), 4 of 128 KiB, 2 of 256 KiB,
+/// 1 of 512 KiB. Bigger blocks always go back to the top, where retain_bytes applies to them.
 constexpr unsigned cached_block_limit(unsigned size_class) noexcept {
-  return size_class < 4 ? 16u >> size_class : 1u;
+  return size_class == 0 ? 16u : size_class == 1 ? 4u : size_class == 2 ? 2u : 1u;
 }
 
 constexpr std::size_t block_bytes_of(unsigned size_class) noexcept { return granule_bytes << size_class; }
+
+/// The most a thread cache holds (2.5 MiB): the README's documented bound, which counts in retain_bytes.
+inline constexpr std::size_t thread_cache_bound_bytes = [] {
+  std::size_t bytes = 0;
+  for (unsigned c = 0; c < cached_block_classes; ++c) bytes += cached_block_limit(c) * block_bytes_of(c);
+  return bytes;
+}();
+static_assert(thread_cache_bound_bytes == (std::size_t{5} << 19));
 
 /// The smallest class whose blocks hold `bytes`.
 constexpr unsigned block_class_for(std::size_t bytes) noexcept {
@@ -345,15 +356,24 @@ static_assert(sizeof(chunk_ref) == sizeof(void*));
 /// Its free 64 KiB blocks (class 0) are shells: the first block of a released chunk, with the chunk's
 /// child_meta still attached (the header's `meta`, whose `home` is this cache). Opening a chunk pops one
 /// shell and has its block and its meta at once; releasing pushes it back.
+///
+/// Its free blocks can be taken by another thread when the top would otherwise fail a request (see
+/// reclaim_caches in top_state.cpp): the owner edits them only between enter_cache and leave_cache, which
+/// mark the cache `busy`; a reclaiming thread sets `reclaim_pending`, makes every thread see it with an
+/// asymmetric barrier (os::heavy_barrier), and takes the blocks of a cache that is not busy. The owner pays
+/// two plain stores and one load for it; the reclaimer pays a system call, once per failing request.
 struct thread_cache {
-  top_state* top = nullptr;
-  child_meta live;                         ///< sentinel of this cache's part of the children meta list
-  child_meta* free_metas = nullptr;
+  // What open and release touch: one cache line.
   block_header* free_blocks[cached_block_classes]{};
-  std::uint8_t free_block_count[cached_block_classes]{};
+  std::atomic<std::uint8_t> free_block_count[cached_block_classes]{};  ///< one writer at a time; read by the top
+  std::atomic<bool> busy{false};             ///< the owner is editing free_blocks
+  std::atomic<bool> reclaim_pending{false};  ///< a reclaimer wants free_blocks: take the slow path
   std::atomic<child_meta*> released_elsewhere{nullptr};  ///< metas of chunks other threads released
+  top_state* top = nullptr;
+  child_meta* free_metas = nullptr;
   thread_cache* next_in_top = nullptr;     ///< all caches of the top (under the top's mutex)
   bool orphaned = false;                   ///< its thread has exited (under the top's mutex)
+  child_meta live;                         ///< sentinel of this cache's part of the children meta list
 
   thread_cache() noexcept {
     live.prev.store(&live, std::memory_order_relaxed);
@@ -375,10 +395,50 @@ struct thread_cache {
     after->prev.store(before, std::memory_order_relaxed);
   }
 
-  // --- free blocks ---
+  // --- free blocks (between enter_cache and leave_cache) ---
+  unsigned count_of(unsigned size_class) const noexcept {
+    return free_block_count[size_class].load(std::memory_order_relaxed);
+  }
+  void set_count(unsigned size_class, unsigned n) noexcept {
+    free_block_count[size_class].store(static_cast<std::uint8_t>(n), std::memory_order_relaxed);
+  }
+  void push_free(block_header* block, unsigned size_class) noexcept {
+    block->next = free_blocks[size_class];
+    free_blocks[size_class] = block;
+    set_count(size_class, count_of(size_class) + 1);
+  }
+  block_header* pop_free(unsigned size_class) noexcept {
+    block_header* block = free_blocks[size_class];
+    free_blocks[size_class] = block->next;
+    set_count(size_class, count_of(size_class) - 1);
+    return block;
+  }
   inline block_header* take_block(unsigned size_class);  ///< size_class >= 1
   inline void give_block(block_header* block) noexcept;  ///< a block of class >= 1
   inline void give_shell(block_header* first) noexcept;  ///< a chunk's first block, its meta attached
+};
+
+/// Waits until a reclaim of `cache` is over (src/perfloc/top_state.cpp); the owner is busy again on return.
+void wait_for_reclaim(thread_cache* cache) noexcept;
+
+/// The owner starts editing its cache's free blocks. The signal fence keeps the compiler from moving the load
+/// above the store; the reclaimer's heavy barrier does the same for the processor.
+[[gnu::always_inline]] inline void enter_cache(thread_cache* cache) noexcept {
+  cache->busy.store(true, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (cache->reclaim_pending.load(std::memory_order_acquire)) [[unlikely]] wait_for_reclaim(cache);
+}
+[[gnu::always_inline]] inline void leave_cache(thread_cache* cache) noexcept {
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  cache->busy.store(false, std::memory_order_release);
+}
+/// enter_cache .. leave_cache for a scope. Never nested: user code (destructors) never runs inside one.
+struct cache_section {
+  thread_cache* cache;
+  explicit cache_section(thread_cache* c) noexcept : cache(c) { enter_cache(cache); }
+  ~cache_section() { leave_cache(cache); }
+  cache_section(const cache_section&) = delete;
+  cache_section& operator=(const cache_section&) = delete;
 };
 
 // ---------------------------------------------------------------------------------------------------------
@@ -447,7 +507,20 @@ struct top_snapshot {
 
 using release_hook_function = void (*)(void* context, const chunk_figures& final_figures) noexcept;
 
-inline constexpr unsigned max_reservations = 64;
+// Pages straight from the OS (src/perfloc/top_state.cpp), for the top's own tables: the default top is never
+// destroyed, and a leak checker does not look into perfloc's mappings for what points at a malloc'd table.
+void* map_pages(std::size_t bytes);  ///< throws std::bad_alloc
+void unmap_pages(void* p, std::size_t bytes) noexcept;
+template <class T>
+struct pages_allocator {
+  using value_type = T;
+  pages_allocator() = default;
+  template <class U>
+  pages_allocator(const pages_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(map_pages(n * sizeof(T))); }
+  void deallocate(T* p, std::size_t n) noexcept { unmap_pages(p, n * sizeof(T)); }
+  friend bool operator==(const pages_allocator&, const pages_allocator&) noexcept { return true; }
+};
 
 /// Lives at the start of reservation 0. Everything below the mutex is guarded by it.
 struct top_state {
@@ -460,19 +533,26 @@ struct top_state {
   std::atomic<std::size_t> committed_bytes{0};
   std::atomic<std::size_t> peak_committed_bytes{0};
   release_hook_function release_hook = nullptr;  ///< set at construction only
-  void* release_hook_context = nullptr;
+  void* release_hook_context = nullptr;           ///< owned by the state: freed with it by release_hook_cleanup
+  void (*release_hook_cleanup)(void* context) noexcept = nullptr;
 
   std::mutex mutex;
-  reservation reservations[max_reservations]{};
-  unsigned reservation_count = 0;
+  /// In the order they were made; carving goes on at the last one's frontier (the others are used up).
+  std::vector<reservation, pages_allocator<reservation>> reservations;
   block_header* free_blocks[block_class_count]{};
   std::size_t retained_bytes = 0;  ///< committed bytes in free_blocks
+  /// The meta region: its own reservation (not in `reservations`; its committed part counts in reserved_bytes,
+  /// so max_reserved_bytes bounds it too), sized for as many metas as max_reserved_bytes has 64 KiB blocks,
+  /// committed 64 KiB at a time as it fills.
   std::byte* meta_begin = nullptr;
   std::byte* meta_bump = nullptr;
   std::byte* meta_committed_end = nullptr;
   std::byte* meta_end = nullptr;
-  child_meta* free_metas = nullptr;  ///< metas given back by exiting threads
+  child_meta* free_metas = nullptr;  ///< metas given back by exiting threads and by reclaims
   thread_cache* caches = nullptr;
+  /// Serves threads past their thread_local teardown (static destructors, atexit handlers, late
+  /// thread_local destructors): used under the mutex only, made on first use.
+  thread_cache* exit_cache = nullptr;
 };
 
 // Out of line (src/perfloc/top_state.cpp): everything that takes the mutex or talks to the OS.
@@ -482,6 +562,8 @@ top_totals collect_totals(top_state* top);
 live_view live_chunks(top_state* top);  ///< a snapshot of the children meta list
 top_snapshot snapshot(top_state* top);   ///< blocks and live chunks, for pictures
 block_header* top_take_block(top_state* top, unsigned size_class);  ///< throws std::bad_alloc
+/// A chunk opened by a thread that has no cache any more (at exit), from the top's shared exit cache.
+child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std::source_location& where);
 /// From the top; when it is exhausted, gives this cache's free blocks back to it first and tries again.
 block_header* refill_block(thread_cache* cache, unsigned size_class);
 /// A new shell for an empty cache: a block from the top with a meta attached.
@@ -492,7 +574,8 @@ void spill_shell(thread_cache* cache, block_header* first) noexcept;
 /// has a meta to spare, otherwise goes to the top.
 void adopt_first_block(top_state* top, block_header* first) noexcept;
 void top_give_block(top_state* top, block_header* block) noexcept;
-thread_cache* bind_cache(top_state* top);  ///< the calling thread's cache of `top`, made on first use
+/// The calling thread's cache of `top`, made on first use; nullptr past the thread's thread_local teardown.
+thread_cache* bind_cache(top_state* top);
 child_meta* refill_metas(thread_cache* cache);  ///< throws std::bad_alloc
 void drain_released_elsewhere(thread_cache* cache) noexcept;
 void release_elsewhere(child_meta* meta) noexcept;  ///< a chunk released away from its home cache
@@ -510,6 +593,7 @@ struct cache_binding {
 };
 inline thread_local constinit cache_binding current_binding{};
 
+/// The calling thread's cache of `top`; nullptr past the thread's thread_local teardown (at exit).
 inline thread_cache* cache_for(top_state* top) {
   const cache_binding& binding = current_binding;
   if (binding.top == top && binding.id == top->id) [[likely]] return binding.cache;
@@ -517,37 +601,22 @@ inline thread_cache* cache_for(top_state* top) {
 }
 
 inline block_header* thread_cache::take_block(unsigned size_class) {
-  if (size_class >= 1 && size_class < cached_block_classes) {
-    if (block_header* block = free_blocks[size_class]) [[likely]] {
-      free_blocks[size_class] = block->next;
-      --free_block_count[size_class];
-      return block;
-    }
-  }
+  if (size_class >= 1 && size_class < cached_block_classes && free_blocks[size_class]) [[likely]]
+    return pop_free(size_class);
   return refill_block(this, size_class);
 }
 
 inline void thread_cache::give_block(block_header* block) noexcept {
   track::taken_back(block->payload(), block->bytes - sizeof(block_header));
   const unsigned size_class = block->size_class;
-  if (size_class >= 1 && size_class < cached_block_classes &&
-      free_block_count[size_class] < cached_block_limit(size_class)) {
-    block->next = free_blocks[size_class];
-    free_blocks[size_class] = block;
-    ++free_block_count[size_class];
-    return;
-  }
+  if (size_class >= 1 && size_class < cached_block_classes && count_of(size_class) < cached_block_limit(size_class))
+    return push_free(block, size_class);
   top_give_block(top, block);
 }
 
 inline void thread_cache::give_shell(block_header* first) noexcept {
   track::taken_back(first->payload(), first->bytes - sizeof(block_header));
-  if (free_block_count[0] < cached_block_limit(0)) [[likely]] {
-    first->next = free_blocks[0];
-    free_blocks[0] = first;
-    ++free_block_count[0];
-    return;
-  }
+  if (count_of(0) < cached_block_limit(0)) [[likely]] return push_free(first, 0);
   spill_shell(this, first);
 }
 
@@ -563,9 +632,21 @@ inline thread_cache* cache_if_any(top_state* top) noexcept {
 
 /// Returns a block to the calling thread's cache, or straight to the top when there is no cache.
 inline void give_block_anywhere(top_state* top, block_header* block) noexcept {
-  if (thread_cache* cache = cache_if_any(top)) return cache->give_block(block);
+  if (thread_cache* cache = cache_if_any(top)) {
+    cache_section section(cache);
+    return cache->give_block(block);
+  }
   track::taken_back(block->payload(), block->bytes - sizeof(block_header));
   top_give_block(top, block);
+}
+
+/// A block for a chunk of `top`: from the calling thread's cache, or from the top when there is none (at exit).
+inline block_header* take_block_anywhere(top_state* top, unsigned size_class) {
+  if (thread_cache* cache = cache_for(top)) {
+    cache_section section(cache);
+    return cache->take_block(size_class);
+  }
+  return top_take_block(top, size_class);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -753,9 +834,7 @@ void call_release_hook(chunk_header* chunk) noexcept;
 template <bool general>
 [[gnu::always_inline]] inline child_meta* open_shell(thread_cache* cache, top_state* top, std::string_view label,
                                                      const std::source_location& where) noexcept {
-  block_header* block = cache->free_blocks[0];
-  cache->free_blocks[0] = block->next;
-  --cache->free_block_count[0];
+  block_header* block = cache->pop_free(0);
   auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
   track::internal_access(chunk, sizeof(chunk_header));
   child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
@@ -799,10 +878,16 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
                                                   const std::source_location& where) {
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
-  if (binding.top != top || binding.id != top->id || !label.empty() || top->release_hook ||
-      !cache->free_blocks[0] || cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]]
+  if (binding.top != top || binding.id != top->id || !label.empty() || top->release_hook) [[unlikely]]
     return open_chunk_slow(top, label, where);
-  return open_shell<false>(cache, top, label, where);
+  enter_cache(cache);
+  if (!cache->free_blocks[0] || cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] {
+    leave_cache(cache);
+    return open_chunk_slow(top, label, where);
+  }
+  child_meta* meta = open_shell<false>(cache, top, label, where);
+  leave_cache(cache);
+  return meta;
 }
 
 /// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
@@ -814,13 +899,18 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
   if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || top->release_hook || cache != meta->home ||
-      binding.top != top || binding.id != top->id || cache->free_block_count[0] >= cached_block_limit(0))
-      [[unlikely]]
+      binding.top != top || binding.id != top->id) [[unlikely]]
     return release_chunk_slow(chunk);
+  enter_cache(cache);
+  if (cache->count_of(0) >= cached_block_limit(0)) [[unlikely]] {
+    leave_cache(cache);
+    return release_chunk_slow(chunk);
+  }
   end_generation(meta);
   cache->unlink(meta);
   meta->state.store(meta_state::free, std::memory_order_relaxed);
   cache->give_shell(chunk->first_block());  // the meta stays attached
+  leave_cache(cache);
 }
 
 // Debug-build checks (src/perfloc/process.cpp): print a clear message and abort.

@@ -1,0 +1,265 @@
+// Limits of a top chunk, from the user's side: max_reserved_bytes is the limit that applies (no hidden count
+// of reservations, no meta region below it), every byte given back is usable again by any thread, thread
+// caches stay within their documented bound and count in the retain budget, a release hook outlives its top.
+//
+// The documented constants these tests compute with (README, "How it works"): blocks are 64 KiB << k; the top
+// chunk's header takes the first 64 KiB of its first reservation; a thread caches at most 16 free 64 KiB
+// blocks, 4 of 128 KiB, 2 of 256 KiB and 1 of 512 KiB per top; a free block given back to the OS keeps its
+// first 4 KiB page.
+#define BOOST_TEST_MODULE perfloc.limits
+#include <boost/test/unit_test.hpp>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "death.hpp"
+
+import perfloc;
+
+namespace {
+constexpr std::size_t KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB, TiB = 1024 * GiB;
+constexpr std::size_t block = 64 * KiB;         // the smallest block
+constexpr std::size_t top_header = 64 * KiB;    // the top's header, at the start of its first reservation
+constexpr std::size_t header_page = 4 * KiB;    // what a free block keeps committed when given back
+constexpr std::size_t meta_first_commit = 64 * KiB;  // the meta region commits this first; counted as reserved
+constexpr std::size_t cache_bound = 16 * block + 4 * (2 * block) + 2 * (4 * block) + 1 * (8 * block);
+
+/// Opens empty chunks until the top refuses one; returns how many it took, and releases them, newest first
+/// (as nested scopes would).
+std::size_t count_empty_chunks(perfloc::top_chunk& top) {
+  std::vector<perfloc::process_chunk> chunks;
+  chunks.reserve(1 << 16);
+  try {
+    for (;;) chunks.emplace_back(top);
+  } catch (const std::bad_alloc&) {
+  }
+  const std::size_t count = chunks.size();
+  while (!chunks.empty()) chunks.pop_back();
+  return count;
+}
+
+/// Runs `work` on a thread that then stays alive, idle, until the returned object is destroyed: what the
+/// thread cached stays in its cache, and only a reclaim can take it.
+class idle_thread {
+ public:
+  explicit idle_thread(std::function<void()> work)
+      : thread_([this, work = std::move(work)] {
+          work();
+          std::unique_lock lock(mutex_);
+          worked_ = true;
+          changed_.notify_all();
+          changed_.wait(lock, [this] { return finish_; });
+        }) {
+    std::unique_lock lock(mutex_);
+    changed_.wait(lock, [this] { return worked_; });
+  }
+  ~idle_thread() {
+    {
+      std::lock_guard lock(mutex_);
+      finish_ = true;
+    }
+    changed_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  bool worked_ = false, finish_ = false;
+  std::thread thread_;
+};
+}  // namespace
+
+// ------------------------------------------------------------------------------------------------------------
+// Every byte given back is usable again, by any thread
+// ------------------------------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(a_split_block_gives_every_part_back) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
+                                              .retain_bytes = 1 * MiB}};
+  const std::size_t room = count_empty_chunks(top);
+  BOOST_TEST(room == (1 * MiB - top_header) / block);
+  for (std::size_t size : {300 * KiB, 100 * KiB, 450 * KiB, 200 * KiB}) {  // big blocks, split again later
+    {
+      perfloc::process_chunk big{top};
+      big.allocate(size);
+    }
+    BOOST_TEST(count_empty_chunks(top) == room, "after a chunk of " << size / KiB << " KiB");
+  }
+}
+
+BOOST_AUTO_TEST_CASE(memory_cached_by_an_idle_thread_serves_another_thread) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
+                                              .retain_bytes = 1 * MiB}};
+  std::size_t room = 0;
+  idle_thread cacher([&] { room = count_empty_chunks(top); });  // every block ends in that thread's cache
+  BOOST_TEST(room == (1 * MiB - top_header) / block);
+  {
+    perfloc::process_chunk chunk{top};
+    BOOST_CHECK_NO_THROW(chunk.allocate(300 * KiB));
+  }
+  BOOST_TEST(count_empty_chunks(top) == room);
+  idle_thread again([&] { BOOST_TEST(count_empty_chunks(top) == room); });
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// max_reserved_bytes is the limit
+// ------------------------------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(small_reservations_reach_max_reserved_bytes) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * TiB,
+                                              .retain_bytes = 0}};
+  perfloc::process_chunk chunk{top};
+  for (int i = 0; i < 1024; ++i) BOOST_REQUIRE_NO_THROW(chunk.allocate(1 * MiB));  // 1 GiB, never touched
+  BOOST_TEST(chunk.stats().held_bytes >= 1 * GiB);
+  BOOST_TEST(top.stats().reserved_bytes >= 1 * GiB);
+  BOOST_TEST(top.stats().reserved_bytes <= 1 * TiB);
+}
+
+BOOST_AUTO_TEST_CASE(every_reservations_tail_is_used) {
+  constexpr std::size_t limit = 4 * MiB;
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = limit,
+                                              .retain_bytes = limit}};
+  std::vector<perfloc::process_chunk> chunks;
+  try {  // 512 KiB blocks first, then whatever 64 KiB blocks are left
+    for (;;) chunks.emplace_back(top).allocate(300 * KiB);
+  } catch (const std::bad_alloc&) {
+  }
+  try {
+    for (;;) chunks.emplace_back(top);
+  } catch (const std::bad_alloc&) {
+  }
+  std::size_t held = 0;
+  for (const perfloc::process_chunk& chunk : chunks) held += chunk.stats().held_bytes;
+  BOOST_TEST(top.stats().reserved_bytes == limit);  // the reservations and the meta region's committed part
+  BOOST_TEST(held == limit - top_header - meta_first_commit);
+}
+
+BOOST_AUTO_TEST_CASE(a_hundred_thousand_chunks_live_at_once_on_a_small_reservation_top) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * TiB}};
+  constexpr std::size_t count = 100'000;
+  std::vector<perfloc::process_chunk> chunks;
+  chunks.reserve(count);
+  for (std::size_t i = 0; i < count; ++i) BOOST_REQUIRE_NO_THROW(chunks.emplace_back(top).make<std::size_t>(i));
+  BOOST_TEST(top.stats().live_chunks == count);
+  BOOST_TEST(top.stats().reserved_bytes >= count * block);
+  chunks.clear();
+  BOOST_TEST(top.stats().live_chunks == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_big_chunk_reuses_the_address_space_of_a_burst_of_small_ones) {
+  // Free blocks merge again: the 64 KiB blocks of a burst of 10 000 small chunks, all released, serve a chunk
+  // that then grows to 1 GiB in 4 MiB blocks, within a limit that does not hold both (640 MiB + 1 GiB).
+  constexpr std::size_t limit = 1 * GiB + 128 * MiB;
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 * MiB, .max_reserved_bytes = limit}};
+  {
+    std::vector<perfloc::process_chunk> burst;
+    for (int i = 0; i < 10'000; ++i) std::memset(burst.emplace_back(top).allocate(1 * KiB), 1, 1 * KiB);
+  }
+  const perfloc::top_stats after_burst = top.stats();
+  BOOST_TEST_MESSAGE("after the burst: reserved " << after_burst.reserved_bytes / MiB << " MiB, committed "
+                                                  << after_burst.committed_bytes / KiB << " KiB");
+  {
+    perfloc::process_chunk big{top};
+    std::size_t taken = 0;
+    try {
+      for (; taken < 1 * GiB; taken += 200 * KiB) big.allocate(200 * KiB);  // never touched
+    } catch (const std::bad_alloc&) {
+    }
+    const perfloc::top_stats stats = top.stats();
+    BOOST_TEST_MESSAGE("the big chunk took " << taken / MiB << " MiB: reserved " << stats.reserved_bytes / MiB
+                                             << " MiB, committed " << stats.committed_bytes / KiB << " KiB");
+    BOOST_TEST(taken >= 1 * GiB);
+  }
+  const perfloc::top_stats after = top.stats();
+  BOOST_TEST_MESSAGE("after both: reserved " << after.reserved_bytes / MiB << " MiB, committed "
+                                             << after.committed_bytes / KiB << " KiB, peak committed "
+                                             << after.peak_committed_bytes / KiB << " KiB");
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Thread caches: remote releases drained, a documented bound, counted in the retain budget
+// ------------------------------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(chunks_released_on_another_thread_are_reused_by_their_home_thread) {
+  perfloc::top_chunk top;  // retains 64 MiB: the blocks themselves come back from the top without a commit
+  constexpr int count = 1000;
+  std::vector<perfloc::process_chunk> round;
+  for (int i = 0; i < count; ++i) round.emplace_back(top);
+  const std::size_t committed = top.stats().committed_bytes;
+  std::thread([&] { round.clear(); }).join();
+  for (int i = 0; i < count; ++i) round.emplace_back(top);
+  // The metas of the first round, handed back to this thread, serve the second: no new meta slots.
+  BOOST_TEST(top.stats().committed_bytes == committed);
+  BOOST_TEST(top.stats().live_chunks == static_cast<std::size_t>(count));
+}
+
+namespace {
+constexpr std::size_t extra_blocks = 5;  // one block of each class beyond what the cache keeps
+
+/// On a thread that stays alive (an exiting thread gives its cache back): chunks holding blocks of every
+/// cached class, one more of each than the cache keeps (the extra one goes to the top), all released.
+std::unique_ptr<idle_thread> release_blocks_of_every_cached_class(perfloc::top_chunk& top) {
+  return std::make_unique<idle_thread>([&top] {
+    std::vector<perfloc::process_chunk> chunks;
+    auto open = [&](std::size_t bytes, std::size_t held) {
+      perfloc::process_chunk& chunk = chunks.emplace_back(top);
+      if (bytes) chunk.allocate(bytes);
+      BOOST_TEST(chunk.stats().held_bytes == held);  // the setup itself: the blocks this test means
+    };
+    for (int i = 0; i < 5; ++i) open(100 * KiB, block + 2 * block);  // 128 KiB blocks: 4 cached
+    for (int i = 0; i < 3; ++i) open(200 * KiB, block + 4 * block);  // 256 KiB: 2 cached
+    for (int i = 0; i < 2; ++i) open(300 * KiB, block + 8 * block);  // 512 KiB (its own block): 1 cached
+    open(600 * KiB, block + 16 * block);                              // 1 MiB: not cached
+    while (chunks.size() < 17) open(0, block);                        // 64 KiB: 16 cached
+  });
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_thread_cache_holds_exactly_its_documented_bound) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
+  const std::size_t before = top.stats().committed_bytes;
+  const auto cacher = release_blocks_of_every_cached_class(top);
+  const std::size_t after = top.stats().committed_bytes;
+  // The cache keeps its bound committed; the top keeps nothing but the first page of what it got back.
+  BOOST_TEST(after >= before + cache_bound);
+  BOOST_TEST(after <= before + cache_bound + extra_blocks * header_page);
+}
+
+BOOST_AUTO_TEST_CASE(thread_caches_count_in_the_retain_budget) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = cache_bound}};
+  const std::size_t before = top.stats().committed_bytes;
+  const auto cacher = release_blocks_of_every_cached_class(top);
+  // The cache fills the whole budget: what the top got back goes to the OS.
+  BOOST_TEST(top.stats().committed_bytes <= before + cache_bound + extra_blocks * header_page);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// The release hook belongs to the top's state, which outlives a top destroyed with live chunks
+// ------------------------------------------------------------------------------------------------------------
+
+#ifdef NDEBUG  // a debug build aborts when a top dies with live chunks
+BOOST_AUTO_TEST_CASE(a_release_hook_is_still_called_for_a_chunk_that_outlives_its_top) {
+  const perfloc_test::death death = perfloc_test::run_in_child([] {
+    static int calls = 0;
+    alignas(perfloc::top_chunk) static unsigned char storage[sizeof(perfloc::top_chunk)];
+    const std::string label(100, 'x');  // a capture on the heap: the function is not trivially copied
+    auto* top = ::new (storage) perfloc::top_chunk{perfloc::top_options{
+        .on_release = [label](const perfloc::chunk_summary&) { calls += label.size() == 100 ? 1 : 100; }}};
+    auto* survivor = new perfloc::process_chunk{*top, "survivor"};
+    top->~top_chunk();                          // prints a leak report and keeps the memory mapped
+    std::memset(storage, 0xff, sizeof storage);  // whatever the top object held is gone
+    delete survivor;
+    if (calls != 1) std::_Exit(1);
+  });
+  BOOST_TEST(!death.died, death.output);
+}
+#endif
