@@ -639,7 +639,7 @@ top_snapshot snapshot(top_state* top) {
     shot.reservation_bytes.reserve(reservations_needed);
     std::lock_guard lock(top->mutex);
     chunks_needed = meta_slots(top);
-    reservations_needed = top->reservations.size();
+    reservations_needed = top->reservations.size() + 1;  // and the meta region
     blocks_needed = 2;  // the header and the meta region
     for (std::size_t i = 0; i < top->reservations.size(); ++i) {
       const reservation& r = top->reservations[i];
@@ -655,11 +655,7 @@ top_snapshot snapshot(top_state* top) {
     for (std::size_t i = 0; i < top->reservations.size(); ++i) {
       const reservation& r = top->reservations[i];
       shot.reservation_bytes.push_back(r.bytes);
-      if (i == 0) {  // the header, then the meta region (reserved on its own: only its committed part is drawn)
-        shot.blocks.push_back({i, 0, header_bytes, block_view::top_header, nullptr});
-        const auto meta_committed = static_cast<std::size_t>(top->meta_committed_end - top->meta_begin);
-        shot.blocks.push_back({i, header_bytes, meta_committed, block_view::meta_region, nullptr});
-      }
+      if (i == 0) shot.blocks.push_back({i, 0, header_bytes, block_view::top_header, nullptr});
       const std::size_t granules = static_cast<std::size_t>(r.frontier - r.base) / granule_bytes;
       for (std::size_t g = 0; g < granules; ++g) {
         const std::uint64_t word = r.block_map[g].load(std::memory_order_relaxed);
@@ -680,6 +676,10 @@ top_snapshot snapshot(top_state* top) {
       const std::size_t used = static_cast<std::size_t>(r.frontier - r.base);
       if (used < r.bytes) shot.blocks.push_back({i, used, r.bytes - used, block_view::unused, nullptr});
     }
+    // The meta region is a reservation of its own; its committed part is what counts in reserved_bytes.
+    const auto meta_committed = static_cast<std::size_t>(top->meta_committed_end - top->meta_begin);
+    shot.reservation_bytes.push_back(meta_committed);
+    shot.blocks.push_back({top->reservations.size(), 0, meta_committed, block_view::meta_region, nullptr});
     return shot;
   }
 }
