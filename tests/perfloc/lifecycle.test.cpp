@@ -161,6 +161,33 @@ BOOST_AUTO_TEST_CASE(an_object_a_destructor_makes_during_release_is_destroyed_by
   BOOST_TEST(hooked.last->in_use_bytes > 0u);  // the hook runs before the blocks go back
 }
 
+/// Holds a pointer to an object made before it and looks at it from its destructor: newest-first release
+/// means the older object is still alive then, as members of a struct are when its destructor runs.
+struct user_of_older {
+  const bool* older_alive;
+  bool* saw_older_alive;
+  ~user_of_older() { *saw_older_alive = *older_alive; }
+};
+struct alive_flag {
+  bool alive = true;
+  ~alive_flag() { alive = false; }
+};
+
+BOOST_AUTO_TEST_CASE(a_destructor_at_release_still_sees_every_object_made_before_its_own) {
+  constexpr int pairs = 64;
+  bool saw[pairs] = {};
+  {
+    perfloc::process_chunk chunk;
+    for (int i = 0; i < pairs; ++i) {
+      // A few objects between them, so that the order is not only that of neighbours.
+      const alive_flag* older = chunk.make<alive_flag>();
+      for (int k = 0; k < i % 3; ++k) chunk.make<alive_flag>();
+      chunk.make<user_of_older>(&older->alive, &saw[i]);
+    }
+  }
+  for (int i = 0; i < pairs; ++i) BOOST_TEST(saw[i], "object " << i << "'s older neighbour was destroyed first");
+}
+
 // ------------------------------------------------------------------------------------------------------------
 // Final statistics
 // ------------------------------------------------------------------------------------------------------------
