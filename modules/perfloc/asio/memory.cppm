@@ -1,0 +1,180 @@
+// perfloc.asio:memory — the memory of Asio operations, taken from the coroutine's chunk.
+//
+// use_chunk handlers carry operation_allocator, whose memory comes from a per-coroutine recycler (op_recycler:
+// size classes, refilled from the chunk). Asio frees operation memory on the completing thread, and frames of
+// parallel children are made and freed on the threads they run on, so everything perfloc does to a chunk from
+// another thread is under the chunk's lock (lock_of). The spawn state (what a perfloc coroutine keeps beside
+// its entry frame, at the start of its chunk) owns the chunk handle and the recycler.
+module;
+
+#include "perfloc/detail/asio.hpp"
+#include "perfloc/detail/track.hpp"
+
+export module perfloc.asio:memory;
+
+import perfloc.top;
+import perfloc.process;
+
+namespace perfloc::detail {
+
+class spin_lock {
+ public:
+  inline void lock() noexcept {
+    while (locked_.exchange(true, std::memory_order_acquire)) {
+      while (locked_.load(std::memory_order_relaxed)) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
+    }
+  }
+  inline void unlock() noexcept { locked_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> locked_{false};
+};
+
+/// The lock of what perfloc itself does to a chunk from threads other than its owner's: frames of parallel
+/// children (`co_await (step(chunk, 1) && step(chunk, 2))` on a thread pool) made and freed where the children
+/// run, operation memory given back where operations complete. The chunk's own allocation path assumes one
+/// owner and the chunk header has no room for a lock (it is the core's), so the locks are a fixed table of
+/// cache-line-sized spin locks indexed by the chunk's identity (its child_meta address, which allocator<>
+/// holds): one uncontended exchange on the single-threaded path; unrelated chunks rarely share a lock.
+struct alignas(64) padded_spin_lock {
+  spin_lock lock;
+};
+inline constexpr unsigned chunk_lock_count = 64;
+inline padded_spin_lock chunk_locks[chunk_lock_count];
+
+inline spin_lock& lock_of(allocator<std::byte> chunk) noexcept {
+  static_assert(sizeof(allocator<std::byte>) == sizeof(std::uintptr_t));
+  // child_metas are 192 bytes apart: drop the low bits, then spread with a multiplicative hash.
+  const auto identity = std::bit_cast<std::uintptr_t>(chunk) >> 6;
+  return chunk_locks[(identity * 0x9E3779B97F4A7C15ull) >> (64 - 6)].lock;
+}
+static_assert(chunk_lock_count == 1u << 6);
+
+/// Free lists of operation memory in size classes of 64 B to 4 KiB, refilled from the chunk. Asio gives
+/// operation memory back before it runs the handler, on whichever thread completed the operation, and
+/// operations running in parallel may allocate and free at the same time: every access is under the chunk's
+/// lock (lock_of). In steady state only the free lists are touched, so a coroutine looping over operations
+/// stays at a constant footprint. The chunk itself is touched here (under the lock) only while the coroutine
+/// is suspended on the operation asking for memory, so it never races with the coroutine's own use of it.
+class op_recycler {
+ public:
+  inline explicit op_recycler(spin_lock& lock) noexcept : lock_(&lock) {}
+
+  static constexpr unsigned class_count = 7;
+  static constexpr std::size_t min_bytes = 64;
+  static constexpr std::size_t max_bytes = min_bytes << (class_count - 1);
+
+  inline void* allocate(process_chunk& chunk, std::size_t bytes, std::size_t alignment) {
+    if (bytes <= max_bytes && alignment <= alignof(std::max_align_t)) [[likely]] {
+      const unsigned size_class = class_of(bytes);
+      std::lock_guard guard(*lock_);
+      if (node* n = free_[size_class]) {
+        free_[size_class] = n->next;
+        track::handed_out(n, bytes_of(size_class));
+        return n;
+      }
+      return chunk.allocate(bytes_of(size_class), alignof(std::max_align_t));
+    }
+    std::lock_guard guard(*lock_);
+    return chunk.allocate(bytes, alignment);
+  }
+
+  inline void deallocate(process_chunk& chunk, void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    if (bytes <= max_bytes && alignment <= alignof(std::max_align_t)) [[likely]] {
+      const unsigned size_class = class_of(bytes);
+      auto* n = static_cast<node*>(p);
+      std::lock_guard guard(*lock_);
+      n->next = free_[size_class];
+      free_[size_class] = n;
+      // The link stays readable; the rest is reported if used after Asio gave it back.
+      track::taken_back(reinterpret_cast<std::byte*>(n) + sizeof(node), bytes_of(size_class) - sizeof(node));
+      return;
+    }
+    std::lock_guard guard(*lock_);
+    chunk.deallocate(p, bytes, alignment);
+  }
+
+ private:
+  struct node {
+    node* next;
+  };
+  static constexpr unsigned class_of(std::size_t bytes) noexcept {
+    unsigned size_class = 0;
+    while ((min_bytes << size_class) < bytes) ++size_class;
+    return size_class;
+  }
+  static constexpr std::size_t bytes_of(unsigned size_class) noexcept { return min_bytes << size_class; }
+
+  spin_lock* lock_;  ///< the chunk's (lock_of), shared with frames in the chunk
+  node* free_[class_count] = {};
+};
+
+/// What a perfloc coroutine keeps beside its entry frame, at the start of its own chunk.
+struct spawn_state_base {
+  inline spawn_state_base(process_chunk&& c, std::shared_ptr<void> signal) noexcept
+      : chunk(std::move(c)), operations(lock_of(allocator<std::byte>(chunk))), forwarded_signal(std::move(signal)) {}
+
+  process_chunk chunk;  ///< the handle; it never moves (this object lives in the chunk it owns)
+  op_recycler operations;
+  /// The spawn's own cancellation signal when emits are forwarded through an executor (spawn_cancellation):
+  /// the coroutine's cancellation state lives in it, so it lives as long as the coroutine too.
+  std::shared_ptr<void> forwarded_signal;
+
+  inline void* allocate_operation(std::size_t bytes, std::size_t alignment) {
+    return operations.allocate(chunk, bytes, alignment);
+  }
+  inline void deallocate_operation(void* p, std::size_t bytes, std::size_t alignment) noexcept {
+    operations.deallocate(chunk, p, bytes, alignment);
+  }
+};
+
+template <class Executor>
+struct spawn_state : spawn_state_base {
+  inline spawn_state(process_chunk&& c, std::shared_ptr<void> signal, const Executor& ex)
+      : spawn_state_base(std::move(c), std::move(signal)), executor(ex) {}
+  Executor executor;  ///< the spawn executor without the chunk wrapper; use_chunk handlers report this one
+};
+
+/// The associated allocator of use_chunk handlers. Without a state (a coroutine perfloc did not start) it
+/// does what use_awaitable's handlers get: Asio's per-thread recycling.
+template <class T>
+class operation_allocator {
+ public:
+  using value_type = T;
+  template <class U>
+  struct rebind {
+    using other = operation_allocator<U>;
+  };
+
+  inline explicit operation_allocator(spawn_state_base* state) noexcept : state_(state) {}
+  template <class U>
+  inline operation_allocator(const operation_allocator<U>& other) noexcept : state_(other.state()) {}
+
+  inline T* allocate(std::size_t n) {
+    if (state_) return static_cast<T*>(state_->allocate_operation(sizeof(T) * n, alignof(T)));
+    return static_cast<T*>(asio_detail::thread_info_base::allocate(
+        asio_detail::thread_info_base::default_tag(), asio_detail::thread_context::top_of_thread_call_stack(),
+        sizeof(T) * n, alignof(T)));
+  }
+  inline void deallocate(T* p, std::size_t n) noexcept {
+    if (state_) return state_->deallocate_operation(p, sizeof(T) * n, alignof(T));
+    asio_detail::thread_info_base::deallocate(asio_detail::thread_info_base::default_tag(),
+                                              asio_detail::thread_context::top_of_thread_call_stack(), p,
+                                              sizeof(T) * n);
+  }
+
+  inline spawn_state_base* state() const noexcept { return state_; }
+  template <class U>
+  inline friend bool operator==(const operation_allocator& a, const operation_allocator<U>& b) noexcept {
+    return a.state_ == b.state();
+  }
+
+ private:
+  spawn_state_base* state_;
+};
+
+}  // namespace perfloc::detail
