@@ -717,6 +717,18 @@ def scale_cell(scale: dict, kind: str, competitor: str, n: int) -> dict[str, tup
     return scale_stats(records, idle_figures if kind == "idle" else burst_figures)
 
 
+def count_text(n: int) -> str:
+    return count_text(n)
+
+
+def kept_row(text: str, where: str, subject: dict, base: dict, reference: str) -> list[str]:
+    """The target 'RSS above the start afterwards ≤ retain_bytes + what the plain reference keeps'."""
+    allowed = subject["retain"][0] + max(base["kept"][0], 0)
+    return [text, where, mib_text(subject["kept"][0]),
+            f"{mib_text(subject['retain'][0])} + {mib_text(base['kept'][0])} ({reference})",
+            f"{subject['kept'][0] / allowed:.2f}×" if allowed > 0 else "–", "1.0×", verdict(subject["kept"][0], allowed)]
+
+
 def scale_targets(scale: dict) -> list[list[str]]:
     """Issue 13's memory targets, at the largest N measured."""
     rows = []
@@ -728,7 +740,7 @@ def scale_targets(scale: dict) -> list[list[str]]:
     for competitor in ("perfloc", "perfloc-param"):
         subject = scale_cell(scale, "idle", competitor, n)
         how = " (chunk as the factory's parameter)" if competitor == "perfloc-param" else ""
-        where = f"N = {n:,}".replace(",", " ")
+        where = f"N = {count_text(n)}"
         if not subject or not base:
             rows.append([f"idle coroutines{how}: resident bytes, ns per spawn, commit", where, "–", "–", "–", "–",
                          "not evaluated (no run)"])
@@ -748,22 +760,14 @@ def scale_targets(scale: dict) -> list[list[str]]:
                          "growth, per coroutine)", where,
                          f"{kib(subject['commit'][0])} VmData, {kib(subject['committed'][0])} committed_bytes",
                          f"{kib(base['commit'][0])} VmData (asio)", "–", "8 KiB", verdict(charge, 8192)])
-            allowed = subject["retain"][0] + max(base["kept"][0], 0)
-            rows.append(["RSS above the start after the io_context is destroyed ≤ retain_bytes + what plain Asio "
-                         "keeps", where, mib_text(subject["kept"][0]),
-                         f"{mib_text(subject['retain'][0])} + {mib_text(base['kept'][0])} (asio)",
-                         f"{subject['kept'][0] / allowed:.2f}×" if allowed > 0 else "–", "1.0×",
-                         verdict(subject["kept"][0], allowed)])
+            rows.append(kept_row("RSS above the start after the io_context is destroyed ≤ retain_bytes + what "
+                                 "plain Asio keeps", where, subject, base, "asio"))
     n = max(BURST_SIZES)
     subject, base = scale_cell(scale, "burst", "perfloc", n), scale_cell(scale, "burst", "glibc", n)
-    where = f"N = {n:,}".replace(",", " ")
+    where = f"N = {count_text(n)}"
     if subject and base:
-        allowed = subject["retain"][0] + max(base["kept"][0], 0)
-        rows.append(["RSS above the start after a burst of chunks is released ≤ retain_bytes + what plain malloc "
-                     "keeps", where, mib_text(subject["kept"][0]),
-                     f"{mib_text(subject['retain'][0])} + {mib_text(base['kept'][0])} (glibc)",
-                     f"{subject['kept'][0] / allowed:.2f}×" if allowed > 0 else "–", "1.0×",
-                     verdict(subject["kept"][0], allowed)])
+        rows.append(kept_row("RSS above the start after a burst of chunks is released ≤ retain_bytes + what plain "
+                             "malloc keeps", where, subject, base, "glibc"))
     else:
         rows.append(["RSS after a burst ≤ retain_bytes + what plain malloc keeps", where, "–", "–", "–", "1.0×",
                      "not evaluated (no run)"])
@@ -823,7 +827,7 @@ def scale_sections(scale: dict, have_plot: bool) -> list[str]:
                          mib_text(cell["committed_after"][0]) if competitor != "asio" else "–",
                          mib_text(cell["commit_after"][0])])
         if rows:
-            lines += [f"### N = {n:,}".replace(",", " "), ""]
+            lines += [f"### N = {count_text(n)}", ""]
             lines += markdown_table(["competitor", "resident B/coroutine", "÷ asio", "ns/spawn", "÷ asio",
                                      "commit B/coroutine (VmData)", "committed_bytes B/coroutine",
                                      "RSS kept after teardown", "committed_bytes after teardown (vs start)",
@@ -846,7 +850,7 @@ def scale_sections(scale: dict, have_plot: bool) -> list[str]:
                 if not cell:
                     continue
                 perf = competitor == "perfloc"
-                rows.append([f"**{label(competitor)}**" if perf else label(competitor), f"{n:,}".replace(",", " "),
+                rows.append([f"**{label(competitor)}**" if perf else label(competitor), count_text(n),
                              f"{cell['bytes'][0]:.0f}", f"{cell['commit'][0]:.0f}", mib_text(cell["grown"][0]),
                              f"**{mib_text(cell['kept'][0])}**",
                              mib_text(cell["committed_burst"][0]) if perf else "–",
