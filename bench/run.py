@@ -718,7 +718,7 @@ def scale_cell(scale: dict, kind: str, competitor: str, n: int) -> dict[str, tup
 
 
 def count_text(n: int) -> str:
-    return count_text(n)
+    return f"{n:,}".replace(",", " ")
 
 
 def kept_row(text: str, where: str, subject: dict, base: dict, reference: str) -> list[str]:
@@ -882,11 +882,13 @@ def write_idle_plot(timing: dict) -> bool:
                         out.write(f"{n} {cell['bytes'][0]:.1f} {cell['bytes'][1]:.1f} {cell['bytes'][2]:.1f}\n")
             color = COMPETITORS[competitor].color
             plots.append(f"'{data}' using 1:2:3:4 with yerrorlines lw 2 pt 7 lc rgb '{color}' "
-                         f"title '{COMPETITORS[competitor].label}'")
-            plots.append(f"'{data}' using 1:2:(sprintf('%.0f', $2)) with labels offset 0,1 tc rgb '{color}' notitle")
+                         f"title \"{COMPETITORS[competitor].label}\"")
+            offset = "0,-1" if i % 2 == 0 and i > 0 else "0,1"  # perfloc's two lines run close: one label below
+            plots.append(f"'{data}' using 1:2:(sprintf('%.0f', $2)) with labels offset {offset} tc rgb '{color}' "
+                         "notitle")
         machine = timing["machine"]
         script = f"""
-set terminal pngcairo size 1000,600 font ',11' noenhanced
+set terminal pngcairo size 1000,650 font ',11' noenhanced
 set output '{IDLE_PNG}'
 set title "Idle coroutines: resident bytes per suspended coroutine (256 B of state each), RSS growth / N\\nmedian of {scale.get('rounds')} runs, whiskers min–max; {machine['cpu']}, {machine['date']}"
 set xlabel 'N coroutines suspended at once (log scale)'
@@ -894,8 +896,9 @@ set ylabel 'resident bytes per coroutine'
 set logscale x
 set xrange [500:200000]
 set yrange [0:*]
+set offsets 0, 0, graph 0.08, 0
 set grid
-set key top left
+set key outside bottom center horizontal
 plot {', '.join(plots)}
 """
         result = subprocess.run([gnuplot], input=script, capture_output=True, text=True, check=False)
