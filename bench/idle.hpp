@@ -27,6 +27,8 @@
 //                                             suspension (io_context::poll), page faults included
 //   teardown_s                                CPU seconds to destroy the io_context
 //   peak_rss                                  VmHWM
+//
+// It imports perfloc, so it is the includer's last #include (STYLE.md: every #include before any import).
 #pragma once
 
 #include <boost/asio/awaitable.hpp>
@@ -38,8 +40,10 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <new>
 #include <optional>

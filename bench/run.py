@@ -6,9 +6,11 @@ mimalloc replace malloc for the whole process. Rounds alternate between executab
 ...) so that drift on a shared machine hits every competitor alike; each figure is the median over the
 rounds, with min and max beside it. Times are CPU time (time spent preempted is left out).
 
-    bench/run.py                    timing, 5 rounds, then the 1 GiB growth workload 3 times per competitor
+    bench/run.py                    timing, 5 rounds, then the 1 GiB growth workload 3 times per competitor,
+                                    idle coroutines and burst and return 3 times, the demo server 3 times
                                     (writes results/latest-timing.json)
-    bench/run.py --quick            timing, 2 short rounds, growth once: a smoke check in under two minutes
+    bench/run.py --quick            timing, 2 short rounds, growth and server once, idle and burst twice: a
+                                    smoke check
     bench/run.py --icount           instruction counts under Callgrind (writes results/latest-icount.json)
     bench/run.py --all              both
     bench/run.py --report-only      rewrite latest.md / latest.png from the saved JSON
