@@ -25,6 +25,9 @@
 // everyone; the figure is CPU nanoseconds per coroutine (per child call for `frame`). Every completion
 // token is asio::detached. One thread, one io_context.
 //
+// Besides the benchmarks, `--perfloc_idle=<asio|perfloc|perfloc-param> --perfloc_idle_n=N` runs the idle
+// coroutines workload once (idle.hpp): N coroutines suspended at once, then the io_context destroyed.
+//
 // Built only when the `perfloc` target exists and modules/perfloc/asio.cppm does (bench/CMakeLists.txt).
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -39,6 +42,7 @@
 #include <string>
 
 #include "harness.hpp"
+#include "idle.hpp"
 
 import perfloc;
 
@@ -203,4 +207,7 @@ void register_all() {
 }  // namespace
 }  // namespace perfloc_bench
 
-int main(int argc, char** argv) { return perfloc_bench::run_main(argc, argv, perfloc_bench::register_all); }
+int main(int argc, char** argv) {
+  if (const int status = perfloc_bench::idle_mode(argc, argv); status >= 0) return status;
+  return perfloc_bench::run_main(argc, argv, perfloc_bench::register_all);
+}
