@@ -337,6 +337,8 @@ void stats(std::pmr::string& out, server_context& context, std::pmr::memory_reso
   }
   out += "},\"requests\":";
   append_number(out, context.requests.load());
+  out += ",\"in_flight\":";  // requests being served, this one included
+  append_number(out, context.in_flight.load() & ~server_context::stopping_bit);
   out += ",\"heap_calls\":";
   if (http::heap_calls_counted()) {
     append_number(out, http::heap_calls());

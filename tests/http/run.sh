@@ -176,9 +176,23 @@ exec 4<>"/dev/tcp/127.0.0.1/$port"  # an idle keep-alive connection: does not ho
 printf 'GET /items?count=1 HTTP/1.1\r\nHost: x\r\n\r\n' >&4
 exec 3<>"/dev/tcp/127.0.0.1/$port"
 printf 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab' >&3
-sleep 0.5  # not an assertion: gives the server the time to start the request before the signal
+# In flight: the server has started it (2 with the /stats request asking).
+for ((i = 0; i < 100; ++i)); do
+  [[ $(curl -s "$url/stats") == *'"in_flight":2'* ]] && break
+  sleep 0.1
+done
+check "the unfinished request is in flight" 2 "$(curl -s "$url/stats" | sed -n 's/.*"in_flight":\([0-9]*\).*/\1/p')"
 kill -TERM "$pid"
-sleep 0.5
+# Stops accepting: a new connection is refused once the signal is handled.
+refused=no
+for ((i = 0; i < 100; ++i)); do
+  if ! (exec 5<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    refused=yes
+    break
+  fi
+  sleep 0.1
+done
+check "SIGTERM: new connections refused" yes "$refused"
 printf 'cde' >&3
 in_flight=$(timeout 20 cat <&3)
 exec 3<&- 4<&-
