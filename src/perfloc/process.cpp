@@ -398,7 +398,8 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   const cache_binding& binding = current_binding;
   if (binding.cache == meta->home && binding.top == top && binding.id == top->id) {  // where it was opened
     cache_section section(binding.cache);
-    return release_home(binding.cache, meta, first);
+    leave_live_list(binding.cache, meta);
+    return binding.cache->give_shell(first);  // the meta stays attached (or goes to the cache's metas)
   }
   end_generation(meta);
   release_elsewhere(meta);  // hands the meta back to its home cache

@@ -418,6 +418,7 @@ struct thread_cache {
   inline block_header* take_block(unsigned size_class);  ///< size_class >= 1
   inline void give_block(block_header* block) noexcept;  ///< a block of class >= 1
   inline void give_shell(block_header* first) noexcept;  ///< a chunk's first block, its meta attached
+  inline void keep_shell(block_header* first) noexcept;  ///< give_shell when the cache has room
 };
 
 /// Waits until a reclaim of `cache` is over (src/perfloc/top_state.cpp); the owner is busy again on return.
@@ -621,9 +622,13 @@ inline void thread_cache::give_block(block_header* block) noexcept {
   top_give_block(top, block);
 }
 
-inline void thread_cache::give_shell(block_header* first) noexcept {
+inline void thread_cache::keep_shell(block_header* first) noexcept {
   track::taken_back(first->payload(), first->bytes - sizeof(block_header));
-  if (count_of(0) < cached_block_limit(0)) [[likely]] return push_free(first, 0);
+  push_free(first, 0);
+}
+inline void thread_cache::give_shell(block_header* first) noexcept {
+  if (count_of(0) < cached_block_limit(0)) [[likely]] return keep_shell(first);
+  track::taken_back(first->payload(), first->bytes - sizeof(block_header));
   spill_shell(this, first);
 }
 
@@ -845,9 +850,10 @@ template <bool general>
   child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
   const child_meta::change_scope change{meta};  // a walker still reading the meta's last chunk retries
   std::byte* first_free = chunk->first_free;
-  chunk->end = block->end();
+  std::byte* const end = block->end();
+  chunk->end = end;
   child_meta::store(meta->bump, first_free);
-  child_meta::store(meta->fast_limit, chunk->end - min_alignment);
+  child_meta::store(meta->fast_limit, end - min_alignment);
   child_meta::store(meta->counted_to, first_free);
   chunk->cleanups = nullptr;
   chunk->more_blocks = nullptr;
@@ -885,8 +891,12 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   thread_cache* cache = binding.cache;
   if (binding.top != top || binding.id != top->id || !label.empty() || top->release_hook) [[unlikely]]
     return open_chunk_slow(top, label, where);
-  enter_cache(cache);
-  if (!cache->free_blocks[0] || cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] {
+  // enter_cache, but a pending reclaim is waited for on the slow path: the fast path calls nothing, so it
+  // saves no registers.
+  cache->busy.store(true, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (cache->reclaim_pending.load(std::memory_order_acquire) || !cache->free_blocks[0] ||
+      cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] {
     leave_cache(cache);
     return open_chunk_slow(top, label, where);
   }
@@ -895,13 +905,11 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   return meta;
 }
 
-/// The end of a release on the chunk's home thread (inside enter_cache .. leave_cache): the chunk leaves the
-/// live list and its first block becomes a shell again, its meta attached.
-[[gnu::always_inline]] inline void release_home(thread_cache* cache, child_meta* meta, block_header* first) noexcept {
+/// A release on the chunk's home thread, before its first block becomes a shell again (its meta attached).
+[[gnu::always_inline]] inline void leave_live_list(thread_cache* cache, child_meta* meta) noexcept {
   end_generation(meta);  // after the destructors and the hook, which may still use the chunk's handles
   cache->unlink(meta);
   meta->state.store(meta_state::free, std::memory_order_relaxed);
-  cache->give_shell(first);  // the meta stays attached (or goes back to the cache's metas if it is full)
 }
 
 /// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
@@ -915,12 +923,15 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || top->release_hook || cache != meta->home ||
       binding.top != top || binding.id != top->id) [[unlikely]]
     return release_chunk_slow(chunk);
-  enter_cache(cache);
-  if (cache->count_of(0) >= cached_block_limit(0)) [[unlikely]] {
+  cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (cache->reclaim_pending.load(std::memory_order_acquire) || cache->count_of(0) >= cached_block_limit(0))
+      [[unlikely]] {
     leave_cache(cache);
     return release_chunk_slow(chunk);
   }
-  release_home(cache, meta, chunk->first_block());
+  leave_live_list(cache, meta);
+  cache->keep_shell(chunk->first_block());  // the cache has room: checked above
   leave_cache(cache);
 }
 
