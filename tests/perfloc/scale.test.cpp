@@ -28,7 +28,7 @@ constexpr std::size_t state_bytes = 256;
 constexpr std::size_t metas_of(std::size_t n) { return (n * meta_bytes + meta_commit_step - 1) / meta_commit_step * meta_commit_step + meta_commit_step; }
 
 /// Resident bytes of this process (/proc/self/statm: size, resident, ... in pages).
-std::size_t resident_bytes() {
+[[maybe_unused]] std::size_t resident_bytes() {
   std::FILE* f = std::fopen("/proc/self/statm", "r");
   BOOST_REQUIRE(f);
   unsigned long size = 0, resident = 0;
@@ -60,6 +60,10 @@ BOOST_AUTO_TEST_CASE(a_released_burst_leaves_no_more_committed_than_retain_bytes
   BOOST_TEST(after <= before + retain + metas_of(count));
 }
 
+// Under AddressSanitizer or ThreadSanitizer the process's resident memory is mostly their shadow memory,
+// which they keep (ASan's poisoning of the released blocks, say): the measure would be of the tool, not of
+// perfloc. committed_bytes (the test above) is checked under them too.
+#if !__has_feature(address_sanitizer) && !__has_feature(thread_sanitizer)
 BOOST_AUTO_TEST_CASE(a_released_burst_leaves_resident_memory_near_the_start) {
   constexpr std::size_t retain = 1 * MiB;
   constexpr std::size_t slack = 1 * MiB;  // the test's own allocations (Boost.Test, the vector's spine is freed)
@@ -75,6 +79,7 @@ BOOST_AUTO_TEST_CASE(a_released_burst_leaves_resident_memory_near_the_start) {
   BOOST_TEST_MESSAGE("resident after the burst: +" << (after > before ? (after - before) / KiB : 0) << " KiB");
   BOOST_TEST(after <= before + retain + metas_of(count) + slack);
 }
+#endif
 
 BOOST_AUTO_TEST_CASE(free_blocks_go_back_whole_when_their_buddies_stay_in_use) {
   // Every other chunk stays open, so no released block can merge with its buddy: each must still go back to
