@@ -233,10 +233,8 @@ void chunk_header::merge_spans() noexcept {
   const auto close_run = [&] {
     if (!run_end) return;
     if (run_end == child_meta::load(meta->bump)) {
-      meta->settle();
-      child_meta::store(meta->bump, run_start);
-      child_meta::store(meta->counted_to, run_start);
       child_meta::store(meta->fast_limit, run_start);  // the caller resumes bumping
+      meta->move_cursor(run_start);  // one change: a reader never sees the bump back and counted_to not
     } else {
       file_span(run_start, static_cast<std::size_t>(run_end - run_start));
     }
@@ -364,10 +362,11 @@ void chunk_header::check_freed_range(const std::byte* start, std::size_t n) noex
     if (check_in(block, block->end())) return;
 }
 
-bool chunk_header::free_own_block(std::byte* p) noexcept {
+bool chunk_header::free_own_block(std::byte* p, std::size_t n) noexcept {
   own_block* record = own_blocks;
   while (record && record->payload != p) record = record->next;  // few: only allocations above 256 KiB
   if (!record) return false;  // a large request that fit the current block
+  meta->give_back(n, child_meta::load(meta->bump));
   if (record->prev) record->prev->next = record->next;
   else own_blocks = record->next;
   if (record->next) record->next->prev = record->prev;
@@ -395,17 +394,14 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   top_state* top = chunk->top;
   if (top->release_hook) call_release_hook(chunk);
   if (chunk->more_blocks || chunk->own_blocks) chunk->give_back_blocks();
-  end_generation(meta);  // after the destructors and the hook, which may still use the chunk's handles
   block_header* first = chunk->first_block();
   const cache_binding& binding = current_binding;
   if (binding.cache == meta->home && binding.top == top && binding.id == top->id) {  // where it was opened
-    thread_cache* cache = binding.cache;
-    cache->unlink(meta);
-    meta->state.store(meta_state::free, std::memory_order_relaxed);
-    cache_section section(cache);
-    cache->give_shell(first);  // the meta stays attached (or goes back to the cache if it is full)
-    return;
+    cache_section section(binding.cache);
+    leave_live_list(binding.cache, meta);
+    return binding.cache->give_shell(first);  // the meta stays attached (or goes to the cache's metas)
   }
+  end_generation(meta);
   release_elsewhere(meta);  // hands the meta back to its home cache
   adopt_first_block(top, first);
 }

@@ -10,9 +10,9 @@
 // Only when all of that fails does a request take back what thread caches hold (reclaim_caches below).
 //
 // Free committed memory — the top's free blocks and the threads' caches together — stays within
-// `retain_bytes`: above it, a block given back has its body decommitted (its 4 KiB header stays, so the
-// free lists never touch a decommitted page). Thread caches are bounded (thread_cache_bound_bytes) and are
-// counted first: a top whose caches fill the budget keeps nothing more.
+// `retain_bytes`: above it, a block given back goes back to the OS whole, its header page included (the top
+// keeps its free lists in a side table, never in the free blocks). Thread caches are bounded
+// (thread_cache_bound_bytes) and are counted first: a top whose caches fill the budget keeps nothing more.
 //
 // Thread caches live in the meta region, are bound to a thread on first use and orphaned when it exits;
 // a new thread adopts an orphan before a new cache is made, so their number stays that of the threads.
@@ -60,19 +60,33 @@ static_assert(sizeof(top_state) <= header_bytes);
 // ----------------------------------------------------------------------------------------------------------
 // Reservations and blocks (callers hold the mutex)
 // ----------------------------------------------------------------------------------------------------------
+//
+// Below a reservation's frontier everything is mapped read-write (mprotect), whole blocks at a time, so that
+// the kernel merges them into few mappings (vm.max_map_count); decommitting is MADV_DONTNEED, which leaves
+// the mapping as it is. A block free at the top is either retained (committed whole, within retain_bytes) or
+// given back to the OS whole (decommitted: no page of it backed, its header's included). So the top never
+// reads a free block:
+// its free lists are linked through a side table with one entry per granule (reservation::free_links), and
+// its size class and state are in the block map word, whose owner is one of the two markers below.
 
 std::size_t block_map_bytes(std::size_t reservation_bytes) {
   return round_up(reservation_bytes / granule_bytes * sizeof(std::uint64_t), page_bytes);
 }
+std::size_t free_links_bytes(std::size_t reservation_bytes) {
+  return round_up(reservation_bytes / granule_bytes * sizeof(reservation::free_link), page_bytes);
+}
 
 /// Reserves `wanted` bytes, or less down to `needed` when the OS refuses (an RLIMIT_AS, a small machine),
-/// with its block map. base is nullptr when even `needed` is refused.
+/// with its block map and free links. base is nullptr when even `needed` is refused.
 reservation reserve_at_least(std::size_t wanted, std::size_t needed) {
   for (std::size_t bytes = wanted;; bytes = std::max(round_up(bytes / 2, granule_bytes), needed)) {
     if (void* p = os::reserve(bytes)) {
-      if (void* map = os::map_table(block_map_bytes(bytes)))
-        return {static_cast<std::byte*>(p), bytes, static_cast<std::byte*>(p),
-                static_cast<std::atomic<std::uint64_t>*>(map)};
+      if (void* map = os::map_table(block_map_bytes(bytes))) {
+        if (void* links = os::map_table(free_links_bytes(bytes)))
+          return {static_cast<std::byte*>(p), bytes, static_cast<std::byte*>(p),
+                  static_cast<std::atomic<std::uint64_t>*>(map), static_cast<reservation::free_link*>(links)};
+        os::release(map, block_map_bytes(bytes));
+      }
       os::release(p, bytes);
     }
     if (bytes == needed) return {};
@@ -83,45 +97,13 @@ void release_reservation(const reservation& r) {
   track::internal_access(r.base, static_cast<std::size_t>(r.frontier - r.base));
   os::release(r.base, r.bytes);
   os::release(r.block_map, block_map_bytes(r.bytes));
+  os::release(r.free_links, free_links_bytes(r.bytes));
 }
 
-/// The owner a block map entry names while the block waits in the top's free lists (a buddy may merge with
-/// it). 64-aligned like a child_meta, and never one.
+/// The owners a block map entry names while the block waits in the top's free lists (a buddy may merge with
+/// it): committed whole, or given back to the OS whole. 64-aligned like a child_meta, and never one.
 alignas(64) const char free_at_top[64] = {};
-
-block_header* make_block(std::byte* at, unsigned size_class, bool body_committed,
-                         std::atomic<std::uint64_t>* map_entry) {
-  block_header* block = make_block_header(at, size_class, map_entry);
-  block->body_committed = body_committed;
-  set_block_owner(block, nullptr);
-  return block;
-}
-
-/// The top's free lists are doubly linked, so that a block can leave its list when its buddy merges with it.
-void push_free(top_state* top, block_header* block) {
-  if (block->body_committed) top->retained_bytes += block->bytes;
-  block_header*& head = top->free_blocks[block->size_class];
-  block->prev = nullptr;
-  block->next = head;
-  if (head) head->prev = block;
-  head = block;
-  set_block_owner(block, free_at_top);
-}
-
-void remove_free(top_state* top, block_header* block) {
-  if (block->body_committed) top->retained_bytes -= block->bytes;
-  if (block->prev) block->prev->next = block->next;
-  else top->free_blocks[block->size_class] = block->next;
-  if (block->next) block->next->prev = block->prev;
-  block->next = block->prev = nullptr;
-  set_block_owner(block, nullptr);
-}
-
-block_header* pop_free(top_state* top, unsigned size_class) {
-  block_header* block = top->free_blocks[size_class];
-  if (block) remove_free(top, block);
-  return block;
-}
+alignas(64) const char decommitted_at_top[64] = {};
 
 reservation* reservation_of(top_state* top, const void* p) {
   for (reservation& r : top->reservations)
@@ -129,17 +111,62 @@ reservation* reservation_of(top_state* top, const void* p) {
   return nullptr;
 }
 
-/// Commits a block's body that the top kept decommitted (a chunk is about to take it).
-block_header* commit_body(top_state* top, block_header* block) {
-  if (!block->body_committed) {
-    note_committed(top, static_cast<std::ptrdiff_t>(block->bytes - page_bytes));
-    block->body_committed = true;
-  }
-  return block;
+/// Where the top keeps what it knows of the block at `at`: its block map word and its free link.
+struct block_place {
+  reservation* r;
+  std::size_t granule;
+  std::atomic<std::uint64_t>& word() const { return r->block_map[granule]; }
+  reservation::free_link& link() const { return r->free_links[granule]; }
+};
+block_place place_of(top_state* top, const std::byte* at) {
+  reservation* r = reservation_of(top, at);
+  return {r, static_cast<std::size_t>(at - r->base) / granule_bytes};
+}
+
+void decommit(top_state* top, std::byte* at, std::size_t bytes) {
+  os::decommit(at, bytes);
+  note_committed(top, -static_cast<std::ptrdiff_t>(bytes));
+}
+
+/// The top's free lists are doubly linked, so that a block can leave its list when its buddy merges with it.
+void push_free(top_state* top, std::byte* at, unsigned size_class, bool committed) {
+  const block_place place = place_of(top, at);
+  if (committed) top->retained_bytes += block_bytes_of(size_class);
+  std::byte*& head = top->free_blocks[size_class];
+  place.link() = {nullptr, head};
+  if (head) place_of(top, head).link().prev = at;
+  head = at;
+  place.word().store(block_map_word(committed ? free_at_top : decommitted_at_top, size_class),
+                     std::memory_order_relaxed);
+}
+
+/// Takes the block at `at` out of the free lists; returns whether it is committed (retained).
+bool remove_free(top_state* top, std::byte* at) {
+  const block_place place = place_of(top, at);
+  const std::uint64_t word = place.word().load(std::memory_order_relaxed);
+  const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
+  const bool committed = (word & ~std::uint64_t{63}) == reinterpret_cast<std::uintptr_t>(free_at_top);
+  if (committed) top->retained_bytes -= block_bytes_of(size_class);
+  const reservation::free_link link = place.link();
+  if (link.prev) place_of(top, link.prev).link().next = link.next;
+  else top->free_blocks[size_class] = link.next;
+  if (link.next) place_of(top, link.next).link().prev = link.prev;
+  place.word().store(block_map_word(nullptr, size_class), std::memory_order_relaxed);
+  return committed;
+}
+
+/// Gives a retained free block back to the OS where it lies in its list.
+void decommit_free(top_state* top, std::byte* at) {
+  const block_place place = place_of(top, at);
+  const std::uint64_t word = place.word().load(std::memory_order_relaxed);
+  const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
+  top->retained_bytes -= block_bytes_of(size_class);
+  decommit(top, at, block_bytes_of(size_class));
+  place.word().store(block_map_word(decommitted_at_top, size_class), std::memory_order_relaxed);
 }
 
 /// Cuts [from, to) of `r` into free blocks, each the largest aligned to its size that fits. They are mapped
-/// read-write but untouched, so only their header pages count as committed (like decommitted bodies).
+/// read-write but untouched: nothing of them is backed until a chunk takes one.
 void cut_into_free_blocks(top_state* top, reservation& r, std::byte* from, std::byte* to) {
   while (to - from >= static_cast<std::ptrdiff_t>(granule_bytes)) {
     const std::size_t granule = static_cast<std::size_t>(from - r.base) / granule_bytes;
@@ -148,12 +175,19 @@ void cut_into_free_blocks(top_state* top, reservation& r, std::byte* from, std::
     if (granule) size_class = std::min(size_class, static_cast<unsigned>(std::countr_zero(granule)));
     size_class = std::min(size_class, block_class_count - 1);
     const std::size_t bytes = block_bytes_of(size_class);
-    if (os::commit(from, bytes)) {  // refused (a strict overcommit policy): those bytes stay unused
-      note_committed(top, static_cast<std::ptrdiff_t>(page_bytes));
-      push_free(top, make_block(from, size_class, false, r.block_map + granule));
-    }
-    from += bytes;
+    if (os::commit(from, bytes)) push_free(top, from, size_class, false);  // refused (a strict overcommit
+    from += bytes;                                                         // policy): those bytes stay unused
   }
+}
+
+/// Makes the block at `at` (out of the free lists, mapped read-write) a block for a chunk or a cache: counts
+/// it as committed (a decommitted page reads as zero again once touched) and writes its header.
+block_header* hand_out(top_state* top, std::byte* at, unsigned size_class, bool committed) {
+  if (!committed) note_committed(top, static_cast<std::ptrdiff_t>(block_bytes_of(size_class)));
+  const block_place place = place_of(top, at);
+  block_header* block = make_block_header(at, size_class, &place.word());
+  set_block_owner(block, nullptr);
+  return block;
 }
 
 block_header* carve_from_frontier(top_state* top, unsigned size_class) {
@@ -164,31 +198,25 @@ block_header* carve_from_frontier(top_state* top, unsigned size_class) {
   if (at > r.base + r.bytes || static_cast<std::size_t>(r.base + r.bytes - at) < bytes) return nullptr;
   if (!os::commit(at, bytes)) throw std::bad_alloc();
   cut_into_free_blocks(top, r, r.frontier, at);  // the alignment gap
-  note_committed(top, static_cast<std::ptrdiff_t>(bytes));
-  block_header* block = make_block(at, size_class, true, r.block_map + (at - r.base) / granule_bytes);
   r.frontier = at + bytes;
-  track::taken_back(block->payload(), bytes - sizeof(block_header));
-  return block;
+  track::taken_back(at, bytes);
+  note_committed(top, static_cast<std::ptrdiff_t>(bytes));
+  return hand_out(top, at, size_class, true);
 }
 
-/// Halves a bigger free block until it has the wanted class; the upper halves go to the free lists.
-block_header* split_bigger(top_state* top, unsigned size_class) {
+/// Halves a bigger free block until it has the wanted class; the upper halves go to the free lists in the
+/// state the block was in.
+std::byte* split_bigger(top_state* top, unsigned size_class, bool& committed) {
   unsigned from = size_class + 1;
   while (from < block_class_count && !top->free_blocks[from]) ++from;
   if (from == block_class_count) return nullptr;
-  block_header* block = pop_free(top, from);
-  const bool committed = block->body_committed;
+  std::byte* at = top->free_blocks[from];
+  committed = remove_free(top, at);
   while (from > size_class) {
     --from;
-    std::byte* upper = reinterpret_cast<std::byte*>(block) + block_bytes_of(from);
-    // A decommitted body reads as zero again once touched; the new header is one more committed page.
-    if (!committed) note_committed(top, static_cast<std::ptrdiff_t>(page_bytes));
-    push_free(top, make_block(upper, from, committed, block->map_entry + block_bytes_of(from) / granule_bytes));
+    push_free(top, at + block_bytes_of(from), from, committed);
   }
-  block->bytes = block_bytes_of(size_class);
-  block->size_class = size_class;
-  set_block_owner(block, nullptr);
-  return block;
+  return at;
 }
 
 bool add_reservation(top_state* top, std::size_t needed) {
@@ -216,8 +244,11 @@ bool add_reservation(top_state* top, std::size_t needed) {
 
 /// A block from the top's own memory, reserving more if allowed; nullptr when that is exhausted.
 block_header* take_block_from_top(top_state* top, unsigned size_class) {
-  if (block_header* block = pop_free(top, size_class)) return commit_body(top, block);
-  if (block_header* block = split_bigger(top, size_class)) return commit_body(top, block);
+  bool committed = false;
+  std::byte* at = top->free_blocks[size_class];
+  if (at) committed = remove_free(top, at);
+  else at = split_bigger(top, size_class, committed);
+  if (at) return hand_out(top, at, size_class, committed);
   if (block_header* block = carve_from_frontier(top, size_class)) return block;
   if (add_reservation(top, block_bytes_of(size_class))) return carve_from_frontier(top, size_class);
   return nullptr;
@@ -231,58 +262,51 @@ std::size_t cached_bytes(const top_state* top) {
   return bytes;
 }
 
-void decommit_body(top_state* top, block_header* block) {
-  os::decommit(reinterpret_cast<std::byte*>(block) + page_bytes, block->bytes - page_bytes);
-  note_committed(top, -static_cast<std::ptrdiff_t>(block->bytes - page_bytes));
-  block->body_committed = false;
-}
-
-/// Merges `block` with its buddy while the buddy is free at the top; returns the merged block.
-block_header* merge_with_buddies(top_state* top, block_header* block) {
-  const reservation* r = reservation_of(top, block);
-  while (r && block->size_class + 1 < block_class_count) {
-    const unsigned size_class = block->size_class;
+/// Merges the free block at `at` with its buddy while the buddy is free at the top; the merged block is
+/// committed only if both halves were (the other half then goes back to the OS). Returns the merged block.
+std::byte* merge_with_buddies(top_state* top, std::byte* at, unsigned& size_class, bool& committed) {
+  const reservation* r = reservation_of(top, at);
+  while (r && size_class + 1 < block_class_count) {
     const std::size_t bytes = block_bytes_of(size_class);
-    const std::size_t offset = static_cast<std::size_t>(reinterpret_cast<std::byte*>(block) - r->base);
+    const std::size_t offset = static_cast<std::size_t>(at - r->base);
     const std::size_t buddy_offset = offset ^ bytes;
     if (buddy_offset + bytes > static_cast<std::size_t>(r->frontier - r->base)) break;
-    if (r->block_map[buddy_offset / granule_bytes].load(std::memory_order_relaxed) !=
-        block_map_word(free_at_top, size_class))
+    const std::uint64_t word = r->block_map[buddy_offset / granule_bytes].load(std::memory_order_relaxed);
+    if (word != block_map_word(free_at_top, size_class) && word != block_map_word(decommitted_at_top, size_class))
       break;
-    auto* buddy = reinterpret_cast<block_header*>(r->base + buddy_offset);
-    track::internal_access(buddy, sizeof(block_header));
-    remove_free(top, buddy);
-    block_header* lower = std::min(block, buddy);
-    block_header* upper = std::max(block, buddy);
-    std::atomic<std::uint64_t>* const lower_entry = lower->map_entry;
-    upper->map_entry->store(0, std::memory_order_relaxed);  // no longer the start of a block
-    const bool committed = block->body_committed && buddy->body_committed;
-    if (!committed) {  // one body given back: give back the other, and the upper header page
-      for (block_header* half : {block, buddy})
-        if (half->body_committed) decommit_body(top, half);
-      os::decommit(upper, page_bytes);
-      note_committed(top, -static_cast<std::ptrdiff_t>(page_bytes));
-    }
-    track::taken_back(upper, sizeof(block_header));
-    block = make_block(reinterpret_cast<std::byte*>(lower), size_class + 1, committed, lower_entry);
+    std::byte* const buddy = r->base + buddy_offset;
+    const bool buddy_committed = remove_free(top, buddy);
+    if (committed != buddy_committed) decommit(top, committed ? at : buddy, bytes);
+    committed = committed && buddy_committed;
+    r->block_map[std::max(offset, buddy_offset) / granule_bytes].store(0, std::memory_order_relaxed);
+    at = std::min(at, buddy);
+    ++size_class;
   }
-  return block;
+  return at;
 }
 
 void give_block_locked(top_state* top, block_header* block) {
-  block->next = block->prev = nullptr;
+  auto* const at = reinterpret_cast<std::byte*>(block);
+  unsigned size_class = block->size_class;
+  const std::size_t bytes = block->bytes;
+  block->map_entry->store(block_map_word(nullptr, size_class), std::memory_order_relaxed);
+  track::taken_back(at, sizeof(block_header));  // the top never reads a free block
   // The budget: the top's committed free blocks and every thread's cache together. The caches grow without
   // telling the top, so what the top retained earlier may be over the budget now: it goes first.
   const std::size_t cached = cached_bytes(top);
   const std::size_t budget = top->settings.retain_bytes > cached ? top->settings.retain_bytes - cached : 0;
   for (unsigned c = block_class_count; top->retained_bytes > budget && c-- > 0;)
-    for (block_header* b = top->free_blocks[c]; b && top->retained_bytes > budget; b = b->next)
-      if (b->body_committed) {
-        top->retained_bytes -= b->bytes;
-        decommit_body(top, b);
-      }
-  if (block->body_committed && top->retained_bytes + block->bytes > budget) decommit_body(top, block);
-  push_free(top, merge_with_buddies(top, block));
+    for (std::byte* b = top->free_blocks[c]; b && top->retained_bytes > budget;) {
+      const block_place place = place_of(top, b);
+      std::byte* const next = place.link().next;
+      if (place.word().load(std::memory_order_relaxed) == block_map_word(free_at_top, c)) decommit_free(top, b);
+      b = next;
+    }
+  // Kept committed within the budget; otherwise every page goes back, the header's included.
+  bool committed = top->retained_bytes + bytes <= budget;
+  if (!committed) decommit(top, at, bytes);
+  std::byte* const merged = merge_with_buddies(top, at, size_class, committed);
+  push_free(top, merged, size_class, committed);
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -662,10 +686,11 @@ top_snapshot snapshot(top_state* top) {
         if (!word) continue;
         const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
         const void* owner_word = reinterpret_cast<const void*>(word & ~std::uint64_t{63});
-        const auto* start = reinterpret_cast<const block_header*>(r.base + g * granule_bytes);
         block_view view{i, g * granule_bytes, block_bytes_of(size_class), block_view::cached, nullptr};
         if (owner_word == free_at_top) {
-          view.kind = start->body_committed ? block_view::free_committed : block_view::free_decommitted;
+          view.kind = block_view::free_committed;
+        } else if (owner_word == decommitted_at_top) {
+          view.kind = block_view::free_decommitted;
         } else if (const auto* owner = static_cast<const child_meta*>(owner_word);
                    owner && owner->state.load(std::memory_order_relaxed) == meta_state::live) {
           view.kind = block_view::in_chunk;

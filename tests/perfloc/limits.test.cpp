@@ -4,8 +4,8 @@
 //
 // The documented constants these tests compute with (README, "How it works"): blocks are 64 KiB << k; the top
 // chunk's header takes the first 64 KiB of its first reservation; a thread caches at most 16 free 64 KiB
-// blocks, 4 of 128 KiB, 2 of 256 KiB and 1 of 512 KiB per top; a free block given back to the OS keeps its
-// first 4 KiB page.
+// blocks, 4 of 128 KiB, 2 of 256 KiB and 1 of 512 KiB per top; a free block given back to the OS goes back
+// whole, its header page included.
 #define BOOST_TEST_MODULE perfloc.limits
 #include <boost/test/unit_test.hpp>
 
@@ -28,7 +28,6 @@ namespace {
 constexpr std::size_t KiB = 1024, MiB = 1024 * KiB, GiB = 1024 * MiB, TiB = 1024 * GiB;
 constexpr std::size_t block = 64 * KiB;         // the smallest block
 constexpr std::size_t top_header = 64 * KiB;    // the top's header, at the start of its first reservation
-constexpr std::size_t header_page = 4 * KiB;    // what a free block keeps committed when given back
 constexpr std::size_t meta_first_commit = 64 * KiB;  // the meta region commits this first; counted as reserved
 constexpr std::size_t cache_bound = 16 * block + 4 * (2 * block) + 2 * (4 * block) + 1 * (8 * block);
 
@@ -203,8 +202,6 @@ BOOST_AUTO_TEST_CASE(chunks_released_on_another_thread_are_reused_by_their_home_
 }
 
 namespace {
-constexpr std::size_t extra_blocks = 5;  // one block of each class beyond what the cache keeps
-
 /// On a thread that stays alive (an exiting thread gives its cache back): chunks holding blocks of every
 /// cached class, one more of each than the cache keeps (the extra one goes to the top), all released.
 std::unique_ptr<idle_thread> release_blocks_of_every_cached_class(perfloc::top_chunk& top) {
@@ -229,9 +226,8 @@ BOOST_AUTO_TEST_CASE(a_thread_cache_holds_exactly_its_documented_bound) {
   const std::size_t before = top.stats().committed_bytes;
   const auto cacher = release_blocks_of_every_cached_class(top);
   const std::size_t after = top.stats().committed_bytes;
-  // The cache keeps its bound committed; the top keeps nothing but the first page of what it got back.
-  BOOST_TEST(after >= before + cache_bound);
-  BOOST_TEST(after <= before + cache_bound + extra_blocks * header_page);
+  // The cache keeps its bound committed; the top keeps nothing of what it got back.
+  BOOST_TEST(after == before + cache_bound);
 }
 
 BOOST_AUTO_TEST_CASE(thread_caches_count_in_the_retain_budget) {
@@ -239,7 +235,7 @@ BOOST_AUTO_TEST_CASE(thread_caches_count_in_the_retain_budget) {
   const std::size_t before = top.stats().committed_bytes;
   const auto cacher = release_blocks_of_every_cached_class(top);
   // The cache fills the whole budget: what the top got back goes to the OS.
-  BOOST_TEST(top.stats().committed_bytes <= before + cache_bound + extra_blocks * header_page);
+  BOOST_TEST(top.stats().committed_bytes == before + cache_bound);
 }
 
 // ------------------------------------------------------------------------------------------------------------

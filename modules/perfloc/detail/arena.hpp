@@ -144,13 +144,13 @@ struct chunk_header;
 // Blocks
 // ---------------------------------------------------------------------------------------------------------
 
-/// The first 64 bytes of every block. Stays committed and unpoisoned while the block is free.
+/// The first 64 bytes of every block held by a chunk or a thread cache. A block free at the top has no
+/// header: the top links it from a side table (reservation::free_links), so that it can go back to the OS whole.
 struct alignas(64) block_header {
-  block_header* next = nullptr;  ///< in a free list, or in a chunk's block list
-  block_header* prev = nullptr;  ///< in a chunk's list of own-block allocations (doubly linked for O(1) free)
+  block_header* next = nullptr;  ///< in a thread cache's free list, or in a chunk's block list
+  block_header* prev = nullptr;
   std::size_t bytes = 0;         ///< the whole block, this header included
   unsigned size_class = 0;
-  bool body_committed = true;    ///< false once the body was given back to the OS above the watermark
   std::atomic<std::uint64_t>* map_entry = nullptr;  ///< this block's entry in its reservation's block map
 
   std::byte* payload() noexcept { return reinterpret_cast<std::byte*>(this + 1); }
@@ -260,8 +260,6 @@ struct alignas(64) child_meta {
     return counted_bytes.load(std::memory_order_relaxed) +
            static_cast<std::size_t>(load(bump) - load(counted_to));
   }
-  /// Folds the bumps since the last settle into counted_bytes, before bump moves other than forward.
-  void settle() noexcept { move_cursor(load(bump)); }
   /// Settles and puts the cursor at `to` (a new block, a step back, past an alignment gap), as one change.
   void move_cursor(std::byte* to) noexcept {
     const change_scope change{this};
@@ -271,12 +269,16 @@ struct alignas(64) child_meta {
   }
   /// Bytes handed out other than by bumping (reused spans, own blocks).
   void count(std::size_t n) noexcept { add(counted_bytes, n); }
-  /// Bytes given back: the value before the decrease may be the peak.
-  void uncount(std::size_t n) noexcept {
+  /// Bytes given back, and the cursor put at `to` (where it is, or a step back), as one change: settles,
+  /// and the value before the decrease may be the peak.
+  void give_back(std::size_t n, std::byte* to) noexcept {
+    const change_scope change{this};
     const std::size_t before = in_use();
     if (before > peak_in_use_bytes.load(std::memory_order_relaxed))
       peak_in_use_bytes.store(before, std::memory_order_relaxed);
-    add(counted_bytes, -n);
+    counted_bytes.store(before - n, std::memory_order_relaxed);
+    store(bump, to);
+    store(counted_to, to);
   }
   void add_held(std::ptrdiff_t n) noexcept {
     const change_scope change{this};
@@ -416,6 +418,7 @@ struct thread_cache {
   inline block_header* take_block(unsigned size_class);  ///< size_class >= 1
   inline void give_block(block_header* block) noexcept;  ///< a block of class >= 1
   inline void give_shell(block_header* first) noexcept;  ///< a chunk's first block, its meta attached
+  inline void keep_shell(block_header* first) noexcept;  ///< give_shell when the cache has room
 };
 
 /// Waits until a reclaim of `cache` is over (src/perfloc/top_state.cpp); the owner is busy again on return.
@@ -456,6 +459,11 @@ struct reservation {
   std::size_t bytes = 0;
   std::byte* frontier = nullptr;  ///< allocation memory below it has been committed and handed out
   std::atomic<std::uint64_t>* block_map = nullptr;  ///< one word per 64 KiB granule (see block_map_word)
+  struct free_link {
+    std::byte* prev;
+    std::byte* next;
+  };
+  free_link* free_links = nullptr;  ///< one per granule: the top's free lists, outside the free blocks
 };
 
 /// What statistics, the release hook and write_svg report of one chunk.
@@ -539,7 +547,7 @@ struct top_state {
   std::mutex mutex;
   /// In the order they were made; carving goes on at the last one's frontier (the others are used up).
   std::vector<reservation, pages_allocator<reservation>> reservations;
-  block_header* free_blocks[block_class_count]{};
+  std::byte* free_blocks[block_class_count]{};  ///< linked through reservation::free_links
   std::size_t retained_bytes = 0;  ///< committed bytes in free_blocks
   /// The meta region: its own reservation (not in `reservations`; its committed part counts in reserved_bytes,
   /// so max_reserved_bytes bounds it too), sized for as many metas as max_reserved_bytes has 64 KiB blocks,
@@ -614,9 +622,13 @@ inline void thread_cache::give_block(block_header* block) noexcept {
   top_give_block(top, block);
 }
 
-inline void thread_cache::give_shell(block_header* first) noexcept {
+inline void thread_cache::keep_shell(block_header* first) noexcept {
   track::taken_back(first->payload(), first->bytes - sizeof(block_header));
-  if (count_of(0) < cached_block_limit(0)) [[likely]] return push_free(first, 0);
+  push_free(first, 0);
+}
+inline void thread_cache::give_shell(block_header* first) noexcept {
+  if (count_of(0) < cached_block_limit(0)) [[likely]] return keep_shell(first);
+  track::taken_back(first->payload(), first->bytes - sizeof(block_header));
   spill_shell(this, first);
 }
 
@@ -763,7 +775,7 @@ struct chunk_header {
     std::byte* bump = child_meta::load(meta->bump);
     child_meta::store(meta->fast_limit, end - min_alignment > bump ? end - min_alignment : bump);
   }
-  bool free_own_block(std::byte* p) noexcept;  ///< false if p is not in an own block
+  bool free_own_block(std::byte* p, std::size_t n) noexcept;  ///< false if p is not in an own block
   void keep_span(std::byte* start, std::size_t n, bool freed) noexcept;  ///< freed: by deallocate
   void run_cleanups() noexcept;
   void give_back_blocks() noexcept;
@@ -773,6 +785,7 @@ struct chunk_header {
   void merge_spans() noexcept;
   void check_freed_range(const std::byte* start, std::size_t n) noexcept;  // debug builds
   void grow(std::size_t min_bytes);
+
   void* allocate_own_block(std::size_t bytes, std::size_t n, std::size_t alignment);
 
   void push_cleanup(cleanup_record* record) noexcept {
@@ -789,6 +802,7 @@ struct chunk_header {
 };
 
 inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header), 64);
+
 
 /// The fast path: a pointer bump. Everything else (a full block, a freed span waiting for reuse, an
 /// alignment above 16, allocate(0)) goes to allocate_slow. The test is `bytes - 1 < fast_limit - bump`
@@ -811,18 +825,14 @@ inline void* child_meta::allocate(std::size_t bytes, std::size_t alignment) {
 /// the span is kept for reuse (or its own block returns to the top).
 inline void child_meta::deallocate(void* p, std::size_t bytes, std::size_t alignment) noexcept {
   const std::size_t n = footprint(bytes);
-  settle();
-  uncount(n);
   auto* start = static_cast<std::byte*>(p);
-  if (may_need_own_block(n, alignment) && chunk->free_own_block(start)) return;
+  if (may_need_own_block(n, alignment) && chunk->free_own_block(start, n)) return;
   track::taken_back(start, n);
   std::byte* now = load(bump);
-  if (start + n == now) {
-    if (load(fast_limit) == now) store(fast_limit, start);  // stay on the slow path
-    move_cursor(start);
-    return;
-  }
-  chunk->keep_span(start, n, true);
+  const bool latest = start + n == now;
+  if (latest && load(fast_limit) == now) store(fast_limit, start);  // stay on the slow path
+  give_back(n, latest ? start : now);  // one change for readers: settled, uncounted, stepped back
+  if (!latest) chunk->keep_span(start, n, true);
 }
 
 void copy_label(child_meta* meta, std::string_view label) noexcept;
@@ -840,9 +850,10 @@ template <bool general>
   child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
   const child_meta::change_scope change{meta};  // a walker still reading the meta's last chunk retries
   std::byte* first_free = chunk->first_free;
-  chunk->end = block->end();
+  std::byte* const end = block->end();
+  chunk->end = end;
   child_meta::store(meta->bump, first_free);
-  child_meta::store(meta->fast_limit, chunk->end - min_alignment);
+  child_meta::store(meta->fast_limit, end - min_alignment);
   child_meta::store(meta->counted_to, first_free);
   chunk->cleanups = nullptr;
   chunk->more_blocks = nullptr;
@@ -880,14 +891,25 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   thread_cache* cache = binding.cache;
   if (binding.top != top || binding.id != top->id || !label.empty() || top->release_hook) [[unlikely]]
     return open_chunk_slow(top, label, where);
-  enter_cache(cache);
-  if (!cache->free_blocks[0] || cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] {
+  // enter_cache, but a pending reclaim is waited for on the slow path: the fast path calls nothing, so it
+  // saves no registers.
+  cache->busy.store(true, std::memory_order_relaxed);
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (cache->reclaim_pending.load(std::memory_order_acquire) || !cache->free_blocks[0] ||
+      cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] {
     leave_cache(cache);
     return open_chunk_slow(top, label, where);
   }
   child_meta* meta = open_shell<false>(cache, top, label, where);
   leave_cache(cache);
   return meta;
+}
+
+/// A release on the chunk's home thread, before its first block becomes a shell again (its meta attached).
+[[gnu::always_inline]] inline void leave_live_list(thread_cache* cache, child_meta* meta) noexcept {
+  end_generation(meta);  // after the destructors and the hook, which may still use the chunk's handles
+  cache->unlink(meta);
+  meta->state.store(meta_state::free, std::memory_order_relaxed);
 }
 
 /// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
@@ -901,15 +923,15 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || top->release_hook || cache != meta->home ||
       binding.top != top || binding.id != top->id) [[unlikely]]
     return release_chunk_slow(chunk);
-  enter_cache(cache);
-  if (cache->count_of(0) >= cached_block_limit(0)) [[unlikely]] {
+  cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  if (cache->reclaim_pending.load(std::memory_order_acquire) || cache->count_of(0) >= cached_block_limit(0))
+      [[unlikely]] {
     leave_cache(cache);
     return release_chunk_slow(chunk);
   }
-  end_generation(meta);
-  cache->unlink(meta);
-  meta->state.store(meta_state::free, std::memory_order_relaxed);
-  cache->give_shell(chunk->first_block());  // the meta stays attached
+  leave_live_list(cache, meta);
+  cache->keep_shell(chunk->first_block());  // the cache has room: checked above
   leave_cache(cache);
 }
 
