@@ -295,6 +295,49 @@ BOOST_AUTO_TEST_CASE(statistics_read_from_other_threads_are_never_impossible) {
   BOOST_TEST(failures == 0u, failures << " of " << reads << " reads impossible, the first: " << first_failure);
 }
 
+BOOST_AUTO_TEST_CASE(a_chunk_read_from_another_thread_shows_only_states_it_passed_through) {
+  // The owner takes 64 bytes and gives them back, over and over: the bump steps forward and back, so the
+  // chunk is at every moment in one of two states, 0 or 64 bytes in use, in its one block. Every read from
+  // another thread must be one of them. A read that mixes the figures from before and after a step counts
+  // the 64 bytes twice (128) or subtracts them once too often (a wrapped number near 2^64). The reads are
+  // many and cheap so that some land in the middle of a step whatever the machine; they count only while
+  // the owner is stepping (both loops are bounded by counts: the reader's and the owner's).
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 * MiB, .retain_bytes = 64 * MiB}};
+  constexpr std::uint64_t reads = 3'000'000, steps = 3'000'000;
+  std::atomic<const perfloc::process_chunk*> published{nullptr};
+  std::atomic<std::uint64_t> stepped{0};
+  std::atomic<bool> done{false};
+  std::size_t held = 0;
+  std::thread owner([&] {
+    perfloc::process_chunk chunk{top, "stepping"};
+    held = chunk.stats().held_bytes;
+    published.store(&chunk, std::memory_order_release);
+    for (std::uint64_t n = 1; !done.load(std::memory_order_relaxed); ++n) {
+      chunk.deallocate(chunk.allocate(64), 64);
+      stepped.store(n, std::memory_order_relaxed);
+    }
+  });
+  const perfloc::process_chunk* chunk;
+  while (!(chunk = published.load(std::memory_order_acquire))) std::this_thread::yield();
+  std::uint64_t read = 0, impossible = 0;
+  std::string first;
+  while (read < reads || stepped.load(std::memory_order_relaxed) < steps) {
+    const perfloc::chunk_stats s = chunk->stats();
+    ++read;
+    const bool possible = (s.in_use_bytes == 0 || s.in_use_bytes == 64) && s.held_bytes == held && s.blocks == 1 &&
+                          s.peak_in_use_bytes <= 64;
+    if (!possible && !impossible++)
+      first = std::to_string(s.in_use_bytes) + " in use (peak " + std::to_string(s.peak_in_use_bytes) + "), " +
+              std::to_string(s.held_bytes) + " held in " + std::to_string(s.blocks) + " blocks";
+  }
+  done = true;
+  owner.join();
+  BOOST_TEST_MESSAGE(read << " reads during " << stepped.load() << " steps");
+  BOOST_TEST(held == 64 * KiB);  // the first block
+  BOOST_TEST(impossible == 0u, impossible << " of " << read << " reads show a state the chunk never had, the first: "
+                                          << first);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The release hook and for_each_chunk
 // ---------------------------------------------------------------------------------------------------------
