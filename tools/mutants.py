@@ -18,8 +18,14 @@ setup error.
   tools/dev mutants --exclude REGEX      skip CTest tests matching REGEX (e.g. perfloc.consumer)
   tools/dev mutants --no-baseline        skip the run of the unmutated suite (which must pass)
 
+  tools/dev mutants --log DIR ...        keep each run's output (NAME.log) and verdict (NAME.json) in DIR
+  tools/dev mutants --markdown DIR...    the newest verdict of each mutation found in DIRs, as a Markdown
+                                         table (docs/mutants.md is made this way)
+
 The scratch worktree is build/mutants/tree (--work DIR for another place); it is kept between runs, so
-later runs build incrementally, and reset to HEAD before each run.
+later runs build incrementally, and reset to HEAD before each run. It is configured without the examples
+(they have no tests), and the unmutated suite runs once per commit and --exclude: a later batch at the same
+commit skips it. Only committed code is tested: commit a new test before running the mutation it should kill.
 """
 import argparse
 import json
@@ -142,6 +148,33 @@ def describe(failed):
     return tests
 
 
+def print_markdown(log_dirs, mutations):
+    """The newest verdict of each mutation found in log_dirs, as a Markdown table in the list's order."""
+    newest = {}
+    for directory in log_dirs:
+        for path in directory.glob("*.json"):
+            verdict = json.loads(path.read_text())
+            verdict["mtime"] = path.stat().st_mtime
+            if verdict["name"] not in newest or newest[verdict["name"]]["mtime"] < verdict["mtime"]:
+                newest[verdict["name"]] = verdict
+    print("| mutation | module | caught | tests | which tests | commit | run |")
+    print("|---|---|---|---:|---|---|---|")
+    caught = 0
+    for m in mutations:
+        v = newest.get(m["name"])
+        name = m["name"] + (" (issue 12)" if m.get("issue12") else "")
+        if not v:
+            print(f"| {name} | {m['module']} | not run | | | | |")
+            continue
+        caught += v["caught"]
+        which = ", ".join(f"`{t}`" for t in v["tests"]) or v["verdict"]
+        print(f"| {name} | {m['module']} | {'yes' if v['caught'] else '**NO**'} | {len(v['tests'])} | {which} "
+              f"| {v['commit'][:10]} | {v['date']}, {v['seconds']} s |")
+    print()
+    print(f"{caught} of {len(mutations)} caught; {len(mutations) - len(newest)} not run.")
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
@@ -153,8 +186,13 @@ def main():
     parser.add_argument("--build-jobs", type=int, default=2, help="parallel build jobs (a shared machine: few)")
     parser.add_argument("--no-baseline", action="store_true", help="do not run the unmutated suite first")
     parser.add_argument("--log", type=Path, help="directory for each run's build and test output")
+    parser.add_argument("--markdown", type=Path, nargs="+", metavar="LOGDIR",
+                        help="print the table of the verdicts kept in these log directories (the newest run of "
+                             "each mutation) as Markdown, for docs/mutants.md, and exit")
     args = parser.parse_args()
 
+    if args.markdown:
+        return print_markdown(args.markdown, load_mutations(args.names))
     mutations = load_mutations(args.names)
     if args.list:
         for m in mutations:
@@ -175,19 +213,29 @@ def main():
     log_dir = (args.log or work.parent / "logs").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     say(f"scratch worktree {work} at {head[:12]}; logs in {log_dir}")
-    status, output = run(["cmake", "--preset", "debug"], work, env, args.timeout)
+    # Examples have no tests: leave them out of every rebuild (an interface mutation recompiles all importers).
+    status, output = run(["cmake", "--preset", "debug", "-DPERFLOC_BUILD_EXAMPLES=OFF"], work, env, args.timeout)
     if status != 0:
         print(output)
         say("configuring the debug preset failed")
         return 2
 
-    if not args.no_baseline:
+    # The baseline passes or fails with the commit and the tests run: once per (HEAD, --exclude) is enough,
+    # so that batches of mutations run one after another do not each pay for a run of the whole suite.
+    passed_marker = work.parent / "baseline-passed"
+    baseline_key = f"{head} {args.exclude}"
+    if args.no_baseline:
+        pass
+    elif passed_marker.exists() and passed_marker.read_text() == baseline_key:
+        say(f"baseline: passed before at {head[:12]} (exclude '{args.exclude}'), not run again")
+    else:
         say("baseline: the unmutated suite")
         verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
         (log_dir / "baseline.log").write_text(output)
         if verdict != "passed":
             say(f"baseline {verdict}: {', '.join(describe(failed)) or 'see the log'}; fix the suite first")
             return 2
+        passed_marker.write_text(baseline_key)
 
     rows = []
     for i, m in enumerate(mutations, 1):
@@ -203,6 +251,11 @@ def main():
         (log_dir / f"{m['name']}.log").write_text(output)
         tests = describe(failed)
         caught = verdict != "passed"
+        # The verdict beside the log, for --markdown (docs/mutants.md is generated from these).
+        (log_dir / f"{m['name']}.json").write_text(json.dumps({
+            "name": m["name"], "module": m["module"], "caught": caught, "verdict": verdict, "tests": tests,
+            "seconds": round(time.monotonic() - started), "commit": head, "exclude": args.exclude,
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}, indent=1) + "\n")
         rows.append((m["name"], caught, verdict, tests, time.monotonic() - started))
         say(f"    {'caught' if caught else 'SURVIVED'} ({verdict}) by {len(tests)}: {', '.join(tests)}")
 
