@@ -2,7 +2,8 @@
 """tools/mutants.py — does the suite catch realistic bugs? (`tools/dev mutants [NAME...]`)
 
 Applies each mutation of tools/mutants.json, one at a time, to a scratch git worktree of the caller's HEAD
-(never the caller's own tree), builds the debug preset there, runs the suite (ctest) and prints a table:
+(never the caller's own tree), builds the debug preset there (or the mutation's "preset", e.g. tsan for a data
+race that only ThreadSanitizer sees), runs the suite (ctest) and prints a table:
 the mutation, whether it was caught, by how many tests and which. A test is a Boost.Test case where the
 failing executable names it ("error: in \"name\""), else the CTest test (perfloc.consumer,
 perfloc.fuzz.replay, ...).
@@ -40,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LIST = ROOT / "tools" / "mutants.json"
 CASE = re.compile(r'(?:fatal )?error: in "([^"]+)"')
+# A sanitizer report or a crash names no case; its stack does (BOOST_AUTO_TEST_CASE(name) -> name::test_method).
+STACK_CASE = re.compile(r"\b(\w+)::test_method\(\)")
 CTEST_RESULT = re.compile(r"^\s*\d+/\d+ Test\s+#\d+: (\S+) \.+\s*(\*\*\*)?(\w+)")
 
 
@@ -106,6 +109,7 @@ def check_snippets(work, mutations):
 def failing_tests(output):
     """{ctest test: [boost cases]} of the tests that failed, from ctest --output-on-failure output."""
     failed = {}
+    from_stacks = {}
     current = None
     for line in output.splitlines():
         result = CTEST_RESULT.match(line)
@@ -119,18 +123,24 @@ def failing_tests(output):
             for case in CASE.findall(line):
                 if case not in failed[current]:
                     failed[current].append(case)
+            for case in STACK_CASE.findall(line):
+                if case not in from_stacks.setdefault(current, []):
+                    from_stacks[current].append(case)
+    for name, cases in failed.items():
+        if not cases:
+            cases += from_stacks.get(name, [])
     return failed
 
 
-def run_suite(work, env, timeout, exclude, jobs, build_jobs):
+def run_suite(work, env, timeout, exclude, jobs, build_jobs, preset="debug"):
     started = time.monotonic()
-    status, output = run(["cmake", "--build", "--preset", "debug", "-j", str(build_jobs)], work, env, timeout)
+    status, output = run(["cmake", "--build", "--preset", preset, "-j", str(build_jobs)], work, env, timeout)
     if status is None:
         return "timeout (build)", {}, output
     if status != 0:
         return "build failed", {}, output
     left = max(60, timeout - (time.monotonic() - started))
-    command = ["ctest", "--preset", "debug", "--output-on-failure", "-j", str(jobs), "--timeout", str(int(left))]
+    command = ["ctest", "--preset", preset, "--output-on-failure", "-j", str(jobs), "--timeout", str(int(left))]
     if exclude:
         command += ["-E", exclude]
     status, output = run(command, work, env, left + 30)
@@ -162,7 +172,7 @@ def print_markdown(log_dirs, mutations):
     caught = 0
     for m in mutations:
         v = newest.get(m["name"])
-        name = m["name"] + (" (issue 12)" if m.get("issue12") else "")
+        name = m["name"] + (" (issue 12)" if m.get("issue12") else "") + (f" [{m['preset']}]" if m.get("preset") else "")
         if not v:
             print(f"| {name} | {m['module']} | not run | | | | |")
             continue
@@ -214,26 +224,28 @@ def main():
     log_dir.mkdir(parents=True, exist_ok=True)
     say(f"scratch worktree {work} at {head[:12]}; logs in {log_dir}")
     # Examples have no tests: leave them out of every rebuild (an interface mutation recompiles all importers).
-    status, output = run(["cmake", "--preset", "debug", "-DPERFLOC_BUILD_EXAMPLES=OFF"], work, env, args.timeout)
-    if status != 0:
-        print(output)
-        say("configuring the debug preset failed")
-        return 2
+    # A mutation that only a sanitizer can see (a data race) names its preset ("preset": "tsan").
+    presets = sorted({m.get("preset", "debug") for m in mutations})
+    for preset in presets:
+        status, output = run(["cmake", "--preset", preset, "-DPERFLOC_BUILD_EXAMPLES=OFF"], work, env, args.timeout)
+        if status != 0:
+            print(output)
+            say(f"configuring the {preset} preset failed")
+            return 2
 
     # The baseline passes or fails with the commit and the tests run: once per (HEAD, --exclude) is enough,
     # so that batches of mutations run one after another do not each pay for a run of the whole suite.
-    passed_marker = work.parent / "baseline-passed"
-    baseline_key = f"{head} {args.exclude}"
-    if args.no_baseline:
-        pass
-    elif passed_marker.exists() and passed_marker.read_text() == baseline_key:
-        say(f"baseline: passed before at {head[:12]} (exclude '{args.exclude}'), not run again")
-    else:
-        say("baseline: the unmutated suite")
-        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
-        (log_dir / "baseline.log").write_text(output)
+    for preset in presets if not args.no_baseline else []:
+        passed_marker = work.parent / ("baseline-passed" if preset == "debug" else f"baseline-passed-{preset}")
+        baseline_key = f"{head} {args.exclude}"
+        if passed_marker.exists() and passed_marker.read_text() == baseline_key:
+            say(f"baseline ({preset}): passed before at {head[:12]} (exclude '{args.exclude}'), not run again")
+            continue
+        say(f"baseline ({preset}): the unmutated suite")
+        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs, preset)
+        (log_dir / f"baseline-{preset}.log").write_text(output)
         if verdict != "passed":
-            say(f"baseline {verdict}: {', '.join(describe(failed)) or 'see the log'}; fix the suite first")
+            say(f"baseline ({preset}) {verdict}: {', '.join(describe(failed)) or 'see the log'}; fix the suite first")
             return 2
         passed_marker.write_text(baseline_key)
 
@@ -245,7 +257,8 @@ def main():
         path.write_text(original.replace(m["find"], m["replace"], 1))
         started = time.monotonic()
         try:
-            verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
+            verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs,
+                                                m.get("preset", "debug"))
         finally:
             path.write_text(original)
         (log_dir / f"{m['name']}.log").write_text(output)
@@ -253,7 +266,8 @@ def main():
         caught = verdict != "passed"
         # The verdict beside the log, for --markdown (docs/mutants.md is generated from these).
         (log_dir / f"{m['name']}.json").write_text(json.dumps({
-            "name": m["name"], "module": m["module"], "caught": caught, "verdict": verdict, "tests": tests,
+            "name": m["name"], "module": m["module"], "preset": m.get("preset", "debug"), "caught": caught,
+            "verdict": verdict, "tests": tests,
             "seconds": round(time.monotonic() - started), "commit": head, "exclude": args.exclude,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}, indent=1) + "\n")
         rows.append((m["name"], caught, verdict, tests, time.monotonic() - started))
