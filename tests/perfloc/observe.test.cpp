@@ -543,6 +543,31 @@ BOOST_AUTO_TEST_CASE(report_lists_live_chunks_by_label_with_totals) {
               std::vector<std::string>{"1", "98.4 KiB", "98.4 KiB", "192.0 KiB", "0", "0"}));
 }
 
+BOOST_AUTO_TEST_CASE(report_sums_each_label_over_its_chunks) {
+  // Three chunks of one label, each with its own bytes and objects, and one chunk of another label. Each
+  // column of a label's row, from footprints (16-byte multiples) and tracked_bytes (64 per object):
+  //   in use    (112 + 2 * 64 - 64) + (208 + 64) + 304 = 752 B   (the sum over the chunks)
+  //   max peak  max(112 + 128, 208 + 64, 304) = 304 B         (the largest peak of one chunk)
+  //   held      3 first blocks of 64 KiB; made 3; destroyed 1
+  perfloc::top_chunk top;
+  perfloc::process_chunk a{top, "GET /items"}, b{top, "GET /items"}, c{top, "GET /items"}, other{top, "other"};
+  a.allocate(100);
+  a.make<tracked>();
+  perfloc::destroy(a.make<tracked>());
+  b.allocate(200);
+  b.make<tracked>();
+  c.allocate(300);
+  other.allocate(50);
+  const std::string text = perfloc::report(top);
+  BOOST_TEST_MESSAGE(text);
+  std::map<std::string, std::vector<std::string>> by_label;
+  for (const report_row& r : rows_of(text)) by_label[r.label] = r.fields;
+  BOOST_REQUIRE(by_label.size() == 2u);
+  BOOST_TEST((by_label["\"GET /items\""] == std::vector<std::string>{"3", "752 B", "304 B", "192.0 KiB", "3", "1"}),
+             text);
+  BOOST_TEST((by_label["\"other\""] == std::vector<std::string>{"1", "64 B", "64 B", "64.0 KiB", "0", "0"}), text);
+}
+
 BOOST_AUTO_TEST_CASE(report_keeps_every_label_apart_on_one_aligned_line) {
   perfloc::top_chunk top;
   const std::string long_label = "GET /" + std::string(20, 'x') + euro + euro + euro + euro + e_acute;
