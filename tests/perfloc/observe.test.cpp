@@ -140,6 +140,22 @@ BOOST_AUTO_TEST_CASE(labels_are_copied_and_cut_on_a_character_boundary) {
   BOOST_TEST((walked == expected));
 }
 
+BOOST_AUTO_TEST_CASE(the_release_hook_and_the_report_see_a_label_of_the_longest_kept_length_whole) {
+  // Labels keep up to 47 bytes (README): one of exactly 47 reaches the hook and report() whole, one of 48
+  // loses its last byte.
+  std::vector<std::string> hooked;
+  perfloc::top_chunk top{perfloc::top_options{
+      .on_release = [&](const perfloc::chunk_summary& s) { hooked.emplace_back(s.label); }}};
+  const std::string longest(47, 'q'), too_long = std::string(47, 'r') + "s";
+  {
+    perfloc::process_chunk a{top, longest}, b{top, too_long};
+    const std::string text = perfloc::report(top);
+    BOOST_TEST(text.find("\"" + longest + "\"") != std::string::npos, text);
+    BOOST_TEST(text.find("\"" + std::string(47, 'r') + "\"") != std::string::npos, text);
+  }
+  BOOST_TEST((hooked == std::vector<std::string>{std::string(47, 'r'), longest}), boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(a_walker_reads_each_label_whole_while_metas_are_reused) {
   perfloc::top_chunk top;
   // Different lengths and multi-byte characters; the same thread reuses one meta for each.
@@ -701,6 +717,28 @@ BOOST_AUTO_TEST_CASE(write_svg_at_scale_groups_chunks_and_totals_each_label) {
   std::set<std::string> fills;
   for (std::string fill; fills_text >> fill;) fills.insert(fill);
   BOOST_TEST(fills.size() == std::size_t{label_count});
+  std::filesystem::remove(path);
+}
+
+BOOST_AUTO_TEST_CASE(write_svg_totals_each_label_over_its_chunks_also_for_a_few_chunks) {
+  // Few chunks (each drawn in its own colour), three of one label: the label's total is their sum,
+  // from footprints: 112 + 208 + 304 = 624 bytes in use, three first blocks of 64 KiB held.
+  perfloc::top_chunk top;
+  perfloc::process_chunk a{top, "GET /items"}, b{top, "GET /items"}, c{top, "GET /items"}, other{top, "other"};
+  a.allocate(100);
+  b.allocate(200);
+  c.allocate(300);
+  other.allocate(50);
+  const auto path = scratch_file("few.svg");
+  perfloc::write_svg(top, path);
+  BOOST_TEST(xml_errors(path) == "");
+  auto totals_of = [&](const std::string& label) {
+    const std::string total = "//*[@class='label total'][@data-label='" + label + "']";
+    return xpath(path, "concat(count(" + total + "), ' ', sum(" + total + "/@data-chunks), ' ', sum(" + total +
+                           "/@data-in-use), ' ', sum(" + total + "/@data-held))");
+  };
+  BOOST_TEST(totals_of("GET /items") == "1 3 624 " + std::to_string(3 * 64 * KiB));
+  BOOST_TEST(totals_of("other") == "1 1 64 " + std::to_string(64 * KiB));
   std::filesystem::remove(path);
 }
 
