@@ -180,6 +180,10 @@ def print_markdown(log_dirs, mutations):
             continue
         caught += v["caught"]
         which = ", ".join(f"`{t}`" for t in v["tests"]) or v["verdict"]
+        if v["verdict"] not in ("failed", "passed"):
+            which += f" ({v['verdict']}: the count may be incomplete)"
+        if v.get("preset", "debug") != m.get("preset", "debug"):
+            which += f" (run with the {v.get('preset', 'debug')} preset; the mutation now names {m['preset']})"
         print(f"| {name} | {m['module']} | {'yes' if v['caught'] else '**NO**'} | {len(v['tests'])} | {which} "
               f"| {v['commit'][:10]} | {v['date']}, {v['seconds']} s |")
     print()
