@@ -328,7 +328,7 @@ BOOST_AUTO_TEST_CASE(a_chunk_read_from_another_thread_shows_only_states_it_passe
     perfloc::process_chunk chunk{top, "stepping"};
     held = chunk.stats().held_bytes;
     published.store(&chunk, std::memory_order_release);
-    for (std::uint64_t n = 1; !done.load(std::memory_order_relaxed); ++n) {
+    for (std::uint64_t n = 1; !done.load(std::memory_order_acquire); ++n) {  // the reads come before the release
       chunk.deallocate(chunk.allocate(64), 64);
       stepped.store(n, std::memory_order_relaxed);
     }
