@@ -269,7 +269,8 @@ def main():
             path.write_text(original)
         (log_dir / f"{m['name']}.log").write_text(output)
         tests = describe(failed)
-        caught = verdict != "passed"
+        # A mutation that does not compile tells nothing about the tests: it is not caught, it is broken.
+        caught = verdict not in ("passed", "build failed")
         # The verdict beside the log, for --markdown (docs/mutants.md is generated from these).
         (log_dir / f"{m['name']}.json").write_text(json.dumps({
             "name": m["name"], "module": m["module"], "preset": m.get("preset", "debug"), "caught": caught,
@@ -277,7 +278,8 @@ def main():
             "seconds": round(time.monotonic() - started), "commit": head, "exclude": args.exclude,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}, indent=1) + "\n")
         rows.append((m["name"], caught, verdict, tests, time.monotonic() - started))
-        say(f"    {'caught' if caught else 'SURVIVED'} ({verdict}) by {len(tests)}: {', '.join(tests)}")
+        say(f"    {'caught' if caught else 'BROKEN' if verdict == 'build failed' else 'SURVIVED'} ({verdict}) by "
+            f"{len(tests)}: {', '.join(tests)}")
 
     print()
     print(f"{'mutation':40} {'caught':7} {'tests':>5}  which")
