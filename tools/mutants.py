@@ -178,13 +178,16 @@ def print_markdown(log_dirs, mutations):
         if not v:
             print(f"| {name} | {m['module']} | not run | | | | |")
             continue
-        caught += v["caught"]
+        killed = v["verdict"] not in ("passed", "build failed")  # older verdicts counted a build failure
+        caught += killed
         which = ", ".join(f"`{t}`" for t in v["tests"]) or v["verdict"]
-        if v["verdict"] not in ("failed", "passed"):
+        if v["verdict"] == "build failed":
+            which = "the mutation did not compile (broken, not caught)"
+        elif v["verdict"] not in ("failed", "passed"):
             which += f" ({v['verdict']}: the count may be incomplete)"
         if v.get("preset", "debug") != m.get("preset", "debug"):
             which += f" (run with the {v.get('preset', 'debug')} preset; the mutation now names {m['preset']})"
-        print(f"| {name} | {m['module']} | {'yes' if v['caught'] else '**NO**'} | {len(v['tests'])} | {which} "
+        print(f"| {name} | {m['module']} | {'yes' if killed else '**NO**'} | {len(v['tests'])} | {which} "
               f"| {v['commit'][:10]} | {v['date']}, {v['seconds']} s |")
     print()
     print(f"{caught} of {len(mutations)} caught; {len(mutations) - len(newest)} not run.")
