@@ -2,7 +2,8 @@
 """tools/mutants.py — does the suite catch realistic bugs? (`tools/dev mutants [NAME...]`)
 
 Applies each mutation of tools/mutants.json, one at a time, to a scratch git worktree of the caller's HEAD
-(never the caller's own tree), builds the debug preset there, runs the suite (ctest) and prints a table:
+(never the caller's own tree), builds the debug preset there (or the mutation's "preset", e.g. tsan for a data
+race that only ThreadSanitizer sees), runs the suite (ctest) and prints a table:
 the mutation, whether it was caught, by how many tests and which. A test is a Boost.Test case where the
 failing executable names it ("error: in \"name\""), else the CTest test (perfloc.consumer,
 perfloc.fuzz.replay, ...).
@@ -18,8 +19,14 @@ setup error.
   tools/dev mutants --exclude REGEX      skip CTest tests matching REGEX (e.g. perfloc.consumer)
   tools/dev mutants --no-baseline        skip the run of the unmutated suite (which must pass)
 
+  tools/dev mutants --log DIR ...        keep each run's output (NAME.log) and verdict (NAME.json) in DIR
+  tools/dev mutants --markdown DIR...    the newest verdict of each mutation found in DIRs, as a Markdown
+                                         table (docs/mutants.md is made this way)
+
 The scratch worktree is build/mutants/tree (--work DIR for another place); it is kept between runs, so
-later runs build incrementally, and reset to HEAD before each run.
+later runs build incrementally, and reset to HEAD before each run. It is configured without the examples
+(they have no tests), and the unmutated suite runs once per commit and --exclude: a later batch at the same
+commit skips it. Only committed code is tested: commit a new test before running the mutation it should kill.
 """
 import argparse
 import json
@@ -34,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 LIST = ROOT / "tools" / "mutants.json"
 CASE = re.compile(r'(?:fatal )?error: in "([^"]+)"')
+# A sanitizer report or a crash names no case; its stack does (BOOST_AUTO_TEST_CASE(name) -> name::test_method).
+STACK_CASE = re.compile(r"\b(\w+)::test_method\(\)")
 CTEST_RESULT = re.compile(r"^\s*\d+/\d+ Test\s+#\d+: (\S+) \.+\s*(\*\*\*)?(\w+)")
 
 
@@ -100,6 +109,7 @@ def check_snippets(work, mutations):
 def failing_tests(output):
     """{ctest test: [boost cases]} of the tests that failed, from ctest --output-on-failure output."""
     failed = {}
+    from_stacks = {}
     current = None
     for line in output.splitlines():
         result = CTEST_RESULT.match(line)
@@ -113,18 +123,26 @@ def failing_tests(output):
             for case in CASE.findall(line):
                 if case not in failed[current]:
                     failed[current].append(case)
+            for case in STACK_CASE.findall(line):
+                if case not in from_stacks.setdefault(current, []):
+                    from_stacks[current].append(case)
+    for name, cases in failed.items():
+        if not cases:
+            cases += from_stacks.get(name, [])
     return failed
 
 
-def run_suite(work, env, timeout, exclude, jobs, build_jobs):
+def run_suite(work, env, timeout, exclude, jobs, build_jobs, preset="debug"):
     started = time.monotonic()
-    status, output = run(["cmake", "--build", "--preset", "debug", "-j", str(build_jobs)], work, env, timeout)
+    status, output = run(["cmake", "--build", "--preset", preset, "-j", str(build_jobs)], work, env, timeout)
     if status is None:
         return "timeout (build)", {}, output
     if status != 0:
         return "build failed", {}, output
-    left = max(60, timeout - (time.monotonic() - started))
-    command = ["ctest", "--preset", "debug", "--output-on-failure", "-j", str(jobs), "--timeout", str(int(left))]
+    # A slow build (a loaded machine rebuilding every importer) must not leave the suite too little time to
+    # finish: each CTest test has its own TIMEOUT against hangs, so the suite always gets 10 minutes or more.
+    left = max(600, timeout - (time.monotonic() - started))
+    command = ["ctest", "--preset", preset, "--output-on-failure", "-j", str(jobs), "--timeout", str(int(left))]
     if exclude:
         command += ["-E", exclude]
     status, output = run(command, work, env, left + 30)
@@ -142,6 +160,40 @@ def describe(failed):
     return tests
 
 
+def print_markdown(log_dirs, mutations):
+    """The newest verdict of each mutation found in log_dirs, as a Markdown table in the list's order."""
+    newest = {}
+    for directory in log_dirs:
+        for path in directory.glob("*.json"):
+            verdict = json.loads(path.read_text())
+            verdict["mtime"] = path.stat().st_mtime
+            if verdict["name"] not in newest or newest[verdict["name"]]["mtime"] < verdict["mtime"]:
+                newest[verdict["name"]] = verdict
+    print("| mutation | module | caught | tests | which tests | commit | run |")
+    print("|---|---|---|---:|---|---|---|")
+    caught = 0
+    for m in mutations:
+        v = newest.get(m["name"])
+        name = m["name"] + (" (issue 12)" if m.get("issue12") else "") + (f" [{m['preset']}]" if m.get("preset") else "")
+        if not v:
+            print(f"| {name} | {m['module']} | not run | | | | |")
+            continue
+        killed = v["verdict"] not in ("passed", "build failed")  # older verdicts counted a build failure
+        caught += killed
+        which = ", ".join(f"`{t}`" for t in v["tests"]) or v["verdict"]
+        if v["verdict"] == "build failed":
+            which = "the mutation did not compile (broken, not caught)"
+        elif v["verdict"] not in ("failed", "passed"):
+            which += f" ({v['verdict']}: the count may be incomplete)"
+        if v.get("preset", "debug") != m.get("preset", "debug"):
+            which += f" (run with the {v.get('preset', 'debug')} preset; the mutation now names {m['preset']})"
+        print(f"| {name} | {m['module']} | {'yes' if killed else '**NO**'} | {len(v['tests'])} | {which} "
+              f"| {v['commit'][:10]} | {v['date']}, {v['seconds']} s |")
+    print()
+    print(f"{caught} of {len(mutations)} caught; {len(mutations) - len(newest)} not run.")
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="mutations to run (default: all)")
@@ -153,8 +205,13 @@ def main():
     parser.add_argument("--build-jobs", type=int, default=2, help="parallel build jobs (a shared machine: few)")
     parser.add_argument("--no-baseline", action="store_true", help="do not run the unmutated suite first")
     parser.add_argument("--log", type=Path, help="directory for each run's build and test output")
+    parser.add_argument("--markdown", type=Path, nargs="+", metavar="LOGDIR",
+                        help="print the table of the verdicts kept in these log directories (the newest run of "
+                             "each mutation) as Markdown, for docs/mutants.md, and exit")
     args = parser.parse_args()
 
+    if args.markdown:
+        return print_markdown(args.markdown, load_mutations(args.names))
     mutations = load_mutations(args.names)
     if args.list:
         for m in mutations:
@@ -175,19 +232,31 @@ def main():
     log_dir = (args.log or work.parent / "logs").resolve()
     log_dir.mkdir(parents=True, exist_ok=True)
     say(f"scratch worktree {work} at {head[:12]}; logs in {log_dir}")
-    status, output = run(["cmake", "--preset", "debug"], work, env, args.timeout)
-    if status != 0:
-        print(output)
-        say("configuring the debug preset failed")
-        return 2
-
-    if not args.no_baseline:
-        say("baseline: the unmutated suite")
-        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
-        (log_dir / "baseline.log").write_text(output)
-        if verdict != "passed":
-            say(f"baseline {verdict}: {', '.join(describe(failed)) or 'see the log'}; fix the suite first")
+    # Examples have no tests: leave them out of every rebuild (an interface mutation recompiles all importers).
+    # A mutation that only a sanitizer can see (a data race) names its preset ("preset": "tsan").
+    presets = sorted({m.get("preset", "debug") for m in mutations})
+    for preset in presets:
+        status, output = run(["cmake", "--preset", preset, "-DPERFLOC_BUILD_EXAMPLES=OFF"], work, env, args.timeout)
+        if status != 0:
+            print(output)
+            say(f"configuring the {preset} preset failed")
             return 2
+
+    # The baseline passes or fails with the commit and the tests run: once per (HEAD, --exclude) is enough,
+    # so that batches of mutations run one after another do not each pay for a run of the whole suite.
+    for preset in presets if not args.no_baseline else []:
+        passed_marker = work.parent / ("baseline-passed" if preset == "debug" else f"baseline-passed-{preset}")
+        baseline_key = f"{head} {args.exclude}"
+        if passed_marker.exists() and passed_marker.read_text() == baseline_key:
+            say(f"baseline ({preset}): passed before at {head[:12]} (exclude '{args.exclude}'), not run again")
+            continue
+        say(f"baseline ({preset}): the unmutated suite")
+        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs, preset)
+        (log_dir / f"baseline-{preset}.log").write_text(output)
+        if verdict != "passed":
+            say(f"baseline ({preset}) {verdict}: {', '.join(describe(failed)) or 'see the log'}; fix the suite first")
+            return 2
+        passed_marker.write_text(baseline_key)
 
     rows = []
     for i, m in enumerate(mutations, 1):
@@ -197,14 +266,23 @@ def main():
         path.write_text(original.replace(m["find"], m["replace"], 1))
         started = time.monotonic()
         try:
-            verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs)
+            verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs,
+                                                m.get("preset", "debug"))
         finally:
             path.write_text(original)
         (log_dir / f"{m['name']}.log").write_text(output)
         tests = describe(failed)
-        caught = verdict != "passed"
+        # A mutation that does not compile tells nothing about the tests: it is not caught, it is broken.
+        caught = verdict not in ("passed", "build failed")
+        # The verdict beside the log, for --markdown (docs/mutants.md is generated from these).
+        (log_dir / f"{m['name']}.json").write_text(json.dumps({
+            "name": m["name"], "module": m["module"], "preset": m.get("preset", "debug"), "caught": caught,
+            "verdict": verdict, "tests": tests,
+            "seconds": round(time.monotonic() - started), "commit": head, "exclude": args.exclude,
+            "date": time.strftime("%Y-%m-%d", time.gmtime())}, indent=1) + "\n")
         rows.append((m["name"], caught, verdict, tests, time.monotonic() - started))
-        say(f"    {'caught' if caught else 'SURVIVED'} ({verdict}) by {len(tests)}: {', '.join(tests)}")
+        say(f"    {'caught' if caught else 'BROKEN' if verdict == 'build failed' else 'SURVIVED'} ({verdict}) by "
+            f"{len(tests)}: {', '.join(tests)}")
 
     print()
     print(f"{'mutation':40} {'caught':7} {'tests':>5}  which")

@@ -14,6 +14,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -406,6 +407,40 @@ BOOST_AUTO_TEST_CASE(a_stale_allocator_is_stopped_before_it_allocates_into_the_c
   BOOST_TEST(stopped_as_stale(death), death.output);
 }
 
+BOOST_AUTO_TEST_CASE(a_stale_allocator_is_stopped_whatever_the_chunk_held_and_wherever_it_was_released) {
+  // The tests above release chunks that held one block and nothing to destroy. A chunk with a destructor
+  // to run, a second block, a block of its own, a release hook, or released on another thread ends its
+  // life another way; its handles must be stopped all the same.
+  struct way {
+    const char* name;
+    void (*fill)(perfloc::process_chunk&);
+    bool hook = false, elsewhere = false;
+  };
+  const way ways[] = {
+      {"an object to destroy", [](perfloc::process_chunk& c) { c.make<std::string>(100, 'x'); }},
+      {"a second block", [](perfloc::process_chunk& c) { c.allocate(40 * 1024), c.allocate(40 * 1024); }},
+      {"a block of its own", [](perfloc::process_chunk& c) { c.allocate(300 * 1024); }},
+      {"a release hook", [](perfloc::process_chunk&) {}, true},
+      {"released on another thread", [](perfloc::process_chunk&) {}, false, true},
+  };
+  for (const way& w : ways) {
+    const auto death = perfloc_test::run_in_child([&] {
+      perfloc::top_options options;
+      if (w.hook) options.on_release = [](const perfloc::chunk_summary&) {};
+      perfloc::top_chunk top{std::move(options)};
+      std::optional<perfloc::allocator<int>> stale;
+      {
+        perfloc::process_chunk chunk{top, "request 30"};
+        stale.emplace(chunk);
+        w.fill(chunk);
+        if (w.elsewhere) std::thread([c = std::move(chunk)]() mutable { c.release(); }).join();
+      }
+      (void)stale->allocate(3);
+    });
+    BOOST_TEST(stopped_as_stale(death, "request 30"), w.name << ": " << death.output);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_stale_allocator_used_before_its_meta_is_reused_names_the_released_chunk) {
   const auto death = perfloc_test::run_in_child([] {
     std::optional<perfloc::allocator<long>> stale;
@@ -472,6 +507,29 @@ BOOST_AUTO_TEST_CASE(a_perfloc_vector_that_outlives_its_chunk_is_stopped) {
     outlives->emplace_back(5);
   });
   BOOST_TEST(stopped_as_stale(death), death.output);
+}
+
+BOOST_AUTO_TEST_CASE(a_perfloc_vector_of_objects_with_destructors_that_outlives_its_chunk_is_stopped) {
+  // Its chunk held objects to destroy (and a pmr string that grew into a second block): released by the
+  // long way, after the destructors ran. Both the vector and the pmr resource must be stopped.
+  for (const bool through_pmr : {false, true}) {
+    const auto death = perfloc_test::run_in_child([through_pmr] {
+      std::optional<perfloc::vector<std::string>> outlives;
+      std::pmr::memory_resource* resource = nullptr;
+      {
+        perfloc::process_chunk chunk{"request 31"};
+        outlives.emplace(chunk);
+        for (int i = 0; i < 10; ++i) outlives->emplace_back(100, 'x');
+        resource = chunk.resource();
+        std::pmr::string grown{resource};
+        grown.assign(100 * 1024, 'y');
+      }
+      perfloc::process_chunk stranger;
+      if (through_pmr) (void)resource->allocate(64);
+      else outlives->emplace_back(5, 'z');
+    });
+    BOOST_TEST(stopped_as_stale(death), (through_pmr ? "pmr: " : "vector: ") << death.output);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_destroy_during_release_of_an_object_destroyed_before_is_still_reported) {

@@ -9,7 +9,10 @@
 #define BOOST_TEST_MODULE perfloc.limits
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <cstddef>
 #include <cstring>
 #include <functional>
@@ -107,6 +110,73 @@ BOOST_AUTO_TEST_CASE(memory_cached_by_an_idle_thread_serves_another_thread) {
   }
   BOOST_TEST(count_empty_chunks(top) == room);
   idle_thread again([&] { BOOST_TEST(count_empty_chunks(top) == room); });
+}
+
+BOOST_AUTO_TEST_CASE(a_request_larger_than_any_free_block_is_served_from_blocks_an_idle_thread_cached) {
+  // A 2 MiB top filled with one-block chunks by a thread that then stays idle: its cache keeps 16 blocks
+  // (1 MiB), the top the other 15. A request for 600 KiB needs a block of 1 MiB: only the cached blocks,
+  // taken back and merged with their free neighbours, can make one.
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 2 * MiB, .max_reserved_bytes = 2 * MiB,
+                                              .retain_bytes = 2 * MiB}};
+  std::size_t room = 0;
+  idle_thread cacher([&] { room = count_empty_chunks(top); });
+  BOOST_TEST(room == (2 * MiB - top_header) / block);
+  {
+    perfloc::process_chunk chunk{top};
+    void* p = nullptr;
+    BOOST_CHECK_NO_THROW(p = chunk.allocate(600 * KiB));
+    if (p) std::memset(p, 0x5a, 600 * KiB);
+    BOOST_TEST(chunk.stats().held_bytes == block + 16 * block);  // its first block and a block of 1 MiB
+  }
+  BOOST_TEST(count_empty_chunks(top) == room);  // and every block is usable again
+}
+
+BOOST_AUTO_TEST_CASE(blocks_reclaimed_from_a_thread_at_work_are_never_handed_out_twice) {
+  // Two threads fill a 1 MiB top with chunks until it refuses, write their own pattern into each, check it
+  // and release them all, round after round. Each release fills the thread's cache, so the other thread's
+  // next fill can succeed only by taking blocks back from that cache (a reclaim), often while its owner is
+  // in the middle of opening or releasing a chunk of it. A block taken from a cache its owner is editing
+  // would belong to both: two chunks in one block, one thread's pattern over the other's (or a broken list).
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
+                                              .retain_bytes = 1 * MiB}};
+  constexpr int rounds = 8000;
+  constexpr std::size_t words = 1024;  // 4 KiB written in each chunk
+  std::atomic<int> overwritten{0};
+  std::atomic<std::size_t> chunks_filled{0};
+  auto fill_and_check = [&](std::uint32_t me) {
+    std::vector<perfloc::process_chunk> chunks;
+    std::vector<std::uint32_t*> patterns;
+    chunks.reserve(64);
+    patterns.reserve(64);
+    for (std::uint32_t round = 0; round < rounds; ++round) {
+      try {
+        for (;;) {
+          perfloc::process_chunk& chunk = chunks.emplace_back(top);
+          auto* p = static_cast<std::uint32_t*>(chunk.allocate(words * sizeof(std::uint32_t)));
+          const std::uint32_t tag = me << 28 | round << 8 | static_cast<std::uint32_t>(chunks.size());
+          std::fill_n(p, words, tag);
+          patterns.push_back(p);
+        }
+      } catch (const std::bad_alloc&) {
+        if (chunks.size() > patterns.size()) chunks.pop_back();  // opened, but its allocation was refused
+      }
+      for (std::size_t i = 0; i < patterns.size(); ++i) {
+        const std::uint32_t tag = me << 28 | round << 8 | static_cast<std::uint32_t>(i + 1);
+        if (std::count(patterns[i], patterns[i] + words, tag) != static_cast<std::ptrdiff_t>(words)) ++overwritten;
+      }
+      chunks_filled += patterns.size();
+      patterns.clear();
+      while (!chunks.empty()) chunks.pop_back();
+    }
+  };
+  std::thread a(fill_and_check, 1), b(fill_and_check, 2);
+  a.join();
+  b.join();
+  BOOST_TEST_MESSAGE(chunks_filled.load() << " chunks filled in " << 2 * rounds << " rounds");
+  BOOST_TEST(overwritten.load() == 0);
+  BOOST_TEST(chunks_filled.load() > 0u);
+  // Every block came back: one thread alone fills the whole top again.
+  BOOST_TEST(count_empty_chunks(top) == (1 * MiB - top_header) / block);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -236,6 +306,17 @@ BOOST_AUTO_TEST_CASE(thread_caches_count_in_the_retain_budget) {
   const auto cacher = release_blocks_of_every_cached_class(top);
   // The cache fills the whole budget: what the top got back goes to the OS.
   BOOST_TEST(top.stats().committed_bytes == before + cache_bound);
+}
+
+BOOST_AUTO_TEST_CASE(a_second_cache_filling_the_budget_sends_what_the_top_retained_back_to_the_os) {
+  // A budget of two full caches. The first thread's cache leaves room for the top to keep the extra blocks
+  // it got back; once a second thread's cache holds as much, the caches alone fill the budget, and what
+  // the top retained earlier goes back to the OS too (each free block keeps its header page).
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 2 * cache_bound}};
+  const std::size_t before = top.stats().committed_bytes;
+  const auto first = release_blocks_of_every_cached_class(top);
+  const auto second = release_blocks_of_every_cached_class(top);
+  BOOST_TEST(top.stats().committed_bytes <= before + 2 * cache_bound + 2 * extra_blocks * header_page);
 }
 
 // ------------------------------------------------------------------------------------------------------------

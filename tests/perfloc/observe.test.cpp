@@ -140,6 +140,22 @@ BOOST_AUTO_TEST_CASE(labels_are_copied_and_cut_on_a_character_boundary) {
   BOOST_TEST((walked == expected));
 }
 
+BOOST_AUTO_TEST_CASE(the_release_hook_and_the_report_see_a_label_of_the_longest_kept_length_whole) {
+  // Labels keep up to 47 bytes (README): one of exactly 47 reaches the hook and report() whole, one of 48
+  // loses its last byte.
+  std::vector<std::string> hooked;
+  perfloc::top_chunk top{perfloc::top_options{
+      .on_release = [&](const perfloc::chunk_summary& s) { hooked.emplace_back(s.label); }}};
+  const std::string longest(47, 'q'), too_long = std::string(47, 'r') + "s";
+  {
+    perfloc::process_chunk a{top, longest}, b{top, too_long};
+    const std::string text = perfloc::report(top);
+    BOOST_TEST(text.find("\"" + longest + "\"") != std::string::npos, text);
+    BOOST_TEST(text.find("\"" + std::string(47, 'r') + "\"") != std::string::npos, text);
+  }
+  BOOST_TEST((hooked == std::vector<std::string>{std::string(47, 'r'), longest}), boost::test_tools::per_element());
+}
+
 BOOST_AUTO_TEST_CASE(a_walker_reads_each_label_whole_while_metas_are_reused) {
   perfloc::top_chunk top;
   // Different lengths and multi-byte characters; the same thread reuses one meta for each.
@@ -293,6 +309,49 @@ BOOST_AUTO_TEST_CASE(statistics_read_from_other_threads_are_never_impossible) {
   done = true;
   for (auto& t : owners) t.join();
   BOOST_TEST(failures == 0u, failures << " of " << reads << " reads impossible, the first: " << first_failure);
+}
+
+BOOST_AUTO_TEST_CASE(a_chunk_read_from_another_thread_shows_only_states_it_passed_through) {
+  // The owner takes 64 bytes and gives them back, over and over: the bump steps forward and back, so the
+  // chunk is at every moment in one of two states, 0 or 64 bytes in use, in its one block. Every read from
+  // another thread must be one of them. A read that mixes the figures from before and after a step counts
+  // the 64 bytes twice (128) or subtracts them once too often (a wrapped number near 2^64). The reads are
+  // many and cheap so that some land in the middle of a step whatever the machine; they count only while
+  // the owner is stepping (both loops are bounded by counts: the reader's and the owner's).
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 * MiB, .retain_bytes = 64 * MiB}};
+  constexpr std::uint64_t reads = 3'000'000, steps = 3'000'000;
+  std::atomic<const perfloc::process_chunk*> published{nullptr};
+  std::atomic<std::uint64_t> stepped{0};
+  std::atomic<bool> done{false};
+  std::size_t held = 0;
+  std::thread owner([&] {
+    perfloc::process_chunk chunk{top, "stepping"};
+    held = chunk.stats().held_bytes;
+    published.store(&chunk, std::memory_order_release);
+    for (std::uint64_t n = 1; !done.load(std::memory_order_acquire); ++n) {  // the reads come before the release
+      chunk.deallocate(chunk.allocate(64), 64);
+      stepped.store(n, std::memory_order_relaxed);
+    }
+  });
+  const perfloc::process_chunk* chunk;
+  while (!(chunk = published.load(std::memory_order_acquire))) std::this_thread::yield();
+  std::uint64_t read = 0, impossible = 0;
+  std::string first;
+  while (read < reads || stepped.load(std::memory_order_relaxed) < steps) {
+    const perfloc::chunk_stats s = chunk->stats();
+    ++read;
+    const bool possible = (s.in_use_bytes == 0 || s.in_use_bytes == 64) && s.held_bytes == held && s.blocks == 1 &&
+                          s.peak_in_use_bytes <= 64;
+    if (!possible && !impossible++)
+      first = std::to_string(s.in_use_bytes) + " in use (peak " + std::to_string(s.peak_in_use_bytes) + "), " +
+              std::to_string(s.held_bytes) + " held in " + std::to_string(s.blocks) + " blocks";
+  }
+  done = true;
+  owner.join();
+  BOOST_TEST_MESSAGE(read << " reads during " << stepped.load() << " steps");
+  BOOST_TEST(held == 64 * KiB);  // the first block
+  BOOST_TEST(impossible == 0u, impossible << " of " << read << " reads show a state the chunk never had, the first: "
+                                          << first);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -500,6 +559,31 @@ BOOST_AUTO_TEST_CASE(report_lists_live_chunks_by_label_with_totals) {
               std::vector<std::string>{"1", "98.4 KiB", "98.4 KiB", "192.0 KiB", "0", "0"}));
 }
 
+BOOST_AUTO_TEST_CASE(report_sums_each_label_over_its_chunks) {
+  // Three chunks of one label, each with its own bytes and objects, and one chunk of another label. Each
+  // column of a label's row, from footprints (16-byte multiples) and tracked_bytes (64 per object):
+  //   in use    (112 + 2 * 64 - 64) + (208 + 64) + 304 = 752 B   (the sum over the chunks)
+  //   max peak  max(112 + 128, 208 + 64, 304) = 304 B         (the largest peak of one chunk)
+  //   held      3 first blocks of 64 KiB; made 3; destroyed 1
+  perfloc::top_chunk top;
+  perfloc::process_chunk a{top, "GET /items"}, b{top, "GET /items"}, c{top, "GET /items"}, other{top, "other"};
+  a.allocate(100);
+  a.make<tracked>();
+  perfloc::destroy(a.make<tracked>());
+  b.allocate(200);
+  b.make<tracked>();
+  c.allocate(300);
+  other.allocate(50);
+  const std::string text = perfloc::report(top);
+  BOOST_TEST_MESSAGE(text);
+  std::map<std::string, std::vector<std::string>> by_label;
+  for (const report_row& r : rows_of(text)) by_label[r.label] = r.fields;
+  BOOST_REQUIRE(by_label.size() == 2u);
+  BOOST_TEST((by_label["\"GET /items\""] == std::vector<std::string>{"3", "752 B", "304 B", "192.0 KiB", "3", "1"}),
+             text);
+  BOOST_TEST((by_label["\"other\""] == std::vector<std::string>{"1", "64 B", "64 B", "64.0 KiB", "0", "0"}), text);
+}
+
 BOOST_AUTO_TEST_CASE(report_keeps_every_label_apart_on_one_aligned_line) {
   perfloc::top_chunk top;
   const std::string long_label = "GET /" + std::string(20, 'x') + euro + euro + euro + euro + e_acute;
@@ -633,6 +717,28 @@ BOOST_AUTO_TEST_CASE(write_svg_at_scale_groups_chunks_and_totals_each_label) {
   std::set<std::string> fills;
   for (std::string fill; fills_text >> fill;) fills.insert(fill);
   BOOST_TEST(fills.size() == std::size_t{label_count});
+  std::filesystem::remove(path);
+}
+
+BOOST_AUTO_TEST_CASE(write_svg_totals_each_label_over_its_chunks_also_for_a_few_chunks) {
+  // Few chunks (each drawn in its own colour), three of one label: the label's total is their sum,
+  // from footprints: 112 + 208 + 304 = 624 bytes in use, three first blocks of 64 KiB held.
+  perfloc::top_chunk top;
+  perfloc::process_chunk a{top, "GET /items"}, b{top, "GET /items"}, c{top, "GET /items"}, other{top, "other"};
+  a.allocate(100);
+  b.allocate(200);
+  c.allocate(300);
+  other.allocate(50);
+  const auto path = scratch_file("few.svg");
+  perfloc::write_svg(top, path);
+  BOOST_TEST(xml_errors(path) == "");
+  auto totals_of = [&](const std::string& label) {
+    const std::string total = "//*[@class='label total'][@data-label='" + label + "']";
+    return xpath(path, "concat(count(" + total + "), ' ', sum(" + total + "/@data-chunks), ' ', sum(" + total +
+                           "/@data-in-use), ' ', sum(" + total + "/@data-held))");
+  };
+  BOOST_TEST(totals_of("GET /items") == "1 3 624 " + std::to_string(3 * 64 * KiB));
+  BOOST_TEST(totals_of("other") == "1 1 64 " + std::to_string(64 * KiB));
   std::filesystem::remove(path);
 }
 
