@@ -7,10 +7,11 @@ mimalloc replace malloc for the whole process. Rounds alternate between executab
 rounds, with min and max beside it. Times are CPU time (time spent preempted is left out).
 
     bench/run.py                    timing, 5 rounds, then the 1 GiB growth workload 3 times per competitor,
-                                    idle coroutines and burst and return 3 times, the demo server 3 times
+                                    idle coroutines and burst and return 3 times, then the HTTP demo
+                                    (examples/http/demo.sh: 3 wrk rounds of 3 s per heap, 10 000 idle connections)
                                     (writes results/latest-timing.json)
-    bench/run.py --quick            timing, 2 short rounds, growth and server once, idle and burst twice: a
-                                    smoke check
+    bench/run.py --quick            timing, 2 short rounds, growth once, idle and burst twice, the HTTP demo
+                                    with 2 wrk rounds of 2 s and 1 000 idle connections: a smoke check
     bench/run.py --icount           instruction counts under Callgrind (writes results/latest-icount.json)
     bench/run.py --all              both
     bench/run.py --report-only      rewrite latest.md / latest.png from the saved JSON
@@ -206,10 +207,13 @@ BURST_SIZES = [10_000, 100_000]
 # Targets not measured yet; listed in the report so that nobody mistakes silence for success.
 TODO: list[str] = []
 
-# The example server under load (examples/server.cpp, built as perfloc-demo by the bench preset too): it runs
-# the perfloc server and the global-heap server, each in its own process, and prints a JSON line for each.
-SERVER_EXECUTABLE = "perfloc-demo"
-SERVER_ARGUMENTS = ["--connections", "16", "--requests", "3000"]
+# The demo under load (issue 15): perfloc-http (examples/http/, built by the bench preset too) on perfloc and on
+# the global heap, driven by wrk, through the script `tools/dev demo` runs (examples/http/demo.sh --json: a
+# JSON line per heap), so that both measure the same way.
+SERVER_EXECUTABLE = "perfloc-http"
+SERVER_SCRIPT = BENCH_DIR.parent / "examples" / "http" / "demo.sh"
+SERVER_ARGUMENTS = []  # demo.sh's defaults: 3 rounds of 3 s per heap, 32 connections, 10 000 idle connections
+SERVER_QUICK_ARGUMENTS = ["--rounds", "2", "--seconds", "2", "--idle", "1000"]
 
 # Instruction counts: executable -> competitors counted by --icount. The bare drivers (perfloc-bench-icount,
 # perfloc-bench-icount-anchors) take `<competitor> <workload> <K> <N>`; the competitor executables take
@@ -467,68 +471,69 @@ def run_scale(args, executables: dict[str, Path], names: list[str]) -> dict:
 
 
 def run_server(args) -> dict:
-    """The example server under load, args.grow_rounds runs (each runs both servers, one process each)."""
-    demo = next((p for p in sorted(args.build_dir.rglob(SERVER_EXECUTABLE))
-                 if p.is_file() and os.access(p, os.X_OK) and "CMakeFiles" not in p.parts), None)
-    if demo is None:
+    """The HTTP demo under load, once: examples/http/demo.sh alternates the heaps over its own wrk rounds and
+    takes the medians. Returns {"arguments", "records": {heap: record}, "output", "errors", "load_average"}."""
+    server = next((p for p in sorted(args.build_dir.rglob(SERVER_EXECUTABLE))
+                   if p.is_file() and os.access(p, os.X_OK) and "CMakeFiles" not in p.parts), None)
+    if server is None:
         return {"errors": [f"{SERVER_EXECUTABLE} not built in {args.build_dir}"]}
-    runs: dict[str, list[dict]] = {}
+    if not shutil.which("wrk"):
+        return {"errors": ["wrk not installed (Debian package wrk)"]}
+    arguments = SERVER_QUICK_ARGUMENTS if args.quick else SERVER_ARGUMENTS
+    records: dict[str, dict] = {}
     errors: list[str] = []
+    output = ""
     load_before = load_average()
+    log(f"HTTP demo: demo.sh {' '.join(arguments)}")
     with tempfile.TemporaryDirectory() as scratch:
-        for round_index in range(args.grow_rounds):
-            log(f"server {round_index + 1}/{args.grow_rounds}")
-            command = [str(demo), *SERVER_ARGUMENTS, "--json", "--svg", str(Path(scratch) / "top-chunk.svg")]
-            try:
-                output = run_text(command)
-            except (subprocess.CalledProcessError, OSError) as error:
-                errors.append(f"server: {error}")
-                continue
-            for line in output.splitlines():
-                if line.startswith("{"):
+        rows = Path(scratch) / "rows.json"
+        command = ["bash", str(SERVER_SCRIPT), str(server), *arguments, "--json", str(rows),
+                   "--svg", str(Path(scratch) / "top-chunk.svg")]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        # The picture's path is in the scratch folder, gone once the report is read.
+        output = "".join(line for line in result.stdout.splitlines(keepends=True)
+                         if not line.startswith("The top chunk mid-load:"))
+        if result.returncode != 0:
+            errors.append(f"demo.sh exited with {result.returncode}: {result.stderr.strip()[-300:]}")
+        elif not rows.is_file():
+            errors.append("demo.sh wrote no JSON rows")
+        else:
+            for line in rows.read_text().splitlines():
+                try:
                     record = json.loads(line)
-                    runs.setdefault(record["server"], []).append(record)
-    return {"rounds": args.grow_rounds, "arguments": " ".join(SERVER_ARGUMENTS), "runs": runs,
+                except json.JSONDecodeError as error:
+                    errors.append(f"demo.sh: unreadable row {line!r} ({error})")
+                    continue
+                records[record["heap"]] = record
+    return {"arguments": " ".join(arguments) or "(defaults)", "records": records, "output": output,
             "errors": errors, "load_average": f"{load_before} before, {load_average()} after"}
 
 
 def server_sections(server: dict) -> list[str]:
-    runs = server.get("runs") or {}
-    if not runs and not server.get("errors"):
+    records = server.get("records") or {}
+    if not records and not server.get("errors"):
         return []
-    lines = ["## The example server under load", "",
-             f"examples/server.cpp (`perfloc-demo {server.get('arguments', '')}`): a line-protocol server on "
-             "127.0.0.1 with a chunk per connection and per request, beside the same server on the global heap, "
-             "each in its own process, driven by client coroutines in that process. "
-             f"{server.get('rounds')} runs, medians (min–max). Load average {server.get('load_average', '?')}. "
-             "Round trips are measured by the clients after warm-up; new/request counts every global operator "
-             "new in the process (clients included, alike in both).", ""]
+    lines = ["## The HTTP demo under load (issue 15)", "",
+             f"`examples/http/demo.sh build/bench/examples/perfloc-http {server.get('arguments', '')}`, the "
+             "comparison `tools/dev demo` prints: perfloc-http on perfloc and on the global heap, each in its own "
+             "process, driven by wrk on 127.0.0.1 in alternating rounds (medians), then idle keep-alive "
+             f"connections. Load average {server.get('load_average', '?')}; on this shared machine the throughput "
+             "and latency figures move with the neighbours' load.", ""]
     if server.get("errors"):
         lines += ["Errors:", ""] + [f"- {e}" for e in server["errors"]] + [""]
     rows = []
-    medians: dict[str, dict[str, float]] = {}
     for name in ("perfloc", "global"):
-        records = runs.get(name) or []
-        if not records:
-            continue
-        def stat(field: str) -> tuple[float, float, float]:
-            values = [r[field] for r in records]
-            return statistics.median(values), min(values), max(values)
-        medians[name] = {f: stat(f)[0] for f in ("requests_per_s", "p99_us", "peak_rss_kib", "news_per_request")}
-        rps, p50, p99, rss = stat("requests_per_s"), stat("p50_us"), stat("p99_us"), stat("peak_rss_kib")
-        rows.append([f"**{name}**" if name == "perfloc" else name,
-                     f"{rps[0]:.0f} ({rps[1]:.0f}–{rps[2]:.0f})", f"{p50[0]:.0f}",
-                     f"{p99[0]:.0f} ({p99[1]:.0f}–{p99[2]:.0f})", f"{stat('news_per_request')[0]:.2f}",
-                     f"{stat('chunk_bytes_per_request')[0]:.0f}", f"{stat('live_chunks_at_end')[0]:.0f}",
-                     f"{rss[0] / 1024:.1f} MiB"])
-    lines += markdown_table(["server", "requests/s", "p50 µs", "p99 µs", "new/request", "chunk B/request",
-                             "live chunks at end", "peak RSS"], rows)
-    if "perfloc" in medians and "global" in medians:
-        p, g = medians["perfloc"], medians["global"]
-        lines += ["", f"perfloc ÷ global: requests/s {p['requests_per_s'] / g['requests_per_s']:.2f}×, "
-                      f"p99 {p['p99_us'] / g['p99_us']:.2f}×, peak RSS {p['peak_rss_kib'] / g['peak_rss_kib']:.2f}×. "
-                      "Both servers are bound by the loopback system calls; perfloc's peak RSS carries its top "
-                      "chunk's header, meta region and cached blocks."]
+        r = records.get(name)
+        if r:
+            rows.append([f"**{name}**" if name == "perfloc" else name, f"{r['requests']}",
+                         f"{r['requests_per_s']:.0f}", f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}",
+                         f"{calls_per_request(r):.3f}", f"{r['peak_rss_kib'] / 1024:.1f} MiB",
+                         f"{r['idle_bytes_per_connection']} ({r['idle_connections']} connections)"])
+    lines += markdown_table(["heap", "requests", "requests/s", "p50 µs", "p99 µs", "heap calls/request",
+                             "peak RSS", "idle B/connection"], rows)
+    if server.get("output"):
+        lines += ["", "<details><summary>demo.sh's output (histogram of bytes per request, top chunk's report)"
+                      "</summary>", "", "```", server["output"].rstrip(), "```", "", "</details>"]
     return lines + [""]
 
 
@@ -778,14 +783,41 @@ def scale_targets(scale: dict) -> list[list[str]]:
     return rows
 
 
+def calls_per_request(record: dict) -> float:
+    return record["heap_calls"] / record["requests"] if record["requests"] > 0 else float("nan")
+
+
 def server_target(server: dict) -> list[list[str]]:
-    runs = server.get("runs") or {}
-    text = "demo server's peak RSS ≤ the global-heap server's (`perfloc-demo`)"
-    if not runs.get("perfloc") or not runs.get("global"):
-        return [[text, "–", "–", "–", "–", "1.0×", "not evaluated (--skip-server or no perfloc-demo)"]]
-    p = statistics.median(r["peak_rss_kib"] for r in runs["perfloc"])
-    g = statistics.median(r["peak_rss_kib"] for r in runs["global"])
-    return [[text, "–", f"{p:.0f} KiB", f"{g:.0f} KiB (global heap)", f"{p / g:.2f}×", "1.0×", verdict(p / g, 1.0)]]
+    """Issue 15's targets for the HTTP demo, and issue 13's peak RSS target, which now applies to that demo."""
+    records = server.get("records") or {}
+    p, g = records.get("perfloc"), records.get("global")
+    where = "HTTP demo (`perfloc-http`)"
+    texts = ["throughput ≥ 1.0× the global-heap server's (requests/s)",
+             "p99 latency ≤ 1.0× the global-heap server's",
+             "0 heap calls per request in steady state (perfloc server)",
+             "resident bytes per idle connection ≤ the global-heap server's",
+             "demo server's peak RSS ≤ the global-heap server's (issue 13; the demo is now the HTTP server)"]
+    limits = ["≥ 1.0×", "1.0×", "= 0", "1.0×", "1.0×"]
+    if not p or not g:
+        why = "; ".join(server.get("errors") or []) or "--skip-server"
+        return [[t, where, "–", "–", "–", lim, f"not evaluated ({why})"] for t, lim in zip(texts, limits)]
+
+    def ratio_row(text: str, field: str, unit: str, limit: str, at_most: bool = True) -> list[str]:
+        a, b = p[field], g[field]
+        if b > 0:
+            ratio, result = f"{a / b:.2f}×", verdict(a / b, 1.0, at_most)
+        else:  # idle bytes can be 0 or less when the global heap's RSS did not grow
+            ratio, result = "–", "**MET**" if (a <= b if at_most else a >= b) else "**MISSED**"
+        return [text, where, f"{a:.0f} {unit}", f"{b:.0f} {unit} (global heap)", ratio, limit, result]
+
+    calls = calls_per_request(p)
+    return [ratio_row(texts[0], "requests_per_s", "req/s", limits[0], at_most=False),
+            ratio_row(texts[1], "p99_us", "µs", limits[1]),
+            [texts[2], where, f"{calls:.3f}/request ({p['heap_calls']} calls, {p['requests']} requests)",
+             f"{calls_per_request(g):.3f}/request (global heap)", "–", limits[2],
+             "**MET**" if p["heap_calls"] == 0 else "**MISSED**"],
+            ratio_row(texts[3], "idle_bytes_per_connection", "B", limits[3]),
+            ratio_row(texts[4], "peak_rss_kib", "KiB", limits[4])]
 
 
 def mib_text(value: float | None) -> str:
@@ -939,7 +971,7 @@ def timing_sections(timing: dict, have_plot: bool, have_idle_plot: bool) -> list
     if timing["errors"]:
         lines += ["Errors:", ""] + [f"- {e}" for e in timing["errors"]] + [""]
 
-    lines += ["## Targets (DESIGN.md, issue 13)", "",
+    lines += ["## Targets (DESIGN.md, issues 13 and 15)", "",
               "Each target with its measured ratio: perfloc's median over the reference's median, both from this "
               "run (a target missed says MISSED)."
               " Real per-scope anchors: " + ", ".join(c for c, e in COMPETITORS.items() if e.role == "anchor") + ".",
@@ -1246,7 +1278,7 @@ def main() -> None:
                         help="N for the N / 2N Callgrind runs (a multiple of 4096)")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the saved JSON")
     parser.add_argument("--skip-grow", action="store_true", help="timing without the 1 GiB growth workload")
-    parser.add_argument("--skip-server", action="store_true", help="timing without the example server under load")
+    parser.add_argument("--skip-server", action="store_true", help="timing without the HTTP demo under load")
     parser.add_argument("--skip-scale", action="store_true",
                         help="timing without the idle coroutines and burst workloads")
     parser.add_argument("--scale-rounds", type=int, default=None,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# examples/http/demo.sh SERVER [--seconds N] [--rounds N] [--connections N] [--idle N] [--svg PATH] — the
-# comparison that `tools/dev demo` prints: perfloc-http on perfloc and on the global heap, each in its own
-# process with the same settings, driven by wrk on 127.0.0.1.
+# examples/http/demo.sh SERVER [--seconds N] [--rounds N] [--connections N] [--idle N] [--svg PATH] [--json PATH]
+# — the comparison that `tools/dev demo` prints: perfloc-http on perfloc and on the global heap, each in its
+# own process with the same settings, driven by wrk on 127.0.0.1. --json PATH also writes each heap's row as
+# a JSON line there (bench/run.py reads it: `tools/dev bench` runs this same comparison).
 #
 # Both servers start (one io_context thread each) and get a 1 s warm-up. Then ROUNDS rounds (default 3), each
 # running `wrk -t1 -c CONNECTIONS -d SECONDS --latency` on GET /items?count=20 against the perfloc server, then
@@ -20,7 +21,7 @@ set -euo pipefail
 
 server=$1
 shift
-seconds=3 rounds=3 connections=32 idle=10000 svg=top-chunk.svg
+seconds=3 rounds=3 connections=32 idle=10000 svg=top-chunk.svg json=
 while (($#)); do
   case $1 in
     --seconds) seconds=$2 ;;
@@ -28,8 +29,9 @@ while (($#)); do
     --connections) connections=$2 ;;
     --idle) idle=$2 ;;
     --svg) svg=$2 ;;
+    --json) json=$2 ;;
     *)
-      echo "usage: demo.sh SERVER [--seconds N] [--rounds N] [--connections N] [--idle N] [--svg PATH]" >&2
+      echo "usage: demo.sh SERVER [--seconds N] [--rounds N] [--connections N] [--idle N] [--svg PATH] [--json PATH]" >&2
       exit 2
       ;;
   esac
@@ -150,6 +152,17 @@ for heap in "${heaps[@]}"; do
   printf '%-8s %9s %11.0f %8.0f %8.0f %14.3f %6s KiB %12s\n' "$name" "$requests" "$rps" "$p50" "$p99" \
     "$(awk -v c="$calls" -v r="$requests" 'BEGIN { print (r > 0 ? c / r : 0) }')" "$peak" "$idle_bytes"
 done
+if [[ -n $json ]]; then
+  : >"$json"
+  for heap in "${heaps[@]}"; do
+    read -r name requests rps p50 p99 calls peak idle_bytes <"$work/$heap.row"
+    printf '{"heap":"%s","requests":%s,"requests_per_s":%s,"p50_us":%s,"p99_us":%s,"heap_calls":%s,' \
+      "$name" "$requests" "$rps" "$p50" "$p99" "$calls" >>"$json"
+    printf '"peak_rss_kib":%s,"idle_bytes_per_connection":%s,"idle_connections":%s,"rounds":%s,"seconds":%s,' \
+      "$peak" "$idle_bytes" "$idle" "$rounds" "$seconds" >>"$json"
+    printf '"connections":%s}\n' "$connections" >>"$json"
+  done
+fi
 read -r _ _ rps_p _ p99_p _ _ idle_p <"$work/perfloc.row"
 read -r _ _ rps_g _ p99_g _ _ idle_g <"$work/global.row"
 echo
