@@ -109,6 +109,7 @@ inline void check_outside_chunk(process_chunk& chunk, const std::exception_ptr& 
              text);
     return;
   }
+  if (!result) return;  // a void result
   const auto* begin = static_cast<const std::byte*>(result);
   const std::byte* end = begin + std::min<std::size_t>(result_bytes, 4096);
   for (const std::byte* word = begin; word + sizeof(void*) <= end; word += sizeof(void*)) {
