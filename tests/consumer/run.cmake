@@ -1,6 +1,7 @@
 # cmake -P script behind the perfloc.consumer test: install -> configure -> build -> run.
 # Inputs (all -D): PERFLOC_BINARY_DIR, CONSUMER_SOURCE_DIR, CONSUMER_WORK_DIR, CONFIG, GENERATOR,
-# MAKE_PROGRAM, CXX_COMPILER, CXX_SCAN_DEPS, CXX_FLAGS, EXE_LINKER_FLAGS.
+# MAKE_PROGRAM, CXX_COMPILER, CXX_SCAN_DEPS, CXX_FLAGS, EXE_LINKER_FLAGS; STANDALONE_ASIO (the build's
+# PERFLOC_STANDALONE_ASIO, handed to the consumer's configure as a user would set it; empty: Boost.Asio).
 cmake_minimum_required(VERSION 3.28)
 
 foreach(var IN ITEMS PERFLOC_BINARY_DIR CONSUMER_SOURCE_DIR CONSUMER_WORK_DIR GENERATOR CXX_COMPILER)
@@ -41,6 +42,9 @@ if(MAKE_PROGRAM)
 endif()
 if(CXX_SCAN_DEPS)
   list(APPEND configure_args "-DCMAKE_CXX_COMPILER_CLANG_SCAN_DEPS=${CXX_SCAN_DEPS}")
+endif()
+if(STANDALONE_ASIO)
+  list(APPEND configure_args "-DPERFLOC_STANDALONE_ASIO=${STANDALONE_ASIO}")
 endif()
 step(configure "${CMAKE_COMMAND}" ${configure_args})
 

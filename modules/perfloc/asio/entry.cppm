@@ -115,7 +115,7 @@ export namespace perfloc {
 /// operation's memory comes from the coroutine's chunk and is reused operation after operation, so a loop
 /// over operations stays at a constant footprint. Completions on other threads are safe. In a coroutine that
 /// perfloc::co_spawn did not start, it behaves exactly like use_awaitable.
-template <class Executor = boost::asio::any_io_executor>
+template <class Executor = detail::asio::any_io_executor>
 struct use_chunk_t {
   constexpr use_chunk_t() noexcept = default;
 
@@ -193,10 +193,11 @@ struct chunk_async_result<Executor, R(Args...)> {
 
 }  // namespace perfloc::detail
 
-namespace boost::asio {
+// Asio's async_result for the two tokens, specialised by qualified name: its namespace is boost::asio or ::asio
+// (perfloc/detail/asio.hpp), with Asio 1.38.1's optional inline version namespace inside.
 
 template <class Executor, class R, class... Args>
-class async_result<perfloc::use_chunk_t<Executor>, R(Args...)>
+class perfloc::detail::asio::async_result<perfloc::use_chunk_t<Executor>, R(Args...)>
     : public perfloc::detail::chunk_async_result<Executor, R(Args...)> {
   using base = perfloc::detail::chunk_async_result<Executor, R(Args...)>;
 
@@ -209,7 +210,7 @@ class async_result<perfloc::use_chunk_t<Executor>, R(Args...)>
 };
 
 template <class Executor, class R, class... Args>
-class async_result<perfloc::detail::spawn_token<Executor>, R(Args...)>
+class perfloc::detail::asio::async_result<perfloc::detail::spawn_token<Executor>, R(Args...)>
     : public perfloc::detail::chunk_async_result<Executor, R(Args...)> {
   using base = perfloc::detail::chunk_async_result<Executor, R(Args...)>;
 
@@ -220,8 +221,6 @@ class async_result<perfloc::detail::spawn_token<Executor>, R(Args...)>
     return base::initiate([state = token.state](auto*) { return state; }, std::move(initiation), std::move(args)...);
   }
 };
-
-}  // namespace boost::asio
 
 // ---------------------------------------------------------------------------------------------------------
 // this_coro::chunk
@@ -235,13 +234,13 @@ export namespace perfloc::this_coro {
 /// coroutine perfloc::co_spawn did not start (one started by asio::co_spawn from inside a perfloc coroutine
 /// included: it gets no chunk; start it with perfloc::co_spawn to give it one). The chunk lives as long as
 /// the coroutine: do not move from it or release it.
-template <class Executor = boost::asio::any_io_executor>
-boost::asio::awaitable<std::reference_wrapper<process_chunk>, Executor> chunk() {
+template <class Executor = detail::asio::any_io_executor>
+detail::asio::awaitable<std::reference_wrapper<process_chunk>, Executor> chunk() {
   detail::spawn_state_base* state = nullptr;
   // Asio runs a function taking the frame right after suspending, then resumes this frame from its pump loop:
   // no recursion and no post.
-  co_await [&state](boost::asio::detail::awaitable_frame_base<Executor>* frame)
-      -> boost::asio::detail::awaitable_thread<Executor>* {
+  co_await [&state](detail::asio_detail::awaitable_frame_base<Executor>* frame)
+      -> detail::asio_detail::awaitable_thread<Executor>* {
     state = detail::state_of(frame);
     return nullptr;
   };
@@ -254,7 +253,7 @@ boost::asio::awaitable<std::reference_wrapper<process_chunk>, Executor> chunk() 
 
 // Reachable from importers (specialisations need not, and cannot, be exported).
 template <class Executor, class... Args>
-struct std::coroutine_traits<boost::asio::awaitable<boost::asio::detail::awaitable_thread_entry_point, Executor>,
+struct std::coroutine_traits<perfloc::detail::asio::awaitable<perfloc::detail::asio_detail::awaitable_thread_entry_point, Executor>,
                              perfloc::detail::spawn_params<Executor>&, Args...> {
   using promise_type = perfloc::detail::entry_promise<Executor>;
 };

@@ -21,9 +21,11 @@ class chunk_executor {
  public:
   inline chunk_executor(Inner inner, const void* owner) noexcept : inner_(std::move(inner)), owner_(owner) {}
 
+  /// The member call, not asio::execution::execute: that customisation point is gone after Asio 1.28, and
+  /// every executor kept here (known_executors, any_io_executor) has the member on every supported version.
   template <class Function>
   inline void execute(Function&& f) const {
-    asio::execution::execute(inner_, std::forward<Function>(f));
+    inner_.execute(std::forward<Function>(f));
   }
 
   template <class Property>
@@ -120,7 +122,7 @@ template <class AwaitableExecutor>
 inline AwaitableExecutor wrap_executor(const AwaitableExecutor& ex, const void* owner) {
   static_assert(polymorphic_executor<AwaitableExecutor>,
                 "perfloc::co_spawn carries the chunk with the coroutine's executor, so the awaitable's executor type "
-                "must be polymorphic (boost::asio::any_io_executor, the default of asio::awaitable<T>)");
+                "must be polymorphic (asio::any_io_executor, the default of asio::awaitable<T>)");
   AwaitableExecutor result;
   if (!visit_known(ex, known_executors{}, [&]<class K>(const K& inner) {
         result = AwaitableExecutor(chunk_executor<K>(inner, owner));

@@ -1,0 +1,51 @@
+# cmake -P script behind the perfloc.asio_versions.<version> tests (label asio-versions): builds this source
+# tree against one standalone Asio (PERFLOC_STANDALONE_ASIO=<ASIO_DIR>/include) in a scratch build, then runs
+# there the perfloc.asio suite and perfloc.consumer (the installed package, imported by an outside program
+# that uses perfloc.asio). Without sanitizers, to keep .ci/run's time.
+# Inputs (all -D): SOURCE_DIR, ASIO_DIR, WORK_DIR, CONFIG, GENERATOR, MAKE_PROGRAM, CXX_COMPILER, CXX_SCAN_DEPS,
+# CTEST_COMMAND.
+cmake_minimum_required(VERSION 3.28)
+
+foreach(var IN ITEMS SOURCE_DIR ASIO_DIR WORK_DIR GENERATOR CXX_COMPILER CTEST_COMMAND)
+  if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
+    message(FATAL_ERROR "asio-versions: ${var} not given to asio_versions.cmake")
+  endif()
+endforeach()
+if(NOT CONFIG)
+  set(CONFIG Debug)
+endif()
+if(NOT EXISTS "${ASIO_DIR}/include/asio.hpp")
+  message(FATAL_ERROR "asio-versions: no include/asio.hpp under ${ASIO_DIR}")
+endif()
+
+set(build "${WORK_DIR}/build")
+file(REMOVE_RECURSE "${build}")
+
+function(step name)
+  list(JOIN ARGN " " command_line)
+  message(STATUS "asio-versions: ${name}: ${command_line}")
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE result)
+  if(NOT result EQUAL 0)
+    message(FATAL_ERROR "asio-versions: ${name} FAILED (${result}) against ${ASIO_DIR}: ${command_line}")
+  endif()
+endfunction()
+
+set(configure_args
+  -S "${SOURCE_DIR}" -B "${build}" -G "${GENERATOR}"
+  "-DCMAKE_BUILD_TYPE=${CONFIG}"
+  "-DCMAKE_CXX_COMPILER=${CXX_COMPILER}"
+  "-DPERFLOC_STANDALONE_ASIO=${ASIO_DIR}/include"
+  -DPERFLOC_BUILD_TESTS=ON -DPERFLOC_BUILD_EXAMPLES=OFF -DPERFLOC_VALGRIND=OFF
+  "-DPERFLOC_ASIO_VERSIONS_DIR=" # no nested asio-versions tests
+  -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
+if(MAKE_PROGRAM)
+  list(APPEND configure_args "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
+endif()
+if(CXX_SCAN_DEPS)
+  list(APPEND configure_args "-DCMAKE_CXX_COMPILER_CLANG_SCAN_DEPS=${CXX_SCAN_DEPS}")
+endif()
+step(configure "${CMAKE_COMMAND}" ${configure_args})
+step(build "${CMAKE_COMMAND}" --build "${build}" --config "${CONFIG}" --target perfloc perfloc.tests.asio)
+step(test "${CTEST_COMMAND}" --test-dir "${build}" -C "${CONFIG}" --output-on-failure
+     -R "^perfloc\\.(tests\\.asio|consumer)$")
+message(STATUS "asio-versions: passed against ${ASIO_DIR}")
