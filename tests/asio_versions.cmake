@@ -6,11 +6,8 @@
 # CTEST_COMMAND.
 cmake_minimum_required(VERSION 3.28)
 
-foreach(var IN ITEMS SOURCE_DIR ASIO_DIR WORK_DIR GENERATOR CXX_COMPILER CTEST_COMMAND)
-  if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
-    message(FATAL_ERROR "asio-versions: ${var} not given to asio_versions.cmake")
-  endif()
-endforeach()
+include("${CMAKE_CURRENT_LIST_DIR}/scratch_build.cmake")
+scratch_require(asio-versions SOURCE_DIR ASIO_DIR WORK_DIR GENERATOR CXX_COMPILER CTEST_COMMAND)
 if(NOT CONFIG)
   set(CONFIG Debug)
 endif()
@@ -21,15 +18,6 @@ endif()
 set(build "${WORK_DIR}/build")
 file(REMOVE_RECURSE "${build}")
 
-function(step name)
-  list(JOIN ARGN " " command_line)
-  message(STATUS "asio-versions: ${name}: ${command_line}")
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE result)
-  if(NOT result EQUAL 0)
-    message(FATAL_ERROR "asio-versions: ${name} FAILED (${result}) against ${ASIO_DIR}: ${command_line}")
-  endif()
-endfunction()
-
 set(configure_args
   -S "${SOURCE_DIR}" -B "${build}" -G "${GENERATOR}"
   "-DCMAKE_BUILD_TYPE=${CONFIG}"
@@ -38,14 +26,9 @@ set(configure_args
   -DPERFLOC_BUILD_TESTS=ON -DPERFLOC_BUILD_EXAMPLES=OFF -DPERFLOC_VALGRIND=OFF
   "-DPERFLOC_ASIO_VERSIONS_DIR=" # no nested asio-versions tests
   -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
-if(MAKE_PROGRAM)
-  list(APPEND configure_args "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
-endif()
-if(CXX_SCAN_DEPS)
-  list(APPEND configure_args "-DCMAKE_CXX_COMPILER_CLANG_SCAN_DEPS=${CXX_SCAN_DEPS}")
-endif()
-step(configure "${CMAKE_COMMAND}" ${configure_args})
-step(build "${CMAKE_COMMAND}" --build "${build}" --config "${CONFIG}" --target perfloc perfloc.tests.asio)
-step(test "${CTEST_COMMAND}" --test-dir "${build}" -C "${CONFIG}" --output-on-failure
+scratch_toolchain_args(configure_args)
+scratch_step("asio-versions ${ASIO_DIR}" configure "${CMAKE_COMMAND}" ${configure_args})
+scratch_step("asio-versions ${ASIO_DIR}" build "${CMAKE_COMMAND}" --build "${build}" --config "${CONFIG}" --target perfloc perfloc.tests.asio)
+scratch_step("asio-versions ${ASIO_DIR}" test "${CTEST_COMMAND}" --test-dir "${build}" -C "${CONFIG}" --output-on-failure
      -R "^perfloc\\.(tests\\.asio|consumer)$")
 message(STATUS "asio-versions: passed against ${ASIO_DIR}")
