@@ -20,25 +20,45 @@
 //                                                 per-thread recycling cache; perfloc: `awaitable<int>
 //                                                 step(process_chunk&, int)`, its frame in the chunk (given
 //                                                 back to the chunk and reused, call after call)
+//   heap_calls/{asio,perfloc}                     2 000 coroutines alive at once, each waiting on a timer
+//                                                 (asio: use_awaitable; perfloc: use_chunk, the factory taking
+//                                                 the chunk): besides the time per coroutine, the counter
+//                                                 heap_calls_per_coroutine counts every call of the malloc
+//                                                 family (operator new and Asio's aligned_alloc end there)
+//   this_coro_chunk/perfloc                       `co_await perfloc::this_coro::chunk()` in a loop;
+//   this_coro_chunk/asio                          `co_await asio::this_coro::executor`, for scale
+//   post_op/{asio,perfloc}                        one perfloc coroutine awaits `asio::post(token)` again and
+//                                                 again: asio::use_awaitable against perfloc::use_chunk
 //
 // Spawns come in batches of 16 per io_context::run(), so run() and restart() are amortized alike for
 // everyone; the figure is CPU nanoseconds per coroutine (per child call for `frame`). Every completion
 // token is asio::detached. One thread, one io_context.
+//
+// Besides the benchmarks, `--perfloc_idle=<asio|perfloc|perfloc-param> --perfloc_idle_n=N` runs the idle
+// coroutines workload once (idle.hpp): N coroutines suspended at once, then the io_context destroyed.
 //
 // Built only when the `perfloc` target exists and modules/perfloc/asio.cppm does (bench/CMakeLists.txt).
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/version.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <functional>
 #include <new>
 #include <string>
 
 #include "harness.hpp"
+#include "heap_calls.hpp"
+#include "idle.hpp"
 
 import perfloc;
 
@@ -112,6 +132,26 @@ asio::awaitable<void> frame_loop_in(perfloc::process_chunk& chunk, benchmark::St
   }
 }
 
+asio::awaitable<void> chunk_loop(benchmark::State* state) {
+  for (auto _ : *state) {
+    perfloc::process_chunk& chunk = co_await perfloc::this_coro::chunk();
+    perfloc::process_chunk* address = &chunk;
+    keep(address);
+  }
+}
+
+asio::awaitable<void> executor_loop(benchmark::State* state) {
+  for (auto _ : *state) {
+    auto ex = co_await asio::this_coro::executor;
+    keep(ex);
+  }
+}
+
+template <class Token>
+asio::awaitable<void> post_loop(benchmark::State* state, Token token) {
+  for (auto _ : *state) co_await asio::post(token);
+}
+
 // ---- the benchmarks --------------------------------------------------------------------------------
 
 void check_no_live_chunk(benchmark::State& state) {
@@ -143,6 +183,41 @@ void check_sink(benchmark::State& state, std::uint64_t sink) {
   // The warm-up batch adds one batch more than the timed iterations.
   const auto coroutines = (static_cast<std::uint64_t>(state.iterations()) + 1) * spawn_batch;
   if (sink != eight_sum * coroutines) state.SkipWithError("not every coroutine ran");
+}
+
+constexpr int alive_at_once = 2000;
+
+/// Rounds of `alive_at_once` spawns, all spawned before run(): every coroutine is alive at once, waiting on
+/// its timer. Reports the time and the heap calls per coroutine.
+template <class Spawn>
+void alive_rounds(benchmark::State& state, Spawn spawn) {
+  asio::io_context ctx(1);
+  (void)perfloc::default_top();
+  for (int warm = 0; warm < 2; ++warm) {
+    for (int i = 0; i < alive_at_once; ++i) spawn(ctx);
+    ctx.run();
+    ctx.restart();
+  }
+  const long before = perfloc_heap_calls::count.load();
+  for (auto _ : state) {
+    for (int i = 0; i < alive_at_once; ++i) spawn(ctx);
+    ctx.run();
+    ctx.restart();
+  }
+  check_no_live_chunk(state);
+  report_per_op(state, alive_at_once, "coroutine");
+  state.counters["heap_calls_per_coroutine"] =
+      static_cast<double>(perfloc_heap_calls::count.load() - before) / (static_cast<double>(state.iterations()) * alive_at_once);
+}
+
+asio::awaitable<void> wait_once() {
+  asio::steady_timer timer(co_await asio::this_coro::executor, asio::steady_timer::time_point::min());
+  co_await timer.async_wait(asio::use_awaitable);
+}
+
+asio::awaitable<void> wait_once_in(perfloc::process_chunk&) {
+  asio::steady_timer timer(co_await asio::this_coro::executor, asio::steady_timer::time_point::min());
+  co_await timer.async_wait(perfloc::use_chunk);
 }
 
 void register_all() {
@@ -198,9 +273,49 @@ void register_all() {
     check_no_live_chunk(state);
     report_per_op(state, 1.0, "call");
   });
+
+  benchmark::RegisterBenchmark("heap_calls/asio", [](benchmark::State& state) {
+    alive_rounds(state, [](asio::io_context& ctx) { asio::co_spawn(ctx, [] { return wait_once(); }, asio::detached); });
+  });
+  benchmark::RegisterBenchmark("heap_calls/perfloc", [](benchmark::State& state) {
+    alive_rounds(state, [](asio::io_context& ctx) {
+      perfloc::co_spawn(ctx, [](perfloc::process_chunk& chunk) { return wait_once_in(chunk); }, asio::detached);
+    });
+  });
+
+  benchmark::RegisterBenchmark("this_coro_chunk/asio", [](benchmark::State& state) {
+    asio::io_context ctx(1);
+    perfloc::co_spawn(ctx, [&state] { return executor_loop(&state); }, asio::detached);
+    ctx.run();
+    report_per_op(state, 1.0, "call");
+  });
+  benchmark::RegisterBenchmark("this_coro_chunk/perfloc", [](benchmark::State& state) {
+    asio::io_context ctx(1);
+    perfloc::co_spawn(ctx, [&state] { return chunk_loop(&state); }, asio::detached);
+    ctx.run();
+    check_no_live_chunk(state);
+    report_per_op(state, 1.0, "call");
+  });
+
+  benchmark::RegisterBenchmark("post_op/asio", [](benchmark::State& state) {
+    asio::io_context ctx(1);
+    perfloc::co_spawn(ctx, [&state] { return post_loop(&state, asio::use_awaitable); }, asio::detached);
+    ctx.run();
+    report_per_op(state, 1.0, "op");
+  });
+  benchmark::RegisterBenchmark("post_op/perfloc", [](benchmark::State& state) {
+    asio::io_context ctx(1);
+    perfloc::co_spawn(ctx, [&state] { return post_loop(&state, perfloc::use_chunk); }, asio::detached);
+    ctx.run();
+    check_no_live_chunk(state);
+    report_per_op(state, 1.0, "op");
+  });
 }
 
 }  // namespace
 }  // namespace perfloc_bench
 
-int main(int argc, char** argv) { return perfloc_bench::run_main(argc, argv, perfloc_bench::register_all); }
+int main(int argc, char** argv) {
+  if (const int status = perfloc_bench::idle_mode(argc, argv); status >= 0) return status;
+  return perfloc_bench::run_main(argc, argv, perfloc_bench::register_all);
+}

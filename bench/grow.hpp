@@ -56,21 +56,29 @@ inline std::size_t resident_bytes() {
   return read == 2 ? resident * static_cast<std::size_t>(sysconf(_SC_PAGESIZE)) : 0;
 }
 
-/// The process's peak resident bytes (VmHWM).
-inline std::size_t peak_resident_bytes() {
+/// A field of /proc/self/status given in kB ("VmHWM:", "VmData:"), in bytes; 0 if absent.
+inline std::size_t status_bytes(const char* field) {
   std::FILE* file = std::fopen("/proc/self/status", "r");
   if (!file) return 0;
   char line[256];
+  const std::size_t length = std::strlen(field);
   std::size_t kib = 0;
   while (std::fgets(line, sizeof line, file)) {
-    if (std::strncmp(line, "VmHWM:", 6) == 0) {
-      kib = std::strtoull(line + 6, nullptr, 10);
+    if (std::strncmp(line, field, length) == 0) {
+      kib = std::strtoull(line + length, nullptr, 10);
       break;
     }
   }
   std::fclose(file);
   return kib << 10;
 }
+
+/// The process's peak resident bytes (VmHWM).
+inline std::size_t peak_resident_bytes() { return status_bytes("VmHWM:"); }
+
+/// The process's private writable address space (VmData): what the kernel charges as commit when
+/// vm.overcommit_memory=2 (MAP_NORESERVE is ignored then), whether or not the pages were touched.
+inline std::size_t committed_address_space() { return status_bytes("VmData:"); }
 
 /// CPU time of the process, user and system: page faults and madvise are system time.
 inline double cpu_seconds() {

@@ -6,9 +6,10 @@
 // The threaded workloads (`threads_*/<competitor>/real_time/threads:<N>`) report `items_per_second`, the
 // throughput of all threads together over wall-clock time.
 //
-// Besides Google Benchmark's own flags, every competitor executable has two modes of its own (run_main):
+// Besides Google Benchmark's own flags, every competitor executable has three modes of its own (run_main):
 //
 //   --perfloc_grow=<competitor> [--perfloc_grow_mib=N]   the 1 GiB growth workload (grow.hpp), one cycle
+//   --perfloc_burst=<competitor> [--perfloc_burst_n=N]   N scopes live at once, then all ended (burst.hpp)
 //   --perfloc_icount=<competitor> <workload> <K> <N>     a workload run bare, for Callgrind (icount.hpp)
 #pragma once
 
@@ -22,6 +23,7 @@
 #include <string_view>
 #include <vector>
 
+#include "burst.hpp"
 #include "grow.hpp"
 #include "icount.hpp"
 #include "workload.hpp"
@@ -120,12 +122,13 @@ void bench_threads_per_scope(benchmark::State& state) {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// The modes that are not Google Benchmarks (grow, icount): each registered competitor's entry points.
+// The modes that are not Google Benchmarks (grow, burst, icount): each registered competitor's entry points.
 // ---------------------------------------------------------------------------------------------------
 
 struct mode_entry {
   std::string name;
   int (*grow)(std::string_view name, std::size_t target);
+  int (*burst)(std::string_view name, std::size_t n);
   int (*icount)(std::string_view workload, std::size_t k, std::size_t total);
 };
 
@@ -138,7 +141,7 @@ inline std::vector<mode_entry>& mode_registry() {
 template <class C>
 void register_competitor(const std::string& name) {
   using scope_t = typename C::scope;
-  mode_registry().push_back({name, grow_run<C>, icount_run<C>});
+  mode_registry().push_back({name, grow_run<C>, burst_run<C>, icount_run<C>});
   auto* b = benchmark::RegisterBenchmark(("per_scope/" + name).c_str(), bench_per_scope<C>);
   for (auto k : scope_sizes) b->Arg(k);
   b = benchmark::RegisterBenchmark(("destructors/" + name).c_str(), bench_destructors<C>);
@@ -158,7 +161,7 @@ void register_competitor(const std::string& name) {
   b->UseRealTime();
 }
 
-/// The grow and icount modes; -1 when argv asks for neither (then Google Benchmark runs).
+/// The grow, burst and icount modes; -1 when argv asks for none (then Google Benchmark runs).
 inline int run_mode(int argc, char** argv) {
   const auto find = [](std::string_view competitor) -> const mode_entry* {
     for (const mode_entry& entry : mode_registry()) {
@@ -171,13 +174,17 @@ inline int run_mode(int argc, char** argv) {
     return nullptr;
   };
   constexpr std::string_view grow_flag = "--perfloc_grow=", mib_flag = "--perfloc_grow_mib=",
-                             icount_flag = "--perfloc_icount=";
+                             icount_flag = "--perfloc_icount=", burst_flag = "--perfloc_burst=",
+                             burst_n_flag = "--perfloc_burst_n=";
   const char* grow = nullptr;
-  std::size_t mib = 1024;
+  const char* burst = nullptr;
+  std::size_t mib = 1024, burst_n = 100'000;
   for (int i = 1; i < argc; ++i) {
     const std::string_view arg = argv[i];
     if (arg.starts_with(grow_flag)) grow = argv[i] + grow_flag.size();
     if (arg.starts_with(mib_flag)) mib = std::strtoull(argv[i] + mib_flag.size(), nullptr, 10);
+    if (arg.starts_with(burst_flag)) burst = argv[i] + burst_flag.size();
+    if (arg.starts_with(burst_n_flag)) burst_n = std::strtoull(argv[i] + burst_n_flag.size(), nullptr, 10);
     if (arg.starts_with(icount_flag)) {
       if (argc != i + 4) {
         std::fprintf(stderr, "usage: %s --perfloc_icount=<competitor> <workload> <K> <total>\n", argv[0]);
@@ -192,6 +199,10 @@ inline int run_mode(int argc, char** argv) {
   if (grow) {
     const mode_entry* entry = find(grow);
     return entry ? entry->grow(entry->name, mib << 20) : 2;
+  }
+  if (burst) {
+    const mode_entry* entry = find(burst);
+    return entry ? entry->burst(entry->name, burst_n) : 2;
   }
   return -1;
 }

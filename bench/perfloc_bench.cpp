@@ -58,6 +58,9 @@ struct perfloc_chunks {
   /// Memory the default top chunk has committed (grow.hpp reports it beside the RSS).
   static std::size_t committed_bytes() { return perfloc::default_top().stats().committed_bytes; }
 
+  /// The default top's retain watermark (burst.hpp reports it: the target for what a burst leaves behind).
+  static std::size_t retain_bytes() { return perfloc::default_top().options().retain_bytes; }
+
   /// Checked after each benchmark: every chunk a workload opened has been released.
   static const char* verify() {
     return perfloc::default_top().stats().live_chunks == 0 ? nullptr : "a process chunk is still live";

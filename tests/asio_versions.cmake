@@ -1,7 +1,7 @@
 # cmake -P script behind the perfloc.asio_versions.<version> tests (label asio-versions): builds this source
 # tree against one standalone Asio (PERFLOC_STANDALONE_ASIO=<ASIO_DIR>/include) in a scratch build, then runs
-# there the perfloc.asio suite and perfloc.consumer (the installed package, imported by an outside program
-# that uses perfloc.asio). Without sanitizers, to keep .ci/run's time.
+# there the perfloc.asio suites (asio, asio_v2) and perfloc.consumer (the installed package, imported by an
+# outside program that uses perfloc.asio). Without sanitizers, to keep .ci/run's time.
 # Inputs (all -D): SOURCE_DIR, ASIO_DIR, WORK_DIR, CONFIG, GENERATOR, MAKE_PROGRAM, CXX_COMPILER, CXX_SCAN_DEPS,
 # CTEST_COMMAND.
 cmake_minimum_required(VERSION 3.28)
@@ -28,7 +28,7 @@ set(configure_args
   -DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF)
 scratch_toolchain_args(configure_args)
 scratch_step("asio-versions ${ASIO_DIR}" configure "${CMAKE_COMMAND}" ${configure_args})
-scratch_step("asio-versions ${ASIO_DIR}" build "${CMAKE_COMMAND}" --build "${build}" --config "${CONFIG}" --target perfloc perfloc.tests.asio)
+scratch_step("asio-versions ${ASIO_DIR}" build "${CMAKE_COMMAND}" --build "${build}" --config "${CONFIG}" --target perfloc perfloc.tests.asio perfloc.tests.asio_v2)
 scratch_step("asio-versions ${ASIO_DIR}" test "${CTEST_COMMAND}" --test-dir "${build}" -C "${CONFIG}" --output-on-failure
-     -R "^perfloc\\.(tests\\.asio|consumer)$")
+     -R "^perfloc\\.(tests\\.asio|tests\\.asio_v2|consumer)$")
 message(STATUS "asio-versions: passed against ${ASIO_DIR}")

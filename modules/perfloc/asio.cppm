@@ -4,8 +4,9 @@
 // One partition per concern, in modules/perfloc/asio/:
 //
 //   :memory    operation memory: the per-coroutine recycler behind use_chunk, the chunk's lock, the spawn state
-//   :executor  chunk_executor, the spawn executor carrying the address of the coroutine's entry frame
-//   :shims     the Asio internals reached into (the awaitable frame's thread, promises derived from Asio's)
+//   :executor  the executor types reached behind any_io_executor (perfloc's own launches and completions)
+//   :shims     the Asio internals reached into (the awaitable frame's thread and coroutine, promises derived
+//              from Asio's, which threads perfloc started, frame-less awaiters)
 //   :entry     the entry frame opening the chunk; finding the chunk: use_chunk, this_coro::chunk()
 //   :spawn     perfloc::co_spawn, Asio 1.38's co_spawn ported onto those internals
 //   :post      perfloc::post

@@ -624,7 +624,9 @@ bool block_contains(block_header* block, const void* p) {
   const auto* at = static_cast<const std::byte*>(p);
   return at >= block->payload() && at < block->end();
 }
-bool chunk_contains(chunk_header* chunk, const void* p) {
+}  // namespace
+
+bool chunk_contains(chunk_header* chunk, const void* p) noexcept {
   if (block_contains(chunk->first_block(), p)) return true;
   for (block_header* b = chunk->more_blocks; b; b = b->next)
     if (block_contains(b, p)) return true;
@@ -632,7 +634,6 @@ bool chunk_contains(chunk_header* chunk, const void* p) {
     if (p >= b->start && p < b->start + block_bytes_of(b->size_class)) return true;
   return false;
 }
-}  // namespace
 
 void check_outlives(chunk_header* owner, const void* object) noexcept {
   const cache_binding& binding = current_binding;

@@ -7,16 +7,18 @@
 //    exception, cancellation, or an io_context destroyed with the coroutine suspended — and operator delete
 //    is the last step of that destruction (after the promise and the parameter copies, which live in the
 //    chunk), so nothing of the chunk is touched after it is released.
-//  * use_chunk: use_awaitable whose handler's associated allocator is the coroutine's operation recycler
-//    (perfloc.asio:memory) and whose associated executor is the unwrapped one, so Asio's native io_context
-//    fast path still applies.
-//  * this_coro::chunk(), a small awaitable coroutine. It reaches the thread through Asio's "function taking
-//    the frame" await_transform, which resumes the same frame from the pump loop: an async operation
-//    completing inline would nest the stack once per co_await (112 bytes each, measured; a loop of 100 000
-//    overflows 8 MiB).
+//  * use_chunk: as use_awaitable, without a coroutine frame per operation (a frame-less awaiter, see
+//    perfloc.asio:shims), with the coroutine's operation recycler (perfloc.asio:memory) as the handler's
+//    associated allocator: no heap call per operation, however many coroutines wait at once.
+//  * this_coro::chunk(): a frame-less awaiter that is ready at once. It neither suspends (an operation
+//    completing inline would nest the stack once per co_await: a loop of 100 000 overflows 8 MiB) nor
+//    allocates, and it is not subject to Asio's cancellation check, so cleanup code of a cancelled coroutine
+//    gets its chunk.
 module;
 
 #include "perfloc/detail/asio.hpp"
+
+#include <tuple>
 
 export module perfloc.asio:entry;
 
@@ -37,7 +39,7 @@ struct spawn_params {
   std::string_view label;
   std::shared_ptr<void> forwarded_signal;  ///< moved into the spawn state
   spawn_state<Executor>* state = nullptr;
-  const void* owner = nullptr;
+  asio_detail::awaitable_frame<asio_detail::awaitable_thread_entry_point, Executor>* frame = nullptr;
 };
 
 inline constexpr std::size_t round_to_max_align(std::size_t n) noexcept {
@@ -56,7 +58,7 @@ class entry_promise
   inline entry_promise(spawn_params<Executor>& params, Args&...) noexcept : state_(params.state) {
     static_assert(alignof(entry_promise) == alignof(frame_type),
                   "Asio's handles to the base promise need its alignment");
-    params.owner = static_cast<const void*>(static_cast<frame_type*>(this));
+    params.frame = this;
   }
 
   /// Opens the coroutine's chunk and puts the spawn state and this frame at its start.
@@ -93,13 +95,13 @@ class entry_promise
 };
 
 /// The spawn state of the perfloc coroutine that `frame` belongs to, or null for a thread perfloc did not
-/// start. Compares addresses only, so a stale or inherited executor never leads to a dereference.
+/// start (its bottom frame is not one of perfloc's entry points: entry_kinds).
 template <class Executor>
 inline spawn_state<Executor>* state_of(asio_detail::awaitable_frame_base<Executor>* frame) noexcept {
   asio_detail::awaitable_thread<Executor>* thread = frame_access<Executor>::thread_of(frame);
   if (!thread) return nullptr;
   auto* entry = thread->entry_point();
-  if (owner_of(thread->get_executor()) != static_cast<const void*>(entry)) return nullptr;
+  if (!entry_kinds::contains(destroy_function_of(frame_access<Executor>::coroutine_of(entry)))) return nullptr;
   return static_cast<entry_promise<Executor>*>(entry)->state();
 }
 
@@ -133,92 +135,196 @@ inline constexpr use_chunk_t<> use_chunk{};
 
 namespace perfloc::detail {
 
-/// use_awaitable's handler, plus an allocator drawing from the coroutine's chunk and the unwrapped executor
-/// (Asio's handler_work runs completions directly only for the native io_context executor type).
-template <class Executor, class... Ts>
-class chunk_handler : public asio_detail::awaitable_handler<Executor, Ts...> {
-  using base = asio_detail::awaitable_handler<Executor, Ts...>;
-
+/// The handler of a frame-less operation: it owns the coroutine's stack while the operation is pending, hands
+/// the completion's arguments to the awaiter (on its own stack: the awaiter reads them while this handler
+/// resumes the coroutine) and has the chunk's operation memory as its associated allocator. Its associated
+/// executor and cancellation slot are the coroutine's, as use_awaitable's handlers' are. (Asio's own
+/// awaitable_async_op_handler does the same, but 1.26's does not compile for void(exception_ptr, T).)
+template <class Executor, class... Args>
+class chunk_op_handler : public thread_base<Executor> {
  public:
   using allocator_type = operation_allocator<void>;
-  using executor_type = Executor;
+  using result_type = std::tuple<Args...>*;
 
-  inline chunk_handler(asio_detail::awaitable_thread<Executor>* thread, spawn_state<Executor>* state)
-      : base(thread), state_(state) {}
+  inline chunk_op_handler(thread_base<Executor>* thread, frame_base<Executor>* frame, result_type& result,
+                          spawn_state<Executor>* state)
+      : thread_base<Executor>(std::move(*thread)), frame_(frame), result_(&result), state_(state) {}
+
+  inline void operator()(Args... args) {
+    std::tuple<Args...> values(std::move(args)...);
+    *result_ = &values;
+    frame_->attach_thread(this);
+    frame_->clear_cancellation_slot();
+    this->pump();
+  }
 
   inline allocator_type get_allocator() const noexcept { return allocator_type(state_); }
-  inline executor_type get_executor() const noexcept { return state_ ? state_->executor : base::get_executor(); }
+
+  /// What `co_await` gives, as with use_awaitable: an error_code or exception_ptr first is thrown if set and
+  /// dropped otherwise; then nothing, the one value, or a tuple of the values.
+  static inline decltype(auto) resume(result_type values) {
+    if constexpr (sizeof...(Args) == 0) {
+      return;
+    } else {
+      using first = std::tuple_element_t<0, std::tuple<Args...>>;
+      if constexpr (std::is_same_v<first, asio_error_code>) {
+        if (std::get<0>(*values)) asio_detail::throw_error(std::get<0>(*values), "co_await");
+        return from<1>(*values);
+      } else if constexpr (std::is_same_v<first, std::exception_ptr>) {
+        if (std::get<0>(*values)) std::rethrow_exception(std::get<0>(*values));
+        return from<1>(*values);
+      } else {
+        return from<0>(*values);
+      }
+    }
+  }
 
  private:
+  template <std::size_t skip>
+  static inline auto from(std::tuple<Args...>& values) {
+    constexpr std::size_t count = sizeof...(Args) - skip;
+    if constexpr (count == 0)
+      return;
+    else if constexpr (count == 1)
+      return std::move(std::get<skip>(values));
+    else
+      return [&]<std::size_t... i>(std::index_sequence<i...>) {
+        return std::tuple<std::tuple_element_t<skip + i, std::tuple<Args...>>...>(std::move(std::get<skip + i>(values))...);
+      }(std::make_index_sequence<count>{});
+  }
+
+  frame_base<Executor>* frame_;  ///< the coroutine's top frame, suspended on the operation
+  result_type* result_;
   spawn_state<Executor>* state_;  ///< alive as long as this handler owns the coroutine's stack
 };
 
-}  // namespace perfloc::detail
-
-namespace perfloc::detail {
-
-/// The token of the entry point's own waits: it knows its state, so it skips the lookup.
-template <class Executor>
-struct spawn_token {
-  spawn_state<Executor>* state;
-};
-
-/// use_awaitable's async_result (impl/use_awaitable.hpp), with chunk_handler. `state_for(frame)` gives the
-/// coroutine's spawn state, or null.
+/// An asynchronous operation awaited without a frame: the initiation and its arguments, type-erased (Asio
+/// 1.26's token adapters, redirect_error and as_tuple among them, name the operation's type through
+/// async_result<Token, Signature>::return_type, which cannot depend on the initiation), in place up to
+/// inline_bytes and on the heap beyond (no operation of Asio's own is that large).
 template <class Executor, class Signature>
-struct chunk_async_result;
+class chunk_operation;
 
-template <class Executor, class R, class... Args>
-struct chunk_async_result<Executor, R(Args...)> {
-  using handler_type = chunk_handler<Executor, std::decay_t<Args>...>;
-  using return_type = typename handler_type::awaitable_type;
+template <class Executor, class... Results>
+class chunk_operation<Executor, void(Results...)> {
+  using handler_type = chunk_op_handler<Executor, Results...>;
 
-  template <class StateFor, class Initiation, class... InitArgs>
-  static handler_type* do_init(asio_detail::awaitable_frame_base<Executor>* frame, StateFor state_for,
-                               Initiation& initiation, InitArgs&... args) {
-    spawn_state<Executor>* state = state_for(frame);
-    handler_type handler(frame->detach_thread(), state);
-    std::move(initiation)(std::move(handler), std::move(args)...);
-    return nullptr;
+ public:
+  using perfloc_frame_less = void;
+
+  /// An operation of use_chunk: its coroutine's spawn state is looked up from the frame, and a cancelled
+  /// coroutine that throws on cancellation stops here with operation_aborted, as Asio's await_transform does
+  /// for operations and awaitables.
+  template <class Initiation, class... Args>
+  inline explicit chunk_operation(Initiation&& initiation, Args&&... args) {
+    emplace(std::forward<Initiation>(initiation), std::forward<Args>(args)...);
+  }
+  /// One of the entry point's own waits: the state is known, and cancellation is the entry point's business.
+  template <class Initiation>
+  inline chunk_operation(spawn_state<Executor>* state, Initiation&& initiation) : known_state_(state) {
+    emplace(std::forward<Initiation>(initiation));
   }
 
-  /// As use_awaitable's: the initiation runs after the coroutine has suspended.
-  template <class StateFor, class Initiation, class... InitArgs>
-  static return_type initiate(StateFor state_for, Initiation initiation, InitArgs... args) {
-    co_await [&](auto* frame) { return do_init(frame, state_for, initiation, args...); };
-    for (;;) {
-    }  // never reached: the handler resumes the calling frame
+  inline chunk_operation(chunk_operation&& other) noexcept : known_state_(other.known_state_), ops_(other.ops_) {
+    ops_->move(other.storage_, storage_);
   }
+  chunk_operation& operator=(chunk_operation&&) = delete;
+  inline ~chunk_operation() { ops_->destroy(storage_); }
+
+  /// Selects Asio's "function taking the frame" overload; never called.
+  inline thread_base<Executor>* operator()(frame_base<Executor>*) const noexcept { return nullptr; }
+
+  /// Lives in the co_await expression beside Asio's awaiter, which holds this operation.
+  class awaiter {
+   public:
+    inline awaiter(chunk_operation* op, frame_base<Executor>* frame) noexcept : op_(op), frame_(frame) {}
+
+    inline bool await_ready() const noexcept { return false; }
+    inline void await_suspend(std::coroutine_handle<>) noexcept {
+      // As Asio's operations: initiated after the coroutine has suspended, so that a completion on another
+      // thread cannot resume it before.
+      frame_->after_suspend([](void* self) { static_cast<awaiter*>(self)->initiate(); }, this);
+    }
+    inline decltype(auto) await_resume() { return handler_type::resume(result_); }
+
+   private:
+    inline void initiate() {
+      spawn_state<Executor>* state = op_->known_state_ ? op_->known_state_ : state_of(frame_);
+      op_->ops_->start(op_->storage_, handler_type(frame_->detach_thread(), frame_, result_, state));
+    }
+
+    chunk_operation* op_;
+    frame_base<Executor>* frame_;
+    typename handler_type::result_type result_ = nullptr;
+  };
+
+  inline awaiter make_awaiter(frame_base<Executor>* frame) {
+    if (!known_state_) {
+      thread_base<Executor>* thread = frame_access<Executor>::thread_of(frame);
+      if (thread->throw_if_cancelled() && !!thread->get_cancellation_state().cancelled())
+        asio_detail::throw_error(asio::error::operation_aborted, "co_await");
+    }
+    return awaiter(this, frame);
+  }
+
+ private:
+  static constexpr std::size_t inline_bytes = 96;
+
+  struct operations {
+    void (*start)(void* storage, handler_type&& handler);
+    void (*move)(void* from, void* to) noexcept;
+    void (*destroy)(void* storage) noexcept;
+  };
+
+  template <class Bound>
+  static inline void start_bound(Bound& bound, handler_type&& handler) {
+    std::apply([&](auto& initiation, auto&... args) { std::move(initiation)(std::move(handler), std::move(args)...); },
+               bound);
+  }
+  template <class Bound>
+  static constexpr operations in_place{
+      [](void* storage, handler_type&& handler) { start_bound(*static_cast<Bound*>(storage), std::move(handler)); },
+      [](void* from, void* to) noexcept { ::new (to) Bound(std::move(*static_cast<Bound*>(from))); },
+      [](void* storage) noexcept { static_cast<Bound*>(storage)->~Bound(); }};
+  template <class Bound>
+  static constexpr operations on_heap{
+      [](void* storage, handler_type&& handler) { start_bound(**static_cast<Bound**>(storage), std::move(handler)); },
+      [](void* from, void* to) noexcept {
+        *static_cast<Bound**>(to) = std::exchange(*static_cast<Bound**>(from), nullptr);
+      },
+      [](void* storage) noexcept { delete *static_cast<Bound**>(storage); }};
+
+  template <class... Parts>
+  inline void emplace(Parts&&... parts) {
+    using bound = std::tuple<std::decay_t<Parts>...>;
+    if constexpr (sizeof(bound) <= inline_bytes && alignof(bound) <= alignof(std::max_align_t) &&
+                  std::is_nothrow_move_constructible_v<bound>) {
+      ::new (static_cast<void*>(storage_)) bound(std::forward<Parts>(parts)...);
+      ops_ = &in_place<bound>;
+    } else {
+      ::new (static_cast<void*>(storage_)) bound*(new bound(std::forward<Parts>(parts)...));
+      ops_ = &on_heap<bound>;
+    }
+  }
+
+  spawn_state<Executor>* known_state_ = nullptr;
+  const operations* ops_ = nullptr;
+  alignas(std::max_align_t) std::byte storage_[inline_bytes];
 };
 
 }  // namespace perfloc::detail
 
-// Asio's async_result for the two tokens, specialised by qualified name: its namespace is boost::asio or ::asio
+// Asio's async_result for use_chunk, specialised by qualified name: its namespace is boost::asio or ::asio
 // (perfloc/detail/asio.hpp), with Asio 1.38.1's optional inline version namespace inside.
 
 template <class Executor, class R, class... Args>
-class perfloc::detail::asio::async_result<perfloc::use_chunk_t<Executor>, R(Args...)>
-    : public perfloc::detail::chunk_async_result<Executor, R(Args...)> {
-  using base = perfloc::detail::chunk_async_result<Executor, R(Args...)>;
-
+class perfloc::detail::asio::async_result<perfloc::use_chunk_t<Executor>, R(Args...)> {
  public:
-  template <class Initiation, class... InitArgs>
-  static typename base::return_type initiate(Initiation initiation, perfloc::use_chunk_t<Executor>, InitArgs... args) {
-    return base::initiate([](auto* frame) { return perfloc::detail::state_of(frame); }, std::move(initiation),
-                          std::move(args)...);
-  }
-};
+  using return_type = perfloc::detail::chunk_operation<Executor, void(std::decay_t<Args>...)>;
 
-template <class Executor, class R, class... Args>
-class perfloc::detail::asio::async_result<perfloc::detail::spawn_token<Executor>, R(Args...)>
-    : public perfloc::detail::chunk_async_result<Executor, R(Args...)> {
-  using base = perfloc::detail::chunk_async_result<Executor, R(Args...)>;
-
- public:
   template <class Initiation, class... InitArgs>
-  static typename base::return_type initiate(Initiation initiation, perfloc::detail::spawn_token<Executor> token,
-                                             InitArgs... args) {
-    return base::initiate([state = token.state](auto*) { return state; }, std::move(initiation), std::move(args)...);
+  static inline return_type initiate(Initiation&& initiation, perfloc::use_chunk_t<Executor>, InitArgs&&... args) {
+    return return_type(std::forward<Initiation>(initiation), std::forward<InitArgs>(args)...);
   }
 };
 
@@ -226,27 +332,45 @@ class perfloc::detail::asio::async_result<perfloc::detail::spawn_token<Executor>
 // this_coro::chunk
 // ---------------------------------------------------------------------------------------------------------
 
+namespace perfloc::detail {
+
+/// What this_coro::chunk() returns: a frame-less object whose awaiter is ready at once, so neither a
+/// coroutine frame, a suspension nor Asio's cancellation check (cleanup code of a cancelled coroutine wants
+/// its chunk too).
+template <class Executor>
+struct chunk_query {
+  using perfloc_frame_less = void;
+
+  /// Selects Asio's "function taking the frame" overload; never called.
+  inline thread_base<Executor>* operator()(frame_base<Executor>*) const noexcept { return nullptr; }
+
+  struct awaiter {
+    frame_base<Executor>* frame;
+    inline bool await_ready() const noexcept { return true; }
+    inline void await_suspend(std::coroutine_handle<>) const noexcept {}
+    inline std::reference_wrapper<process_chunk> await_resume() const {
+      spawn_state<Executor>* state = state_of(frame);
+      if (!state) [[unlikely]]
+        throw std::logic_error("perfloc::this_coro::chunk(): this coroutine was not started by perfloc::co_spawn");
+      return std::ref(state->chunk);
+    }
+  };
+  inline awaiter make_awaiter(frame_base<Executor>* frame) const noexcept { return {frame}; }
+};
+
+}  // namespace perfloc::detail
+
 export namespace perfloc::this_coro {
 
 /// The process chunk of the running perfloc coroutine, also inside the awaitables it co_awaits:
-/// `perfloc::process_chunk& chunk = co_await perfloc::this_coro::chunk();` (about 20 ns: call it once and
-/// keep the reference, or let the factory take the chunk as its parameter). Throws std::logic_error in a
-/// coroutine perfloc::co_spawn did not start (one started by asio::co_spawn from inside a perfloc coroutine
-/// included: it gets no chunk; start it with perfloc::co_spawn to give it one). The chunk lives as long as
-/// the coroutine: do not move from it or release it.
+/// `perfloc::process_chunk& chunk = co_await perfloc::this_coro::chunk();`. It neither suspends nor allocates
+/// (a few nanoseconds), and it gives the chunk also once the coroutine has been cancelled. Throws
+/// std::logic_error in a coroutine perfloc::co_spawn did not start (one started by asio::co_spawn from inside a
+/// perfloc coroutine included: it gets no chunk; start it with perfloc::co_spawn to give it one). The chunk
+/// lives as long as the coroutine: do not move from it or release it.
 template <class Executor = detail::asio::any_io_executor>
-detail::asio::awaitable<std::reference_wrapper<process_chunk>, Executor> chunk() {
-  detail::spawn_state_base* state = nullptr;
-  // Asio runs a function taking the frame right after suspending, then resumes this frame from its pump loop:
-  // no recursion and no post.
-  co_await [&state](detail::asio_detail::awaitable_frame_base<Executor>* frame)
-      -> detail::asio_detail::awaitable_thread<Executor>* {
-    state = detail::state_of(frame);
-    return nullptr;
-  };
-  if (!state)
-    throw std::logic_error("perfloc::this_coro::chunk(): this coroutine was not started by perfloc::co_spawn");
-  co_return std::ref(state->chunk);
+inline detail::chunk_query<Executor> chunk() noexcept {
+  return {};
 }
 
 }  // namespace perfloc::this_coro

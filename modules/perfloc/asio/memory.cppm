@@ -136,7 +136,7 @@ template <class Executor>
 struct spawn_state : spawn_state_base {
   inline spawn_state(process_chunk&& c, std::shared_ptr<void> signal, const Executor& ex)
       : spawn_state_base(std::move(c), std::move(signal)), executor(ex) {}
-  Executor executor;  ///< the spawn executor without the chunk wrapper; use_chunk handlers report this one
+  Executor executor;  ///< the spawn executor, the coroutine's own: launch operations run through it
 };
 
 /// The associated allocator of use_chunk handlers. Without a state (a coroutine perfloc did not start) it

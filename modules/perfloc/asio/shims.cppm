@@ -1,27 +1,31 @@
 // perfloc.asio:shims — the Asio internals perfloc.asio reaches into, in one place.
 //
-// The awaitable frame's thread (protected in Asio), the promises derived from Asio's awaitable_frame, and the
-// co_spawn work guard. perfloc/detail/asio.hpp chooses Boost.Asio or standalone Asio and checks the version
-// (1.26 to 1.38); what changed in that range, and what it means here:
+// The awaitable frame's thread and coroutine (protected in Asio), the promises derived from Asio's
+// awaitable_frame, which threads perfloc started (entry_kinds), frame-less awaiters (perfloc's operator
+// co_await in asio::detail) and the co_spawn work guard. perfloc/detail/asio.hpp chooses Boost.Asio or
+// standalone Asio and checks the version (1.26 to 1.38); what changed in that range, and what it means here:
 //
 //  * 1.28.1: co_spawn_entry_point takes a co_spawn_state, its dispatch and post became frame-less awaiters
 //    (co_spawn_dispatch, co_spawn_post), and make_co_spawn_work_guard is gone. perfloc has its own entry
-//    point (perfloc.asio:spawn) and uses none of them; the work guard class co_spawn_work_guard is the same
-//    on every version (make_spawn_work_guard below).
-//  * after 1.28: the customisation point asio::execution::execute is gone; chunk_executor (perfloc.asio:executor)
-//    calls its inner executor's member execute, which every supported version has.
-//  * 1.33: dispositions replace awaitable_frame::set_except. Only Asio's own awaitable_handler (which
-//    use_chunk's handler derives from) sets a frame's exception; perfloc never does.
+//    point and frame-less waits (perfloc.asio:spawn, :entry) and uses none of them; the work guard class
+//    co_spawn_work_guard is the same on every version (make_spawn_work_guard below).
+//  * after 1.28: the customisation point asio::execution::execute is gone; perfloc calls executors' member
+//    execute, which every supported version has.
+//  * 1.33: dispositions replace awaitable_frame::set_except. perfloc never sets a frame's exception; use_chunk's
+//    handler (chunk_op_handler) throws an error_code or exception_ptr as use_awaitable does.
 //  * 1.36: awaitable_launch_context, and awaitable_thread_has_context_switched is removed. perfloc keeps its
 //    own launch record (launch_scope in perfloc.asio:spawn) and never asks the flag.
 //  * 1.38.1: an optional inline version namespace (ASIO_ENABLE_VERSION_NAMESPACE) around asio's contents.
-//    perfloc names Asio's entities by qualified name only, and specialises async_result and associator by
-//    qualified name, which reaches members of an inline namespace as members of ::asio.
+//    perfloc names Asio's entities by qualified name only, specialises async_result and associator by
+//    qualified name, and reopens asio::detail for its operator co_await (PERFLOC_ASIO_DETAIL_NAMESPACE),
+//    which both reach the members of an inline namespace.
 //
-// Unchanged over the range, and relied on: awaitable_frame_base's attached_thread_, awaitable_thread's
-// entry_point() and get_executor(), detach_thread(), awaitable_handler's constructors and launch(), the
-// "function taking the frame" await_transform, awaitable_signature, thread_info_base's recycling allocator.
-// A new Asio is checked against this list, then added to the range in perfloc/detail/asio.hpp.
+// Unchanged over the range, and relied on: awaitable_frame_base's attached_thread_, coro_, after_suspend(),
+// attach_thread(), detach_thread(), clear_cancellation_slot(); awaitable_thread's entry_point(),
+// get_executor(), pump(), throw_if_cancelled(), get_cancellation_state(); awaitable_handler's constructors
+// and launch(); the "function taking the frame" await_transform and the `function_` and `this_` members of
+// its awaiter; awaitable_signature; thread_info_base's recycling allocator. A new Asio is checked against
+// this list, then added to the range in perfloc/detail/asio.hpp.
 module;
 
 #include "perfloc/detail/asio.hpp"
@@ -37,7 +41,98 @@ struct frame_access : asio_detail::awaitable_frame_base<Executor> {
       asio_detail::awaitable_frame_base<Executor>* frame) noexcept {
     return frame->*(&frame_access::attached_thread_);
   }
+  /// The coroutine of a frame: protected in Asio.
+  static inline std::coroutine_handle<> coroutine_of(asio_detail::awaitable_frame_base<Executor>* frame) noexcept {
+    return frame->*(&frame_access::coro_);
+  }
 };
+
+template <class Executor>
+using frame_base = asio_detail::awaitable_frame_base<Executor>;
+template <class Executor>
+using thread_base = asio_detail::awaitable_thread<Executor>;
+
+// ---------------------------------------------------------------------------------------------------------
+// Which threads of execution perfloc started
+// ---------------------------------------------------------------------------------------------------------
+
+/// The destroy functions of perfloc's entry-point coroutines (one per instantiation of spawn_entry), in an
+/// insert-only open-addressing table. Every C++ compiler lays a coroutine frame out as [resume function |
+/// destroy function | promise ...] (coroutine_handle::from_promise relies on it), so the destroy function of
+/// a thread's bottom frame tells, reading nothing outside that frame, whether perfloc's entry point is at
+/// the bottom of the thread: the coroutine then owns a chunk. A coroutine that asio::co_spawn started with an
+/// inherited executor has Asio's entry point at its bottom, and never finds a chunk.
+class entry_kinds {
+ public:
+  static inline void add(const void* destroy) {
+    std::lock_guard guard(adding_);
+    for (std::size_t i = hash(destroy);; i = (i + 1) % capacity) {
+      const void* here = slots_[i].load(std::memory_order_relaxed);
+      if (here == destroy) return;
+      if (!here) {
+        if (++count_ > capacity / 2)
+          throw std::length_error("perfloc::co_spawn: more than 4096 distinct factory and handler types");
+        slots_[i].store(destroy, std::memory_order_release);
+        return;
+      }
+    }
+  }
+  static inline bool contains(const void* destroy) noexcept {
+    for (std::size_t i = hash(destroy);; i = (i + 1) % capacity) {
+      const void* here = slots_[i].load(std::memory_order_acquire);
+      if (here == destroy) return true;
+      if (!here) return false;
+    }
+  }
+
+ private:
+  static constexpr std::size_t capacity = 8192;
+  static inline std::size_t hash(const void* p) noexcept {
+    return static_cast<std::size_t>((std::bit_cast<std::uintptr_t>(p) * 0x9E3779B97F4A7C15ull) >> 51);
+  }
+  static_assert(capacity == std::size_t{1} << (64 - 51));
+  static inline std::atomic<const void*> slots_[capacity] = {};
+  static inline std::size_t count_ = 0;
+  static inline std::mutex adding_;
+};
+
+/// The destroy function of a coroutine (see entry_kinds).
+inline const void* destroy_function_of(std::coroutine_handle<> coroutine) noexcept {
+  return static_cast<const void* const*>(coroutine.address())[1];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Frame-less awaiters
+// ---------------------------------------------------------------------------------------------------------
+//
+// Asio's promise takes every co_await through await_transform, whose overloads for awaitables and async
+// operations check for cancellation first, and whose use_awaitable operations cost a coroutine frame from a
+// per-thread cache (a heap call once a few thousand coroutines wait at once). One overload does neither: a
+// "function taking the frame", for which await_transform returns a small local awaiter holding the function
+// (`function_`) and the frame (`this_`). perfloc's awaitable objects (this_coro::chunk(), use_chunk's
+// operations, the entry point's own waits) are such functions, never called: perfloc's operator co_await
+// below, found by argument-dependent lookup in asio::detail (the local awaiter's namespace), replaces Asio's
+// awaiter with the object's own, made by `make_awaiter(frame)`.
+
+/// An object perfloc's operator co_await takes over.
+template <class T>
+concept frame_less = requires { typename T::perfloc_frame_less; };
+
+}  // namespace perfloc::detail
+
+export namespace PERFLOC_ASIO_DETAIL_NAMESPACE {
+
+/// Takes over Asio's awaiter only for perfloc's frame-less objects (see above). Asio's awaiter, which holds
+/// the object, lives in the co_await expression as long as perfloc's.
+template <class AsioAwaiter>
+  requires perfloc::detail::frame_less<std::remove_cvref_t<decltype(std::declval<AsioAwaiter&>().function_)>>
+inline auto operator co_await(AsioAwaiter&& asio_awaiter) {
+  return asio_awaiter.function_.make_awaiter(asio_awaiter.this_);
+}
+
+}  // namespace PERFLOC_ASIO_DETAIL_NAMESPACE
+
+namespace perfloc::detail {
 
 /// Asio's awaitable::await_suspend takes coroutine_handle<awaitable_frame<U, Executor>>, which the handle of
 /// a derived promise does not convert to. This awaiter hands Asio the handle of the base promise: same

@@ -8,6 +8,11 @@ module;
 
 #include "perfloc/detail/asio.hpp"
 
+#include <algorithm>
+#include <cstring>
+
+#include "perfloc/detail/arena.hpp"
+
 export module perfloc.asio:spawn;
 
 import perfloc.top;
@@ -64,22 +69,77 @@ class launch_scope {
   launch_scope* outer_;
 };
 
+/// Runs `handler` through the spawn executor with its memory from the chunk: through the executor's own type
+/// when it is a known one (through any_io_executor, Asio would wrap the function in a second allocation
+/// from its per-thread cache).
+template <class Executor, class Blocking, class Handler>
+inline void execute_in_chunk(spawn_state<Executor>* state, Blocking blocking, Handler&& handler) {
+  const operation_allocator<void> memory(state);
+  if (!visit_known(state->executor, known_executors{}, [&](const auto& ex) {
+        asio::prefer(ex, blocking, asio::execution::allocator(memory)).execute(std::move(handler));
+      }))
+    asio::prefer(state->executor, blocking, asio::execution::allocator(memory)).execute(std::move(handler));
+}
+
+/// The entry point's own waits: its first dispatch and, when the coroutine completes inside its launch, a post.
+template <class Executor, class Blocking>
+inline chunk_operation<Executor, void()> spawn_resume(spawn_state<Executor>* state, Blocking blocking) {
+  return {state, [state, blocking](auto handler) { execute_in_chunk(state, blocking, std::move(handler)); }};
+}
+
+#ifndef NDEBUG
+/// Debug builds (issue 14.4): a result or exception that points into the coroutine's chunk would dangle, since
+/// the chunk is released before the completion handler can use it. Tells where it can: a word of the result
+/// holding an address in the chunk (outside the result object itself, which sits in the entry frame: an
+/// in-object buffer moves with it), and an exception's what().
+inline void check_outside_chunk(process_chunk& chunk, const std::exception_ptr& e, const void* result,
+                                std::size_t result_bytes) noexcept {
+  chunk_header* header = std::bit_cast<chunk_ref>(allocator<std::byte>(chunk)).same_meta()->chunk;
+  if (e) {
+    const char* text = nullptr;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& error) {
+      text = error.what();
+    } catch (...) {
+    }
+    if (text && chunk_contains(header, text))
+      misuse("perfloc::co_spawn: the coroutine's exception (its what()) refers to memory in its coroutine's chunk, "
+             "which is released before the completion handler runs; throw exceptions that own their memory",
+             text);
+    return;
+  }
+  const auto* begin = static_cast<const std::byte*>(result);
+  const std::byte* end = begin + std::min<std::size_t>(result_bytes, 4096);
+  for (const std::byte* word = begin; word + sizeof(void*) <= end; word += sizeof(void*)) {
+    const std::byte* p;
+    std::memcpy(&p, word, sizeof p);
+    if (p && (p < begin || p >= begin + result_bytes) && chunk_contains(header, p))
+      misuse("perfloc::co_spawn: the coroutine's result refers to memory in its coroutine's chunk, which is "
+             "released before the completion handler runs; return values that own their memory",
+             p);
+  }
+}
+#endif
+
 /// Asio 1.38's co_spawn_entry_point, with the chunk. The factory's coroutine is awaited inside the try
 /// block, so a cancellation that arrives before its first resume (Asio's await_transform throws
 /// operation_aborted when it is co_awaited) reaches the handler like any other error. A coroutine still
-/// inside its launch leaves co_spawn's call first (one post), after turning off throw-on-cancellation: a
-/// cancellation that arrived meanwhile must not make that post throw out of the pump (out of
-/// io_context::run(), or std::terminate on a thread pool). The result or exception then goes through the
-/// handler's associated executor.
+/// inside its launch leaves co_spawn's call first (one post). The first dispatch and that post are frame-less
+/// waits that Asio's cancellation check does not see (a cancellation that arrived meanwhile must not throw out
+/// of the pump: out of io_context::run(), or std::terminate on a thread pool), with their operation memory in
+/// the chunk (issue 14.8: no heap call per coroutine). The result or exception then goes through the
+/// handler's associated executor; debug builds first stop a result or exception that points into the chunk.
 template <class T, class Executor, class F, class Handler>
 asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry(spawn_params<Executor>& params,
                                                                                  F factory, Handler handler) {
   // The body starts inside launch(), while `params` is alive.
   spawn_state<Executor>* state = params.state;
   auto spawn_work = make_spawn_work_guard(state->executor);
-  auto handler_work = make_spawn_work_guard(asio::get_associated_executor(handler, state->executor));
+  const auto handler_executor = asio::get_associated_executor(handler, state->executor);
+  auto handler_work = make_spawn_work_guard(handler_executor);
 
-  (void)co_await asio::dispatch(spawn_token<Executor>{state});
+  co_await spawn_resume(state, asio::execution::blocking.possibly);
 
   std::exception_ptr e = nullptr;
   std::optional<std::conditional_t<std::is_void_v<T>, std::monostate, T>> result;
@@ -91,17 +151,20 @@ asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry
   } catch (...) {
     e = std::current_exception();
   }
-  if (launch_scope::launching(state)) {
-    co_await asio::this_coro::throw_if_cancelled(false);
-    (void)co_await asio::post(spawn_token<Executor>{state});
-  }
+  if (launch_scope::launching(state)) co_await spawn_resume(state, asio::execution::blocking.never);
+#ifndef NDEBUG
   if constexpr (std::is_void_v<T>)
-    asio::dispatch(handler_work.get_executor(), [handler = std::move(handler), e]() mutable { std::move(handler)(e); });
+    check_outside_chunk(state->chunk, e, nullptr, 0);
+  else
+    check_outside_chunk(state->chunk, e, result ? std::addressof(*result) : nullptr, result ? sizeof(T) : 0);
+#endif
+  if constexpr (std::is_void_v<T>)
+    dispatch_known(handler_executor, [handler = std::move(handler), e]() mutable { std::move(handler)(e); });
   else if (e)
-    asio::dispatch(handler_work.get_executor(),
+    dispatch_known(handler_executor,
                    [handler = std::move(handler), e]() mutable { std::move(handler)(e, T()); });
   else
-    asio::dispatch(handler_work.get_executor(), [handler = std::move(handler), t = std::move(*result)]() mutable {
+    dispatch_known(handler_executor, [handler = std::move(handler), t = std::move(*result)]() mutable {
       std::move(handler)(std::exception_ptr(), std::move(t));
     });
 }
@@ -160,7 +223,7 @@ class initiate_spawn {
 
   template <class Ex>
   inline initiate_spawn(top_chunk& top, const Ex& ex, std::source_location where, std::string_view label = {})
-      : top_(&top), executor_(unwrap_executor<AwaitableExecutor>(ex)), where_(where) {
+      : top_(&top), executor_(ex), where_(where) {
     // A copy: with a deferred token the initiation runs after the caller's string may be gone.
     label_size_ = label.copy(label_, sizeof label_);
   }
@@ -184,9 +247,13 @@ class initiate_spawn {
     if (cancel_handler) params.forwarded_signal = cancel_handler->shared_signal();
     auto entry = spawn_entry<typename traits::value_type, AwaitableExecutor>(params, std::forward<F>(factory),
                                                                             std::forward<Handler>(handler));
+    // Once per instantiation, before its first coroutine can run.
+    static const bool known = (entry_kinds::add(destroy_function_of(frame_access<AwaitableExecutor>::coroutine_of(
+                                   static_cast<asio_detail::awaitable_frame_base<AwaitableExecutor>*>(params.frame)))),
+                               true);
+    (void)known;
     launch_scope launching(params.state);
-    asio_detail::awaitable_handler<AwaitableExecutor, void>(std::move(entry), wrap_executor(executor_, params.owner),
-                                                            proxy_slot, cancel_state)
+    asio_detail::awaitable_handler<AwaitableExecutor, void>(std::move(entry), executor_, proxy_slot, cancel_state)
         .launch();
   }
 
@@ -211,8 +278,8 @@ export namespace perfloc {
 /// The chunk is released when the coroutine's stack is destroyed: on completion, by an exception, by
 /// cancellation, or when the io_context is destroyed with the coroutine suspended. Inside, the chunk is
 /// `co_await perfloc::this_coro::chunk()` (or the factory's parameter); operations awaited with
-/// perfloc::use_chunk take their memory from it. Executors of io_context and thread_pool cost no
-/// allocation; a strand costs one (the executor wrapper does not fit any_io_executor's small buffer).
+/// perfloc::use_chunk take their memory from it. The coroutine runs with `ex` itself (no wrapper), so I/O
+/// objects made from `co_await asio::this_coro::executor` keep Asio's native io_context fast path.
 /// `where` (the caller's location) identifies the chunk in statistics and leak reports.
 template <class Executor, class F, class CompletionToken>
   requires detail::spawn_executor<Executor> && detail::spawn_factory<F>

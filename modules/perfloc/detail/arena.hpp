@@ -918,6 +918,9 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
 void check_destroy(const object_header* header, const void* object) noexcept;
 /// Stops when `object` lies in a chunk opened on this thread after `owner` (so released before it).
 void check_outlives(chunk_header* owner, const void* object) noexcept;
+/// Whether `p` lies in one of the chunk's blocks (its own blocks included): O(blocks). For debug checks
+/// (check_outlives; perfloc.asio's check of results that point into the chunk being released).
+bool chunk_contains(chunk_header* chunk, const void* p) noexcept;
 
 // ---------------------------------------------------------------------------------------------------------
 // The std::pmr view

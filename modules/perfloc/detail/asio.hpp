@@ -64,7 +64,11 @@ static_assert(PERFLOC_ASIO_VERSION >= 102600 && PERFLOC_ASIO_VERSION < 103900,
 #include <asio/use_awaitable.hpp>
 namespace perfloc::detail {
 namespace asio = ::asio;
+using asio_error_code = std::error_code;
 }  // namespace perfloc::detail
+// Asio's detail namespace, for definitions that argument-dependent lookup must find there (perfloc.asio:shims);
+// `namespace asio::detail {` also reopens it inside Asio 1.38.1's optional inline version namespace.
+#define PERFLOC_ASIO_DETAIL_NAMESPACE asio::detail
 #else
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
@@ -86,7 +90,9 @@ namespace asio = ::asio;
 #include <boost/asio/use_awaitable.hpp>
 namespace perfloc::detail {
 namespace asio = boost::asio;
+using asio_error_code = boost::system::error_code;
 }  // namespace perfloc::detail
+#define PERFLOC_ASIO_DETAIL_NAMESPACE boost::asio::detail
 #endif
 
 namespace perfloc::detail {

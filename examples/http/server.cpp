@@ -1,0 +1,647 @@
+// examples/http/server.cpp — perfloc-http: an HTTP/1.1 server on Boost.Beast with a chunk per connection and
+// a chunk per request, or (--heap global) the same server on the global heap.
+//
+//   perfloc-http --port PORT [--threads N] [--heap perfloc|global] [--idle-timeout SECONDS]
+//                [--count-heap-calls] [--svg PATH]
+//
+//   GET /items?count=N   200, a JSON array of N objects {"id":i,"name":"item-i"} (0 <= N <= 10000)
+//   POST /echo           200, the body echoed
+//   GET /stats           200, the top chunk's figures and its live chunks per label (JSON)
+//   anything else        404
+//
+// Where the memory goes (perfloc): each connection is a coroutine started by perfloc::co_spawn, labelled
+// "connection". Its chunk holds the coroutine frame (the session's first parameter is the chunk: the socket,
+// and the parser and response objects while a request is served, are locals in it), the read buffer the
+// parser reads from, and the memory of every Asio/Beast operation (perfloc::use_chunk, reused operation after
+// operation). Each request opens a chunk labelled "request" once
+// its first bytes have arrived — an idle keep-alive connection holds no request chunk — and everything about
+// the request lives there: the parsed fields and body (std::pmr allocators on the chunk's resource), the
+// response, its fields and body. The request chunk is released when the response has been written, the
+// connection chunk when the coroutine ends: on close, error, timeout, disconnect, or at shutdown.
+// With --heap global the same session runs with asio::co_spawn, asio::use_awaitable and
+// std::pmr::new_delete_resource(): one code path, two heaps.
+//
+// Bad input: a malformed request → 400 and close; a header section over 8 KiB → 431; a body over 1 MiB → 413;
+// no complete request within --idle-timeout of its first byte, or no byte within --idle-timeout of the last
+// response → closed. SIGINT/SIGTERM: stop accepting, finish the requests in flight, close the rest, print the
+// release hook's histogram of bytes per request and perfloc::report(top), exit 0. SIGUSR1 writes the top
+// chunk's picture to --svg PATH (the demo does this mid-load).
+//
+// Timeouts: one timer for the whole server checks every connection's deadline four times a second and shuts
+// down the socket of a connection past it (class deadlines). Beast's tcp_stream would arm a timer for every
+// read and write, and Asio takes each such wait from a per-thread cache of two blocks that many connections
+// overflow: a heap allocation per request, whatever the heap of the request.
+//
+// --threads N runs the io_context on N threads, each connection on its own strand.
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <bit>
+#include <charconv>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory_resource>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/read_size.hpp>
+#include <boost/beast/http.hpp>
+
+import perfloc;
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using asio::ip::tcp;
+
+namespace http {  // malloc_count.cpp
+void count_heap_calls(bool on);
+std::uint64_t heap_calls();
+bool heap_calls_counted();
+}  // namespace http
+
+namespace {
+
+// ---- Types: every allocation of a message goes through a std::pmr resource -----------------------------
+
+using pmr_allocator = std::pmr::polymorphic_allocator<char>;
+using fields = bhttp::basic_fields<pmr_allocator>;
+using body = bhttp::basic_string_body<char, std::char_traits<char>, pmr_allocator>;
+using request = bhttp::request<body, fields>;
+using response = bhttp::response<body, fields>;
+using request_parser = bhttp::request_parser<body, pmr_allocator>;
+
+constexpr std::uint32_t header_limit = 8 * 1024;
+constexpr std::uint64_t body_limit = 1024 * 1024;
+constexpr int max_items = 10'000;
+
+// ---- Deadlines: one timer for every connection ----------------------------------------------------------------
+
+/// The connections' deadlines. A connection registers for its lifetime (the entry lives in its coroutine
+/// frame) and moves its deadline with one atomic store per request; check() shuts down the socket of every
+/// connection past its deadline, which ends its pending read or write with an error, so its coroutine ends.
+/// check() touches only the descriptor, through ::shutdown, never the socket object: the connection may be
+/// using it on another thread. An entry leaves the list before its socket is closed, so a descriptor number
+/// reused by a new connection is never shut down by mistake.
+class deadlines {
+  struct link {
+    link* previous = this;
+    link* next = this;
+  };
+
+ public:
+  class entry : link {
+   public:
+    entry(deadlines& list, int descriptor) : list_(&list), descriptor_(descriptor) { list.add(*this); }
+    entry(const entry&) = delete;
+    entry& operator=(const entry&) = delete;
+    ~entry() { list_->remove(*this); }
+
+    void expire_after(std::chrono::steady_clock::duration d) {
+      deadline_.store((std::chrono::steady_clock::now() + d).time_since_epoch().count(), std::memory_order_relaxed);
+    }
+
+   private:
+    friend class deadlines;
+    deadlines* list_;
+    int descriptor_;
+    std::atomic<std::chrono::steady_clock::rep> deadline_{-1};  ///< -1: none
+  };
+
+  /// Shuts down every connection past its deadline.
+  void check() {
+    const auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    std::lock_guard lock{mutex_};
+    for (link* l = head_.next; l != &head_; l = l->next) {
+      entry& e = static_cast<entry&>(*l);
+      const auto deadline = e.deadline_.load(std::memory_order_relaxed);
+      if (deadline < 0 || deadline > now) continue;
+      ::shutdown(e.descriptor_, SHUT_RDWR);
+      e.deadline_.store(-1, std::memory_order_relaxed);
+    }
+  }
+
+ private:
+  void add(entry& e) {
+    std::lock_guard lock{mutex_};
+    e.previous = head_.previous;
+    e.next = &head_;
+    head_.previous->next = &e;
+    head_.previous = &e;
+  }
+  void remove(entry& e) {
+    std::lock_guard lock{mutex_};
+    e.previous->next = e.next;
+    e.next->previous = e.previous;
+  }
+
+  std::mutex mutex_;
+  link head_;
+};
+
+// ---- What the whole server shares ------------------------------------------------------------------------
+
+struct settings {
+  unsigned short port = 0;
+  int threads = 1;
+  bool perfloc = true;
+  std::chrono::seconds idle_timeout{30};
+  bool count_heap_calls = false;
+  std::string svg;
+};
+
+/// Bytes per request, from the top chunk's release hook: peak in-use bytes of each "request" chunk, by
+/// power of two. Atomics: the hook runs on whichever thread releases the chunk.
+struct request_histogram {
+  std::array<std::atomic<std::uint64_t>, 40> buckets{};  // bucket b: peak <= 2^b bytes
+
+  void record(std::size_t peak) {
+    const auto b = static_cast<std::size_t>(std::bit_width(std::max<std::size_t>(peak, 1) - 1));
+    buckets[std::min(b, buckets.size() - 1)].fetch_add(1, std::memory_order_relaxed);
+  }
+  void print() const {
+    std::uint64_t total = 0;
+    for (const auto& b : buckets) total += b.load();
+    std::printf("bytes per request (peak in-use bytes of each request chunk, from the release hook):\n");
+    if (total == 0) {
+      std::printf("  no request chunk was released\n");
+      return;
+    }
+    for (std::size_t b = 0; b < buckets.size(); ++b) {
+      const std::uint64_t n = buckets[b].load();
+      if (n == 0) continue;
+      std::printf("  <= %8llu B %10llu %s\n", 1ull << b, static_cast<unsigned long long>(n),
+                  std::string(static_cast<std::size_t>(n * 50 / total) + 1, '#').c_str());
+    }
+  }
+};
+
+struct server_context {
+  perfloc::top_chunk& top;
+  const settings& options;
+  std::atomic<std::uint64_t> requests{0};  ///< responses written
+  deadlines timeouts;
+  /// Requests being served, and (stopping_bit) whether the server is shutting down: one word, so that a
+  /// request either starts before the shutdown sees the count, or is refused.
+  std::atomic<std::uint64_t> in_flight{0};
+  static constexpr std::uint64_t stopping_bit = std::uint64_t{1} << 63;
+
+  bool begin_request() {
+    std::uint64_t state = in_flight.load();
+    do {
+      if (state & stopping_bit) return false;
+    } while (!in_flight.compare_exchange_weak(state, state + 1));
+    return true;
+  }
+  void end_request() { in_flight.fetch_sub(1); }
+  bool stopping() const { return (in_flight.load() & stopping_bit) != 0; }
+};
+
+/// Ends a request's count however the session leaves it (a return, an exception, the frame destroyed).
+struct request_in_flight {
+  server_context* context;
+  explicit request_in_flight(server_context& c) : context(&c) {}
+  request_in_flight(const request_in_flight&) = delete;
+  ~request_in_flight() { context->end_request(); }
+};
+
+// ---- The two heaps: where a connection's and a request's memory comes from ------------------------------
+
+struct perfloc_heap {
+  using connection = perfloc::process_chunk;  ///< the session's first parameter: its frame goes in the chunk
+  static std::pmr::memory_resource* resource(connection& chunk) { return chunk.resource(); }
+
+  class request_scope {
+   public:
+    explicit request_scope(server_context& context) : chunk_(context.top, "request") {}
+    std::pmr::memory_resource* resource() { return chunk_.resource(); }
+
+   private:
+    perfloc::process_chunk chunk_;
+  };
+
+  static constexpr auto token = perfloc::use_chunk;
+};
+
+struct global_heap {
+  struct connection {};
+  static std::pmr::memory_resource* resource(connection&) { return std::pmr::new_delete_resource(); }
+
+  struct request_scope {
+    explicit request_scope(server_context&) {}
+    static std::pmr::memory_resource* resource() { return std::pmr::new_delete_resource(); }
+  };
+
+  static constexpr auto token = asio::use_awaitable;
+};
+
+// ---- Building the answers (no I/O) -------------------------------------------------------------------------
+
+void append_number(std::pmr::string& out, std::uint64_t n) {
+  char digits[24];
+  const auto end = std::to_chars(digits, digits + sizeof digits, n).ptr;
+  out.append(digits, end);
+}
+
+/// A label as a JSON string (labels are UTF-8, at most 47 bytes, as perfloc keeps them).
+void append_json_string(std::pmr::string& out, std::string_view text) {
+  out += '"';
+  for (const char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char escaped[8];
+      std::snprintf(escaped, sizeof escaped, "\\u%04x", static_cast<unsigned>(c));
+      out += escaped;
+    } else {
+      out += c;
+    }
+  }
+  out += '"';
+}
+
+/// `count=N` from a query string, or -1 when absent, not a number or out of range.
+int item_count(std::string_view query) {
+  while (!query.empty()) {
+    const std::string_view pair = query.substr(0, query.find('&'));
+    query.remove_prefix(std::min(query.size(), pair.size() + 1));
+    if (!pair.starts_with("count=")) continue;
+    const std::string_view value = pair.substr(6);
+    int n = -1;
+    const auto [end, error] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (error != std::errc{} || end != value.data() + value.size() || n < 0 || n > max_items) return -1;
+    return n;
+  }
+  return -1;
+}
+
+void items(std::pmr::string& out, int count) {
+  out.reserve(2 + static_cast<std::size_t>(count) * 34);
+  out += '[';
+  for (int i = 0; i < count; ++i) {
+    if (i) out += ',';
+    out += "{\"id\":";
+    append_number(out, static_cast<std::uint64_t>(i));
+    out += ",\"name\":\"item-";
+    append_number(out, static_cast<std::uint64_t>(i));
+    out += "\"}";
+  }
+  out += ']';
+}
+
+void stats(std::pmr::string& out, server_context& context, std::pmr::memory_resource* memory) {
+  const perfloc::top_stats top = context.top.stats();
+  std::pmr::map<std::pmr::string, std::uint64_t> by_label{memory};
+  context.top.for_each_chunk(
+      [&](const perfloc::chunk_summary& chunk) { ++by_label[std::pmr::string(chunk.label, memory)]; });
+  out += "{\"heap\":";
+  out += context.options.perfloc ? "\"perfloc\"" : "\"global\"";
+  out += ",\"live_chunks\":";
+  append_number(out, top.live_chunks);
+  out += ",\"in_use_bytes\":";
+  append_number(out, top.in_use_bytes);
+  out += ",\"committed_bytes\":";
+  append_number(out, top.committed_bytes);
+  out += ",\"chunks_by_label\":{";
+  bool first = true;
+  for (const auto& [label, chunks] : by_label) {
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, label);
+    out += ':';
+    append_number(out, chunks);
+  }
+  out += "},\"requests\":";
+  append_number(out, context.requests.load());
+  out += ",\"in_flight\":";  // requests being served, this one included
+  append_number(out, context.in_flight.load() & ~server_context::stopping_bit);
+  out += ",\"heap_calls\":";
+  if (http::heap_calls_counted()) {
+    append_number(out, http::heap_calls());
+  } else {
+    out += "null";
+  }
+  out += '}';
+}
+
+/// The answer to a parsed request, in `response` (whose fields and body use the request's memory).
+void answer(const request& req, response& res, server_context& context, std::pmr::memory_resource* memory) {
+  const std::string_view target{req.target().data(), req.target().size()};
+  const std::string_view path = target.substr(0, target.find('?'));
+  const std::string_view query = path.size() < target.size() ? target.substr(path.size() + 1) : std::string_view{};
+  res.result(bhttp::status::ok);
+  if (req.method() == bhttp::verb::get && path == "/items") {
+    const int count = item_count(query);
+    if (count < 0) {
+      res.result(bhttp::status::bad_request);
+      res.body() = "count must be a whole number from 0 to 10000\n";
+      res.set(bhttp::field::content_type, "text/plain");
+      return;
+    }
+    items(res.body(), count);
+    res.set(bhttp::field::content_type, "application/json");
+  } else if (req.method() == bhttp::verb::post && path == "/echo") {
+    res.body() = req.body();  // same resource: a copy into the request's chunk, as the global heap does
+    const auto type = req.find(bhttp::field::content_type);
+    res.set(bhttp::field::content_type,
+            type != req.end() ? type->value() : beast::string_view("application/octet-stream"));
+  } else if (req.method() == bhttp::verb::get && path == "/stats") {
+    stats(res.body(), context, memory);
+    res.set(bhttp::field::content_type, "application/json");
+  } else {
+    res.result(bhttp::status::not_found);
+    res.body() = "not found\n";
+    res.set(bhttp::field::content_type, "text/plain");
+  }
+}
+
+/// The status for a read that failed, or 0 when the connection just ends (peer gone, timeout, shutdown).
+bhttp::status status_for(const beast::error_code& error) {
+  if (error == bhttp::error::header_limit) return bhttp::status::request_header_fields_too_large;
+  if (error == bhttp::error::body_limit) return bhttp::status::payload_too_large;
+  if (error == bhttp::error::end_of_stream || error == bhttp::error::partial_message) return bhttp::status::unknown;
+  if (&error.category() == &bhttp::make_error_code(bhttp::error::bad_method).category())
+    return bhttp::status::bad_request;  // every other parse error: a malformed request line, header or body
+  return bhttp::status::unknown;
+}
+
+// ---- A connection ---------------------------------------------------------------------------------------
+
+/// Serves one connection until it closes. With perfloc_heap the first parameter is the connection's chunk,
+/// so this frame is allocated in it.
+template <class Heap>
+asio::awaitable<void> session(typename Heap::connection& connection, server_context& context, tcp::socket socket) {
+  const auto token = asio::as_tuple(Heap::token);
+  const auto idle = context.options.idle_timeout;
+  deadlines::entry deadline{context.timeouts, socket.native_handle()};  // leaves the list before the socket closes
+  beast::basic_flat_buffer<pmr_allocator> buffer{pmr_allocator{Heap::resource(connection)}};
+  for (;;) {
+    // Wait for the next request's first bytes in the connection's buffer: an idle connection holds no
+    // request chunk. A pipelined request is already there.
+    if (buffer.size() == 0) {
+      deadline.expire_after(idle);
+      auto [error, n] = co_await socket.async_read_some(buffer.prepare(1024), token);
+      if (error) co_return;  // closed by the peer, reset, idle timeout, or shutdown
+      buffer.commit(n);
+    }
+    deadline.expire_after(idle);  // the whole request: a client sending its headers a byte at a time is closed
+    if (!context.begin_request()) co_return;  // shutting down: serve no new request
+    request_in_flight counted{context};
+    bool keep_alive = false;
+    bhttp::status failure = bhttp::status::unknown;
+    {
+      typename Heap::request_scope scope{context};
+      std::pmr::memory_resource* memory = scope.resource();
+      request_parser parser{std::piecewise_construct, std::make_tuple(pmr_allocator{memory}),
+                            std::make_tuple(pmr_allocator{memory})};
+      parser.header_limit(header_limit);
+      parser.body_limit(body_limit);
+      // Parsed from what the buffer holds, reading more only when the parser needs it. (Beast's
+      // http::async_read posts its completion when the buffer already holds the request, and that post goes
+      // through any_io_executor, which drops the handler's allocator: a heap allocation per request.)
+      beast::error_code read_error;
+      for (;;) {
+        if (buffer.size() > 0) {
+          const std::size_t used = parser.put(buffer.data(), read_error);
+          buffer.consume(used);
+          if (read_error == bhttp::error::need_more) {
+            read_error = {};
+          } else if (read_error || parser.is_done()) {
+            break;  // a request, or a parse error (limits included)
+          } else if (used > 0) {
+            continue;  // the header is done: the body next, from what is left
+          }
+        }
+        auto [error, n] = co_await socket.async_read_some(buffer.prepare(beast::read_size(buffer, 65536)), token);
+        if (error) co_return;  // the client went away mid-request, or timed out
+        buffer.commit(n);
+      }
+      response res{std::piecewise_construct, std::make_tuple(pmr_allocator{memory}),
+                   std::make_tuple(pmr_allocator{memory})};
+      if (read_error) {
+        failure = status_for(read_error);
+        if (failure == bhttp::status::unknown) co_return;  // the client went away (mid-request) or timed out
+        res.result(failure);
+        res.version(11);
+        res.set(bhttp::field::content_type, "text/plain");
+        const auto reason = bhttp::obsolete_reason(failure);
+        res.body().assign(reason.data(), reason.size());
+        res.body() += '\n';
+        res.keep_alive(false);
+      } else {
+        const request& req = parser.get();
+        answer(req, res, context, memory);
+        res.version(req.version());
+        keep_alive = req.keep_alive() && !context.stopping();
+        res.keep_alive(keep_alive);
+      }
+      res.prepare_payload();
+      deadline.expire_after(idle);  // a client that does not read its response is closed too
+      auto [write_error, bytes_written] = co_await bhttp::async_write(socket, res, token);
+      if (write_error) co_return;  // the client went away mid-response
+      context.requests.fetch_add(1, std::memory_order_relaxed);
+    }  // the request's chunk is released here
+    if (failure != bhttp::status::unknown) {
+      // Lingering close: the client may still be sending the body we refused; read and drop it for a short
+      // while so that closing does not reset the connection before the client has read the answer.
+      beast::error_code ignored;
+      socket.shutdown(tcp::socket::shutdown_send, ignored);
+      deadline.expire_after(std::min<std::chrono::steady_clock::duration>(idle, std::chrono::seconds(2)));
+      for (std::size_t drained = 0; drained < 4 * body_limit;) {
+        buffer.clear();
+        auto [error, n] = co_await socket.async_read_some(buffer.prepare(4096), token);
+        if (error) break;
+        drained += n;
+      }
+      co_return;
+    }
+    if (!keep_alive) {
+      beast::error_code ignored;
+      socket.shutdown(tcp::socket::shutdown_send, ignored);
+      co_return;
+    }
+  }
+}
+
+global_heap::connection no_connection_memory;
+
+/// Accepts until the acceptor is closed; each connection on its own strand when several threads run.
+asio::awaitable<void> listen(server_context& context, tcp::acceptor& acceptor, asio::io_context& io) {
+  for (;;) {
+    const asio::any_io_executor executor = context.options.threads > 1 ? asio::any_io_executor(asio::make_strand(io))
+                                                                       : asio::any_io_executor(io.get_executor());
+    auto [error, socket] = co_await acceptor.async_accept(executor, asio::as_tuple(asio::use_awaitable));
+    if (error == asio::error::operation_aborted || !acceptor.is_open()) co_return;
+    if (error) {  // out of file descriptors, say: wait, then accept again
+      asio::steady_timer pause{acceptor.get_executor(), std::chrono::milliseconds(50)};
+      co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
+      continue;
+    }
+    if (context.options.perfloc) {
+      perfloc::co_spawn(
+          context.top, "connection", executor,
+          [&context, s = std::move(socket)](perfloc::process_chunk& connection) mutable {
+            return session<perfloc_heap>(connection, context, std::move(s));
+          },
+          asio::detached);
+    } else {
+      asio::co_spawn(executor, session<global_heap>(no_connection_memory, context, std::move(socket)),
+                     asio::detached);
+    }
+  }
+}
+
+/// SIGINT/SIGTERM: close the acceptor, refuse new requests, wait for the ones in flight, then stop the
+/// io_context (the idle connections' coroutines are destroyed with it, releasing their chunks).
+asio::awaitable<void> stop_on_signal(server_context& context, asio::signal_set& signals, tcp::acceptor& acceptor,
+                                     asio::io_context& io) {
+  auto [error, signal_number] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
+  if (error) co_return;
+  context.in_flight.fetch_or(server_context::stopping_bit);
+  beast::error_code ignored;
+  acceptor.close(ignored);
+  asio::steady_timer poll{acceptor.get_executor()};
+  while ((context.in_flight.load() & ~server_context::stopping_bit) != 0) {
+    poll.expires_after(std::chrono::milliseconds(5));
+    co_await poll.async_wait(asio::as_tuple(asio::use_awaitable));
+  }
+  io.stop();
+}
+
+/// The deadlines' timer: four checks a second (a connection is closed at most 250 ms after its deadline).
+asio::awaitable<void> check_deadlines(server_context& context) {
+  asio::steady_timer tick{co_await asio::this_coro::executor};
+  for (;;) {
+    tick.expires_after(std::chrono::milliseconds(250));
+    auto [error] = co_await tick.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (error) co_return;
+    context.timeouts.check();
+  }
+}
+
+/// SIGUSR1: write the top chunk's picture (the demo asks for it mid-load).
+asio::awaitable<void> picture_on_signal(server_context& context, asio::signal_set& signals) {
+  for (;;) {
+    auto [error, signal_number] = co_await signals.async_wait(asio::as_tuple(asio::use_awaitable));
+    if (error) co_return;
+    if (context.options.svg.empty()) continue;
+    const std::uint64_t live = context.top.stats().live_chunks;
+    const std::uint64_t calls_before = http::heap_calls();
+    perfloc::write_svg(context.top, context.options.svg);
+    // The picture's own allocations, so that the demo can leave them out of the requests' count (exact with
+    // one thread; with more, other threads' allocations meanwhile are counted too).
+    std::printf("wrote %s (%llu live chunks; the picture made %llu heap calls)\n", context.options.svg.c_str(),
+                static_cast<unsigned long long>(live),
+                static_cast<unsigned long long>(http::heap_calls() - calls_before));
+    std::fflush(stdout);
+  }
+}
+
+[[noreturn]] void usage(const char* problem) {
+  std::fprintf(stderr,
+               "perfloc-http: %s\nusage: perfloc-http --port PORT [--threads N] [--heap perfloc|global] "
+               "[--idle-timeout SECONDS] [--count-heap-calls] [--svg PATH]\n",
+               problem);
+  std::exit(2);
+}
+
+long whole_number(const char* text, long low, long high, const char* what) {
+  long n = 0;
+  const char* end = text + std::strlen(text);
+  const auto [stop, error] = std::from_chars(text, end, n);
+  if (error != std::errc{} || stop != end || n < low || n > high) usage(what);
+  return n;
+}
+
+settings parse(int argc, char** argv) {
+  settings s;
+  bool port_given = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view option = argv[i];
+    if (option == "--count-heap-calls") {
+      s.count_heap_calls = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage("an option without its value");
+    const char* value = argv[++i];
+    if (option == "--port") {
+      s.port = static_cast<unsigned short>(whole_number(value, 0, 65535, "--port takes 0 to 65535"));
+      port_given = true;
+    } else if (option == "--threads") {
+      s.threads = static_cast<int>(whole_number(value, 1, 256, "--threads takes 1 to 256"));
+    } else if (option == "--heap") {
+      if (std::string_view(value) != "perfloc" && std::string_view(value) != "global")
+        usage("--heap takes perfloc or global");
+      s.perfloc = std::string_view(value) == "perfloc";
+    } else if (option == "--idle-timeout") {
+      s.idle_timeout = std::chrono::seconds(whole_number(value, 1, 86400, "--idle-timeout takes 1 to 86400"));
+    } else if (option == "--svg") {
+      s.svg = value;
+    } else {
+      usage("unknown option");
+    }
+  }
+  if (!port_given) usage("--port is required");
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const settings options = parse(argc, argv);
+  request_histogram histogram;
+  perfloc::top_chunk top{perfloc::top_options{.on_release = [&histogram](const perfloc::chunk_summary& chunk) {
+    if (chunk.label == "request") histogram.record(chunk.peak_in_use_bytes);
+  }}};
+  server_context context{top, options};
+  {
+    asio::io_context io{options.threads};
+    {
+      const auto control = asio::make_strand(io);  // the acceptor and the signals, never at once
+      tcp::acceptor acceptor{control, tcp::endpoint{asio::ip::make_address("127.0.0.1"), options.port}};
+      asio::signal_set stop_signals{control, SIGINT, SIGTERM};
+      asio::signal_set picture_signals{control, SIGUSR1};
+      asio::co_spawn(control, listen(context, acceptor, io), asio::detached);
+      asio::co_spawn(control, stop_on_signal(context, stop_signals, acceptor, io), asio::detached);
+      asio::co_spawn(control, picture_on_signal(context, picture_signals), asio::detached);
+      asio::co_spawn(control, check_deadlines(context), asio::detached);
+      std::printf("listening on 127.0.0.1:%u\n", static_cast<unsigned>(acceptor.local_endpoint().port()));
+      std::fflush(stdout);
+      http::count_heap_calls(options.count_heap_calls);
+      std::vector<std::thread> threads;
+      for (int i = 1; i < options.threads; ++i) threads.emplace_back([&io] { io.run(); });
+      io.run();
+      for (std::thread& t : threads) t.join();
+      http::count_heap_calls(false);
+    }
+  }  // the io_context is gone: the idle connections' coroutines with it, and their chunks
+  std::printf("served %llu requests\n", static_cast<unsigned long long>(context.requests.load()));
+  histogram.print();
+  std::fputs(perfloc::report(top).c_str(), stdout);
+  std::fflush(stdout);
+  return top.stats().live_chunks == 0 ? 0 : 1;
+}
