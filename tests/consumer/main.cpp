@@ -1,17 +1,38 @@
 // Imports the installed perfloc and uses it as a user would: chunks from default_top() and from a private
 // top, make/destroy with destructors counted, allocate/deallocate with every alignment, perfloc::allocator in
 // a std::vector, a std::pmr container, perfloc::vector, moves, statistics and the release hook. Each step is
-// checked against what the README promises; any failure prints what failed and exits 1.
+// checked against what the README promises; any failure prints what failed and exits 1. Last, a coroutine
+// started with perfloc::co_spawn, on Boost.Asio or on standalone Asio (PERFLOC_STANDALONE_ASIO, which the
+// package defines for its importers when the consumer sets the CMake variable of that name).
+#if defined(PERFLOC_STANDALONE_ASIO)
+#include <asio/awaitable.hpp>
+#include <asio/io_context.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#else
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#endif
+
+#include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory_resource>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 import perfloc;
+
+#if !defined(PERFLOC_STANDALONE_ASIO)
+namespace asio = boost::asio;
+#endif
 
 namespace {
 
@@ -167,12 +188,40 @@ void private_top_and_hook() {
   check(threw, "more than the top can give throws std::bad_alloc");
 }
 
+/// README (perfloc.asio): the coroutine gets a chunk of its own, its frame and its operations' memory in it,
+/// the result reaches the handler, and the chunk is released when the coroutine completes.
+void coroutine_with_a_chunk() {
+  const std::size_t live_before = perfloc::default_top().stats().live_chunks;
+  asio::io_context io;
+  bool delivered = false;
+  int result = 0;
+  perfloc::co_spawn(
+      io,
+      [&](perfloc::process_chunk& chunk) -> asio::awaitable<int> {
+        int* twenty = chunk.make<int>(20);
+        check(perfloc::default_top().stats().live_chunks == live_before + 1, "the coroutine has a chunk of its own");
+        asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(1));
+        co_await timer.async_wait(perfloc::use_chunk);
+        perfloc::process_chunk& same = co_await perfloc::this_coro::chunk();
+        check(&same == &chunk, "this_coro::chunk() is the chunk the factory took");
+        co_return *twenty + 22;
+      },
+      [&](std::exception_ptr error, int value) {
+        delivered = !error;
+        result = value;
+      });
+  io.run();
+  check(delivered && result == 42, "perfloc::co_spawn delivers the coroutine's result");
+  check(perfloc::default_top().stats().live_chunks == live_before, "the coroutine's chunk is released");
+}
+
 }  // namespace
 
 int main() {
   chunks_and_objects();
   containers();
   private_top_and_hook();
+  coroutine_with_a_chunk();
   if (failures) {
     std::printf("perfloc consumer: %d check(s) FAILED\n", failures);
     return 1;

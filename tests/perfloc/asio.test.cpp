@@ -4,9 +4,17 @@
 #define BOOST_TEST_MODULE perfloc.asio
 #include <boost/test/unit_test.hpp>
 
+// Boost.Asio, or standalone Asio when perfloc is built with PERFLOC_STANDALONE_ASIO (its target defines the
+// macro): `asio::` and `sys::` (error codes) name either.
+#if defined(PERFLOC_STANDALONE_ASIO)
+#include <asio.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <asio/experimental/parallel_group.hpp>
+#else
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
+#endif
 
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
@@ -33,7 +41,12 @@
 
 import perfloc;
 
+#if defined(PERFLOC_STANDALONE_ASIO)
+namespace sys = ::asio;
+#else
 namespace asio = boost::asio;
+namespace sys = boost::system;
+#endif
 using namespace std::chrono_literals;
 
 // ---------------------------------------------------------------------------------------------------------
@@ -58,13 +71,13 @@ std::atomic<long> global_news{0};
 // fences (asio issue 1760, google/sanitizers 1352; fixed in later Asio with __tsan_acquire). A coroutine on a
 // strand holds its executor on the heap (the wrapper is 32 bytes), so the strand test meets it.
 extern "C" const char* __tsan_default_suppressions() {
-  return "race:boost::asio::execution::detail::shared_target_executor\n"
-         "race:boost::asio::detail::ref_count_down\n"
+  return "race:asio::execution::detail::shared_target_executor\n"
+         "race:asio::detail::ref_count_down\n"
          // Asio's parallel_group_launch (1.26 to 1.28 at least) puts the group's cancellation handler in the
          // awaiting coroutine's slot after starting the operations: one that finishes on another pool thread
          // first completes the group and clears that slot at the same time (both stacks hold only Asio's
          // frames). The parallel-children test meets it.
-         "race:boost::asio::experimental::detail::parallel_group_launch\n";
+         "race:asio::experimental::detail::parallel_group_launch\n";
 }
 
 namespace {
@@ -299,7 +312,7 @@ BOOST_AUTO_TEST_CASE(a_hundred_coroutines_alive_at_once_have_a_hundred_chunks) {
       perfloc::process_chunk& chunk = co_await perfloc::this_coro::chunk();
       chunk.make<counted>();
       seen.push_back(&chunk);
-      boost::system::error_code ec;
+      sys::error_code ec;
       co_await gate.async_wait(asio::redirect_error(perfloc::use_chunk, ec));
     }, [&](std::exception_ptr) { ++done; });
   ctx.poll();
@@ -324,7 +337,7 @@ BOOST_AUTO_TEST_CASE(a_labelled_spawn_labels_its_chunk_even_with_a_deferred_toke
   }}};
   asio::steady_timer gate(ctx, asio::steady_timer::time_point::max());
   auto body = [&]() -> asio::awaitable<void> {
-    boost::system::error_code ec;
+    sys::error_code ec;
     co_await gate.async_wait(asio::redirect_error(perfloc::use_chunk, ec));
   };
   perfloc::co_spawn(top, "connection 1", ctx.get_executor(), body, asio::detached);
@@ -405,8 +418,8 @@ BOOST_AUTO_TEST_CASE(cancellation_completes_with_operation_aborted_and_releases_
   signal.emit(asio::cancellation_type::terminal);
   ctx.run();
   BOOST_REQUIRE(error);
-  BOOST_CHECK_EXCEPTION(std::rethrow_exception(error), boost::system::system_error,
-                        [](const boost::system::system_error& e) {
+  BOOST_CHECK_EXCEPTION(std::rethrow_exception(error), sys::system_error,
+                        [](const sys::system_error& e) {
                           return e.code() == asio::error::operation_aborted;
                         });
   BOOST_TEST(top.stats().live_chunks == 0u);
@@ -417,7 +430,7 @@ bool is_operation_aborted(const std::exception_ptr& e) {
   if (!e) return false;
   try {
     std::rethrow_exception(e);
-  } catch (const boost::system::system_error& error) {
+  } catch (const sys::system_error& error) {
     return error.code() == asio::error::operation_aborted;
   } catch (...) {
   }
@@ -779,7 +792,7 @@ BOOST_AUTO_TEST_CASE(operation_memory_comes_from_the_chunk_also_through_token_ad
     (void)ec;
   });
   spawn(grew_redirect, [](asio::steady_timer& t) -> asio::awaitable<void> {
-    boost::system::error_code ec;
+    sys::error_code ec;
     co_await t.async_wait(asio::redirect_error(perfloc::use_chunk, ec));
   });
   spawn(grew_awaitable, [](asio::steady_timer& t) { return t.async_wait(asio::use_awaitable); });
@@ -832,7 +845,7 @@ BOOST_AUTO_TEST_CASE(operation_memory_comes_from_the_chunk_for_sockets_too) {
     a.close();
     try {
       co_await b.async_read_some(asio::buffer(buffer), perfloc::use_chunk);
-    } catch (const boost::system::system_error& e) {  // errors arrive as exceptions, as with use_awaitable
+    } catch (const sys::system_error& e) {  // errors arrive as exceptions, as with use_awaitable
       eof = e.code() == asio::error::eof;
     }
   }, asio::detached);

@@ -4,7 +4,12 @@
 #define BOOST_TEST_MODULE perfloc.asio_v2
 #include <boost/test/unit_test.hpp>
 
+// Boost.Asio, or standalone Asio when perfloc is built with PERFLOC_STANDALONE_ASIO (as asio.test.cpp).
+#if defined(PERFLOC_STANDALONE_ASIO)
+#include <asio.hpp>
+#else
 #include <boost/asio.hpp>
+#endif
 
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
@@ -31,7 +36,12 @@
 
 import perfloc;
 
+#if defined(PERFLOC_STANDALONE_ASIO)
+namespace sys = ::asio;
+#else
 namespace asio = boost::asio;
+namespace sys = boost::system;
+#endif
 using namespace std::chrono_literals;
 
 // Heap calls are counted at the malloc level by bench/heap_calls.hpp, which replaces the malloc family. Under a
@@ -164,7 +174,7 @@ BOOST_AUTO_TEST_CASE(this_coro_chunk_in_a_cancelled_coroutine_returns_the_chunk)
     asio::steady_timer timer(co_await asio::this_coro::executor, 1h);
     try {
       co_await timer.async_wait(perfloc::use_chunk);
-    } catch (const boost::system::system_error& e) {
+    } catch (const sys::system_error& e) {
       cancelled_wait = e.code() == asio::error::operation_aborted;
     }
     // Cleanup code: the coroutine is cancelled (and throws on co_await by default), yet wants its chunk.
@@ -191,7 +201,7 @@ BOOST_AUTO_TEST_CASE(this_coro_chunk_in_a_cancelled_coroutine_returns_the_chunk)
     asio::steady_timer timer(co_await asio::this_coro::executor, 1h);
     try {
       co_await timer.async_wait(perfloc::use_chunk);
-    } catch (const boost::system::system_error&) {
+    } catch (const sys::system_error&) {
     }
     perfloc::process_chunk& chunk = co_await perfloc::this_coro::chunk();
     label_here = std::string(chunk.label());
@@ -208,8 +218,8 @@ BOOST_AUTO_TEST_CASE(this_coro_chunk_in_a_cancelled_coroutine_returns_the_chunk)
   BOOST_TEST(label_here == "nested");
   BOOST_TEST(label_nested.empty());
   BOOST_REQUIRE(error);
-  BOOST_CHECK_EXCEPTION(std::rethrow_exception(error), boost::system::system_error,
-                        [](const boost::system::system_error& e) { return e.code() == asio::error::operation_aborted; });
+  BOOST_CHECK_EXCEPTION(std::rethrow_exception(error), sys::system_error,
+                        [](const sys::system_error& e) { return e.code() == asio::error::operation_aborted; });
   BOOST_TEST(top.stats().live_chunks == 0u);
 }
 

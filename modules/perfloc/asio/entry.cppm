@@ -117,7 +117,7 @@ export namespace perfloc {
 /// operation's memory comes from the coroutine's chunk and is reused operation after operation, so a loop
 /// over operations stays at a constant footprint. Completions on other threads are safe. In a coroutine that
 /// perfloc::co_spawn did not start, it behaves exactly like use_awaitable.
-template <class Executor = boost::asio::any_io_executor>
+template <class Executor = detail::asio::any_io_executor>
 struct use_chunk_t {
   constexpr use_chunk_t() noexcept = default;
 
@@ -167,7 +167,7 @@ class chunk_op_handler : public thread_base<Executor> {
       return;
     } else {
       using first = std::tuple_element_t<0, std::tuple<Args...>>;
-      if constexpr (std::is_same_v<first, boost::system::error_code>) {
+      if constexpr (std::is_same_v<first, asio_error_code>) {
         if (std::get<0>(*values)) asio_detail::throw_error(std::get<0>(*values), "co_await");
         return from<1>(*values);
       } else if constexpr (std::is_same_v<first, std::exception_ptr>) {
@@ -314,10 +314,11 @@ class chunk_operation<Executor, void(Results...)> {
 
 }  // namespace perfloc::detail
 
-namespace boost::asio {
+// Asio's async_result for use_chunk, specialised by qualified name: its namespace is boost::asio or ::asio
+// (perfloc/detail/asio.hpp), with Asio 1.38.1's optional inline version namespace inside.
 
 template <class Executor, class R, class... Args>
-class async_result<perfloc::use_chunk_t<Executor>, R(Args...)> {
+class perfloc::detail::asio::async_result<perfloc::use_chunk_t<Executor>, R(Args...)> {
  public:
   using return_type = perfloc::detail::chunk_operation<Executor, void(std::decay_t<Args>...)>;
 
@@ -326,8 +327,6 @@ class async_result<perfloc::use_chunk_t<Executor>, R(Args...)> {
     return return_type(std::forward<Initiation>(initiation), std::forward<InitArgs>(args)...);
   }
 };
-
-}  // namespace boost::asio
 
 // ---------------------------------------------------------------------------------------------------------
 // this_coro::chunk
@@ -369,7 +368,7 @@ export namespace perfloc::this_coro {
 /// std::logic_error in a coroutine perfloc::co_spawn did not start (one started by asio::co_spawn from inside a
 /// perfloc coroutine included: it gets no chunk; start it with perfloc::co_spawn to give it one). The chunk
 /// lives as long as the coroutine: do not move from it or release it.
-template <class Executor = boost::asio::any_io_executor>
+template <class Executor = detail::asio::any_io_executor>
 inline detail::chunk_query<Executor> chunk() noexcept {
   return {};
 }
@@ -378,7 +377,7 @@ inline detail::chunk_query<Executor> chunk() noexcept {
 
 // Reachable from importers (specialisations need not, and cannot, be exported).
 template <class Executor, class... Args>
-struct std::coroutine_traits<boost::asio::awaitable<boost::asio::detail::awaitable_thread_entry_point, Executor>,
+struct std::coroutine_traits<perfloc::detail::asio::awaitable<perfloc::detail::asio_detail::awaitable_thread_entry_point, Executor>,
                              perfloc::detail::spawn_params<Executor>&, Args...> {
   using promise_type = perfloc::detail::entry_promise<Executor>;
 };

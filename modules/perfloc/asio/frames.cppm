@@ -98,12 +98,12 @@ class chunk_frame : public derived_frame<asio_detail::awaitable_frame<T, Executo
 
 // Reachable from importers (specialisations need not, and cannot, be exported).
 template <class T, class Executor, class... Args>
-struct std::coroutine_traits<boost::asio::awaitable<T, Executor>, perfloc::process_chunk&, Args...> {
+struct std::coroutine_traits<perfloc::detail::asio::awaitable<T, Executor>, perfloc::process_chunk&, Args...> {
   using promise_type = perfloc::detail::chunk_frame<T, Executor>;
 };
 
 template <class T, class Executor, class Object, class... Args>
   requires(!std::is_same_v<std::remove_cvref_t<Object>, perfloc::process_chunk>)
-struct std::coroutine_traits<boost::asio::awaitable<T, Executor>, Object, perfloc::process_chunk&, Args...> {
+struct std::coroutine_traits<perfloc::detail::asio::awaitable<T, Executor>, Object, perfloc::process_chunk&, Args...> {
   using promise_type = perfloc::detail::chunk_frame<T, Executor>;
 };

@@ -30,7 +30,7 @@ struct chunk_task {
 /// chunk_task has the associated executor, allocator and cancellation slot of its function, as Asio's own
 /// handler wrappers (detail::binder0) do.
 template <template <class, class> class Associator, class F, class DefaultCandidate>
-struct boost::asio::associator<Associator, perfloc::detail::chunk_task<F>, DefaultCandidate>
+struct perfloc::detail::asio::associator<Associator, perfloc::detail::chunk_task<F>, DefaultCandidate>
     : Associator<F, DefaultCandidate> {
   static inline typename Associator<F, DefaultCandidate>::type get(const perfloc::detail::chunk_task<F>& task) noexcept {
     return Associator<F, DefaultCandidate>::get(task.f);
@@ -51,7 +51,7 @@ template <class Executor, class F>
   requires detail::spawn_executor<Executor> && std::is_invocable_v<std::decay_t<F>&, process_chunk&>
 inline void post(top_chunk& top, const Executor& ex, F&& f,
                  std::source_location where = std::source_location::current()) {
-  boost::asio::post(ex, detail::chunk_task<std::decay_t<F>>{&top, std::forward<F>(f), where});
+  detail::asio::post(ex, detail::chunk_task<std::decay_t<F>>{&top, std::forward<F>(f), where});
 }
 
 /// As above, with the chunk from default_top().
@@ -63,14 +63,14 @@ inline void post(const Executor& ex, F&& f, std::source_location where = std::so
 
 /// As above, on an execution context's executor.
 template <class ExecutionContext, class F>
-  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> &&
+  requires std::is_convertible_v<ExecutionContext&, detail::asio::execution_context&> &&
            std::is_invocable_v<std::decay_t<F>&, process_chunk&>
 inline void post(ExecutionContext& ctx, F&& f, std::source_location where = std::source_location::current()) {
   perfloc::post(default_top(), ctx.get_executor(), std::forward<F>(f), where);
 }
 
 template <class ExecutionContext, class F>
-  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> &&
+  requires std::is_convertible_v<ExecutionContext&, detail::asio::execution_context&> &&
            std::is_invocable_v<std::decay_t<F>&, process_chunk&>
 inline void post(top_chunk& top, ExecutionContext& ctx, F&& f,
                  std::source_location where = std::source_location::current()) {

@@ -1,13 +1,31 @@
 // perfloc.asio:shims — the Asio internals perfloc.asio reaches into, in one place.
 //
 // The awaitable frame's thread and coroutine (protected in Asio), the promises derived from Asio's
-// awaitable_frame, which threads perfloc started (entry_kinds), and frame-less awaiters (perfloc's operator
-// co_await in asio::detail). These are Asio internals (see perfloc/detail/asio.hpp for the version check):
-// porting perfloc.asio to another Asio starts here. The members used are the same in Asio 1.26 to 1.38:
-// awaitable_frame_base's attached_thread_, coro_, after_suspend(), attach_thread(), detach_thread(),
-// clear_cancellation_slot(); awaitable_thread's entry_point(), pump(), throw_if_cancelled(),
-// get_cancellation_state(); the `function_` and `this_` members of await_transform's awaiter for a function
-// taking the frame.
+// awaitable_frame, which threads perfloc started (entry_kinds), frame-less awaiters (perfloc's operator
+// co_await in asio::detail) and the co_spawn work guard. perfloc/detail/asio.hpp chooses Boost.Asio or
+// standalone Asio and checks the version (1.26 to 1.38); what changed in that range, and what it means here:
+//
+//  * 1.28.1: co_spawn_entry_point takes a co_spawn_state, its dispatch and post became frame-less awaiters
+//    (co_spawn_dispatch, co_spawn_post), and make_co_spawn_work_guard is gone. perfloc has its own entry
+//    point and frame-less waits (perfloc.asio:spawn, :entry) and uses none of them; the work guard class
+//    co_spawn_work_guard is the same on every version (make_spawn_work_guard below).
+//  * after 1.28: the customisation point asio::execution::execute is gone; perfloc calls executors' member
+//    execute, which every supported version has.
+//  * 1.33: dispositions replace awaitable_frame::set_except. perfloc never sets a frame's exception; use_chunk's
+//    handler (chunk_op_handler) throws an error_code or exception_ptr as use_awaitable does.
+//  * 1.36: awaitable_launch_context, and awaitable_thread_has_context_switched is removed. perfloc keeps its
+//    own launch record (launch_scope in perfloc.asio:spawn) and never asks the flag.
+//  * 1.38.1: an optional inline version namespace (ASIO_ENABLE_VERSION_NAMESPACE) around asio's contents.
+//    perfloc names Asio's entities by qualified name only, specialises async_result and associator by
+//    qualified name, and reopens asio::detail for its operator co_await (PERFLOC_ASIO_DETAIL_NAMESPACE),
+//    which both reach the members of an inline namespace.
+//
+// Unchanged over the range, and relied on: awaitable_frame_base's attached_thread_, coro_, after_suspend(),
+// attach_thread(), detach_thread(), clear_cancellation_slot(); awaitable_thread's entry_point(),
+// get_executor(), pump(), throw_if_cancelled(), get_cancellation_state(); awaitable_handler's constructors
+// and launch(); the "function taking the frame" await_transform and the `function_` and `this_` members of
+// its awaiter; awaitable_signature; thread_info_base's recycling allocator. A new Asio is checked against
+// this list, then added to the range in perfloc/detail/asio.hpp.
 module;
 
 #include "perfloc/detail/asio.hpp"
@@ -102,7 +120,7 @@ concept frame_less = requires { typename T::perfloc_frame_less; };
 
 }  // namespace perfloc::detail
 
-export namespace boost::asio::detail {
+export namespace PERFLOC_ASIO_DETAIL_NAMESPACE {
 
 /// Takes over Asio's awaiter only for perfloc's frame-less objects (see above). Asio's awaiter, which holds
 /// the object, lives in the co_await expression as long as perfloc's.
@@ -112,7 +130,7 @@ inline auto operator co_await(AsioAwaiter&& asio_awaiter) {
   return asio_awaiter.function_.make_awaiter(asio_awaiter.this_);
 }
 
-}  // namespace boost::asio::detail
+}  // namespace PERFLOC_ASIO_DETAIL_NAMESPACE
 
 namespace perfloc::detail {
 
@@ -140,5 +158,12 @@ class derived_frame : public Frame {
     return derived_frame_awaiter<U, Executor, Frame>{Frame::await_transform(std::move(a)), this};
   }
 };
+
+/// Keeps an executor's context running while a coroutine of perfloc::co_spawn lives (Asio's own co_spawn does the
+/// same). Asio 1.26's make_co_spawn_work_guard is gone in 1.28.1; the class it made is on every version.
+template <class Executor>
+inline asio_detail::co_spawn_work_guard<Executor> make_spawn_work_guard(const Executor& ex) {
+  return asio_detail::co_spawn_work_guard<Executor>(ex);
+}
 
 }  // namespace perfloc::detail

@@ -136,9 +136,9 @@ asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry
                                                                                  F factory, Handler handler) {
   // The body starts inside launch(), while `params` is alive.
   spawn_state<Executor>* state = params.state;
-  auto spawn_work = asio_detail::make_co_spawn_work_guard(state->executor);
+  auto spawn_work = make_spawn_work_guard(state->executor);
   const auto handler_executor = asio::get_associated_executor(handler, state->executor);
-  auto handler_work = asio_detail::make_co_spawn_work_guard(handler_executor);
+  auto handler_work = make_spawn_work_guard(handler_executor);
 
   co_await spawn_resume(state, asio::execution::blocking.possibly);
 
@@ -287,8 +287,8 @@ template <class Executor, class F, class CompletionToken>
 inline auto co_spawn(top_chunk& top, const Executor& ex, F&& factory, CompletionToken&& token,
                      std::source_location where = std::source_location::current()) {
   using traits = detail::factory_traits<std::decay_t<F>>;
-  using signature = typename boost::asio::detail::awaitable_signature<typename traits::awaitable_type>::type;
-  return boost::asio::async_initiate<CompletionToken, signature>(
+  using signature = typename detail::asio_detail::awaitable_signature<typename traits::awaitable_type>::type;
+  return detail::asio::async_initiate<CompletionToken, signature>(
       detail::initiate_spawn<typename traits::executor_type>(top, ex, where), token, std::forward<F>(factory));
 }
 
@@ -299,8 +299,8 @@ template <class Executor, class F, class CompletionToken>
 inline auto co_spawn(top_chunk& top, std::string_view label, const Executor& ex, F&& factory,
                      CompletionToken&& token, std::source_location where = std::source_location::current()) {
   using traits = detail::factory_traits<std::decay_t<F>>;
-  using signature = typename boost::asio::detail::awaitable_signature<typename traits::awaitable_type>::type;
-  return boost::asio::async_initiate<CompletionToken, signature>(
+  using signature = typename detail::asio_detail::awaitable_signature<typename traits::awaitable_type>::type;
+  return detail::asio::async_initiate<CompletionToken, signature>(
       detail::initiate_spawn<typename traits::executor_type>(top, ex, where, label), token,
       std::forward<F>(factory));
 }
@@ -315,7 +315,7 @@ inline auto co_spawn(const Executor& ex, F&& factory, CompletionToken&& token,
 
 /// As above, on an execution context's executor (`perfloc::co_spawn(io_context, factory, token)`).
 template <class ExecutionContext, class F, class CompletionToken>
-  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> && detail::spawn_factory<F>
+  requires std::is_convertible_v<ExecutionContext&, detail::asio::execution_context&> && detail::spawn_factory<F>
 inline auto co_spawn(top_chunk& top, ExecutionContext& ctx, F&& factory, CompletionToken&& token,
                      std::source_location where = std::source_location::current()) {
   return perfloc::co_spawn(top, ctx.get_executor(), std::forward<F>(factory), std::forward<CompletionToken>(token),
@@ -323,7 +323,7 @@ inline auto co_spawn(top_chunk& top, ExecutionContext& ctx, F&& factory, Complet
 }
 
 template <class ExecutionContext, class F, class CompletionToken>
-  requires std::is_convertible_v<ExecutionContext&, boost::asio::execution_context&> && detail::spawn_factory<F>
+  requires std::is_convertible_v<ExecutionContext&, detail::asio::execution_context&> && detail::spawn_factory<F>
 inline auto co_spawn(ExecutionContext& ctx, F&& factory, CompletionToken&& token,
                      std::source_location where = std::source_location::current()) {
   return perfloc::co_spawn(default_top(), ctx.get_executor(), std::forward<F>(factory),
