@@ -40,7 +40,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LIST = ROOT / "tools" / "mutants.json"
-CASE = re.compile(r'(?:fatal )?error: in "([^"]+)"')
+# A case's name is an identifier (or suite/case); Boost.Test also says `error: in "<function signature>"` for an
+# exception thrown by boost::throw_exception inside a case, which names no case.
+CASE = re.compile(r'(?:fatal )?error: in "([\w/]+)"')
 # A sanitizer report or a crash names no case; its stack does (BOOST_AUTO_TEST_CASE(name) -> name::test_method).
 STACK_CASE = re.compile(r"\b(\w+)::test_method\(\)")
 CTEST_RESULT = re.compile(r"^\s*\d+/\d+ Test\s+#\d+: (\S+) \.+\s*(\*\*\*)?(\w+)")

@@ -125,6 +125,40 @@ BOOST_AUTO_TEST_CASE(memory_is_committed_as_it_grows_and_returned_above_the_wate
   BOOST_TEST(top.stats().peak_committed_bytes >= before + 64 * MiB);
 }
 
+BOOST_AUTO_TEST_CASE(peak_committed_is_never_below_any_committed_figure_seen_and_never_falls) {
+  // peak_committed_bytes is "the most committed_bytes ever was": checked against the largest committed_bytes
+  // this test itself saw, after each step of chunks growing by whole MiBs and being released, nested and not.
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * GiB, .retain_bytes = 0}};
+  std::size_t most_seen = 0, last_peak = 0;
+  int steps = 0;
+  auto check = [&] {
+    const perfloc::top_stats stats = top.stats();
+    most_seen = std::max(most_seen, stats.committed_bytes);
+    BOOST_TEST(stats.peak_committed_bytes >= most_seen, "step " << steps);
+    BOOST_TEST(stats.peak_committed_bytes >= last_peak, "step " << steps);
+    last_peak = stats.peak_committed_bytes;
+    ++steps;
+  };
+  check();
+  for (int round = 1; round <= 3; ++round) {
+    {
+      perfloc::process_chunk outer{top};
+      for (int i = 0; i < 8 * round; ++i) {
+        std::memset(outer.allocate(1 * MiB), 0xab, 1 * MiB);
+        check();
+      }
+      perfloc::process_chunk inner{top};
+      for (int i = 0; i < 4; ++i) {
+        std::memset(inner.allocate(2 * MiB), 0xcd, 2 * MiB);
+        check();
+      }
+    }
+    check();  // released: committed falls (nothing retained), the peak stays
+  }
+  BOOST_TEST(most_seen >= 24 * MiB + 8 * MiB);  // the largest round was seen whole
+  BOOST_TEST(top.stats().committed_bytes < most_seen);
+}
+
 BOOST_AUTO_TEST_CASE(retained_memory_is_reused_without_growing) {
   perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 256 * MiB}};
   for (int round = 0; round < 3; ++round) {
