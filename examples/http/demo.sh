@@ -8,8 +8,11 @@
 # running `wrk -t1 -c CONNECTIONS -d SECONDS --latency` on GET /items?count=20 against the perfloc server, then
 # against the global one: alternating, so that a change in the machine's load hits both alike. Requests/s, p50
 # and p99 are the medians of the rounds. Heap calls per request = the server's malloc-level allocation count
-# (--count-heap-calls, examples/http/malloc_count.cpp) over all rounds, less the mid-load picture's own,
-# divided by the requests it served meanwhile, both read from /stats; peak RSS (VmHWM) after the rounds. Then,
+# (--count-heap-calls, bench/heap_calls.hpp) over all rounds, divided by the requests it served meanwhile, both
+# read from /stats (whose heap_calls leaves out the observers' own: the /stats answers and the mid-load
+# picture). The warm-up opens as many connections as each round, so the rounds are a steady state for the
+# connections too: Asio keeps a socket's reactor state in a pool that grows by one heap allocation for each
+# connection beyond the most it has had open at once. Peak RSS (VmHWM) after the rounds. Then,
 # for each server, IDLE keep-alive connections (examples/http/idle_clients.py: one request each, then idle):
 # its resident bytes (VmRSS) with them open, minus before, per connection. The perfloc server writes the top
 # chunk's picture (SIGUSR1) in the middle of its middle round and, at SIGTERM, prints the release hook's
@@ -108,8 +111,6 @@ for heap in "${heaps[@]}"; do
   stats "$heap" >"$work/$heap.after"
   requests=$(($(json_number requests <"$work/$heap.after") - $(json_number requests <"$work/$heap.before")))
   calls=$(($(json_number heap_calls <"$work/$heap.after") - $(json_number heap_calls <"$work/$heap.before")))
-  # The mid-load picture's own allocations are not the requests'.
-  calls=$((calls - $(sed -n 's/.*the picture made \([0-9]*\) heap calls.*/\1/p' "$work/$heap.out" | head -n1 | grep . || echo 0)))
   peak_kib=$(status_kib "${pid[$heap]}" VmHWM)
 
   # Idle keep-alive connections: resident bytes per connection.
@@ -170,7 +171,7 @@ awk -v a="$rps_p" -v b="$rps_g" -v c="$p99_p" -v d="$p99_g" -v e="$idle_p" -v f=
   printf "perfloc / global: throughput %.2fx (target >= 1.0), p99 %.2fx (target <= 1.0), idle bytes per connection %.2fx (target <= 1.0)\n",
          a / b, c / d, (f > 0 ? e / f : 0) }'
 echo "requests/s, p50, p99: medians of the ${rounds} rounds. heap calls/req: malloc-level allocations (malloc,"
-echo "calloc, realloc, aligned) in the server process during the rounds (less the mid-load picture's own), per"
-echo "request served. idle B/conn: the server's resident memory (VmRSS) with ${idle} idle keep-alive connections"
-echo "open, minus before, per connection. Shared machine: throughput moves with the neighbours' load."
+echo "calloc, realloc, aligned) in the server process during the rounds (less /stats' and the mid-load picture's"
+echo "own), per request served. idle B/conn: the server's resident memory (VmRSS) with ${idle} idle keep-alive"
+echo "connections open, minus before, per connection. Shared machine: throughput moves with the neighbours' load."
 echo "The top chunk mid-load: $svg"

@@ -77,11 +77,9 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using asio::ip::tcp;
 
-namespace http {  // malloc_count.cpp
-void count_heap_calls(bool on);
-std::uint64_t heap_calls();
-bool heap_calls_counted();
-}  // namespace http
+// --count-heap-calls: the malloc family replaced, each allocating call counted (atomically: --threads N).
+#define PERFLOC_HEAP_CALLS_ATOMIC 1
+#include "../../bench/heap_calls.hpp"
 
 namespace {
 
@@ -203,6 +201,23 @@ struct server_context {
   perfloc::top_chunk& top;
   const settings& options;
   std::atomic<std::uint64_t> requests{0};  ///< responses written
+  /// Heap calls made by the server's observers (the /stats answers, the pictures), left out of /stats'
+  /// heap_calls: the demo reads /stats before and after its rounds, and one of the two answers would otherwise
+  /// fall inside the count (for_each_chunk takes its snapshot of the live chunks on the heap).
+  std::atomic<long> observer_heap_calls{0};
+
+  /// Runs `observe`, booking its heap calls as the observer's (exact with one thread; with more, other threads'
+  /// heap calls meanwhile are booked too). Returns them.
+  template <class F>
+  long observing(F observe) {
+    const long before = perfloc_heap_calls::count.load();
+    observe();
+    const long calls = perfloc_heap_calls::count.load() - before;
+    observer_heap_calls.fetch_add(calls);
+    return calls;
+  }
+  /// The process's heap calls so far, less the observers'.
+  long heap_calls() const { return perfloc_heap_calls::count.load() - observer_heap_calls.load(); }
   deadlines timeouts;
   /// Requests being served, and (stopping_bit) whether the server is shutting down: one word, so that a
   /// request either starts before the shutdown sees the count, or is refused.
@@ -316,8 +331,10 @@ void items(std::pmr::string& out, int count) {
 void stats(std::pmr::string& out, server_context& context, std::pmr::memory_resource* memory) {
   const perfloc::top_stats top = context.top.stats();
   std::pmr::map<std::pmr::string, std::uint64_t> by_label{memory};
-  context.top.for_each_chunk(
-      [&](const perfloc::chunk_summary& chunk) { ++by_label[std::pmr::string(chunk.label, memory)]; });
+  context.observing([&] {
+    context.top.for_each_chunk(
+        [&](const perfloc::chunk_summary& chunk) { ++by_label[std::pmr::string(chunk.label, memory)]; });
+  });
   out += "{\"heap\":";
   out += context.options.perfloc ? "\"perfloc\"" : "\"global\"";
   out += ",\"live_chunks\":";
@@ -340,8 +357,8 @@ void stats(std::pmr::string& out, server_context& context, std::pmr::memory_reso
   out += ",\"in_flight\":";  // requests being served, this one included
   append_number(out, context.in_flight.load() & ~server_context::stopping_bit);
   out += ",\"heap_calls\":";
-  if (http::heap_calls_counted()) {
-    append_number(out, http::heap_calls());
+  if (perfloc_heap_calls::available && context.options.count_heap_calls) {
+    append_number(out, static_cast<std::uint64_t>(context.heap_calls()));
   } else {
     out += "null";
   }
@@ -550,13 +567,10 @@ asio::awaitable<void> picture_on_signal(server_context& context, asio::signal_se
     if (error) co_return;
     if (context.options.svg.empty()) continue;
     const std::uint64_t live = context.top.stats().live_chunks;
-    const std::uint64_t calls_before = http::heap_calls();
-    perfloc::write_svg(context.top, context.options.svg);
-    // The picture's own allocations, so that the demo can leave them out of the requests' count (exact with
-    // one thread; with more, other threads' allocations meanwhile are counted too).
-    std::printf("wrote %s (%llu live chunks; the picture made %llu heap calls)\n", context.options.svg.c_str(),
-                static_cast<unsigned long long>(live),
-                static_cast<unsigned long long>(http::heap_calls() - calls_before));
+    // The picture's own heap calls are the observer's, not the requests': /stats leaves them out.
+    const long calls = context.observing([&] { perfloc::write_svg(context.top, context.options.svg); });
+    std::printf("wrote %s (%llu live chunks; the picture made %ld heap calls)\n", context.options.svg.c_str(),
+                static_cast<unsigned long long>(live), calls);
     std::fflush(stdout);
   }
 }
@@ -613,6 +627,7 @@ settings parse(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const settings options = parse(argc, argv);
+  perfloc_heap_calls::counting.store(options.count_heap_calls);
   request_histogram histogram;
   perfloc::top_chunk top{perfloc::top_options{.on_release = [&histogram](const perfloc::chunk_summary& chunk) {
     if (chunk.label == "request") histogram.record(chunk.peak_in_use_bytes);
@@ -631,12 +646,11 @@ int main(int argc, char** argv) {
       asio::co_spawn(control, check_deadlines(context), asio::detached);
       std::printf("listening on 127.0.0.1:%u\n", static_cast<unsigned>(acceptor.local_endpoint().port()));
       std::fflush(stdout);
-      http::count_heap_calls(options.count_heap_calls);
       std::vector<std::thread> threads;
       for (int i = 1; i < options.threads; ++i) threads.emplace_back([&io] { io.run(); });
       io.run();
       for (std::thread& t : threads) t.join();
-      http::count_heap_calls(false);
+      perfloc_heap_calls::counting.store(false);
     }
   }  // the io_context is gone: the idle connections' coroutines with it, and their chunks
   std::printf("served %llu requests\n", static_cast<unsigned long long>(context.requests.load()));
