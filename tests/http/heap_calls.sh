@@ -29,12 +29,13 @@ fail() {
 pass() { printf 'ok: %s\n' "$*"; }
 
 head -c 100000 /dev/urandom >"$work/body"
-# One round: 15 requests on 7 connections.
+# One round: 16 requests on 8 connections.
 round() {
   local url=$1
   curl -s -o /dev/null -o /dev/null -o /dev/null -o /dev/null -o /dev/null "$url/items?count=0" \
     "$url/items?count=20" "$url/items?count=10000" "$url/nope" "$url/items?count=x" || return 1
   curl -s -o /dev/null --data-binary 'hello' "$url/echo" || return 1
+  curl -s -o /dev/null -H 'Expect: 100-continue' --data-binary 'hello' "$url/echo" || return 1
   curl -s -o /dev/null -H 'Expect:' --data-binary @"$work/body" "$url/echo" || return 1
   printf 'abcdef' | curl -s -o /dev/null -H 'Transfer-Encoding: chunked' --data-binary @- "$url/echo" || return 1
   curl -s -o /dev/null "$url/stats" || return 1
@@ -48,7 +49,7 @@ round() {
   exec 3<&-
   return 0
 }
-requests_per_round=15
+requests_per_round=16
 heap_calls() { curl -s "$1/stats" | sed -n 's/.*"heap_calls":\([0-9a-z]*\).*/\1/p'; }
 
 for heap in perfloc global; do
