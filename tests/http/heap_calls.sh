@@ -13,20 +13,7 @@
 set -uo pipefail
 
 server=$1
-work=$(mktemp -d)
-failures=0
-pid=
-cleanup() {
-  [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-fail() {
-  printf 'FAIL: %s\n' "$*"
-  failures=$((failures + 1))
-}
-pass() { printf 'ok: %s\n' "$*"; }
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 head -c 100000 /dev/urandom >"$work/body"
 # One round: 16 requests on 8 connections.
@@ -39,38 +26,22 @@ round() {
   curl -s -o /dev/null -H 'Expect:' --data-binary @"$work/body" "$url/echo" || return 1
   printf 'abcdef' | curl -s -o /dev/null -H 'Transfer-Encoding: chunked' --data-binary @- "$url/echo" || return 1
   curl -s -o /dev/null "$url/stats" || return 1
-  exec 3<>"/dev/tcp/127.0.0.1/$2"
-  printf 'GET /items?count=1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\npingGET /items?count=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3
-  timeout 20 cat <&3 >/dev/null
-  exec 3<&-
-  exec 3<>"/dev/tcp/127.0.0.1/$2"
-  printf 'NOT A REQUEST\r\n\r\n' >&3
-  timeout 20 cat <&3 >/dev/null
-  exec 3<&-
+  raw 'GET /items?count=1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\npingGET /items?count=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >/dev/null
+  raw 'NOT A REQUEST\r\n\r\n' >/dev/null
   return 0
 }
 requests_per_round=16
 heap_calls() { curl -s "$1/stats" | sed -n 's/.*"heap_calls":\([0-9a-z]*\).*/\1/p'; }
 
 for heap in perfloc global; do
-  "$server" --port 0 --threads 1 --heap "$heap" --count-heap-calls >"$work/out" 2>"$work/err" &
-  pid=$!
-  port=
-  for ((i = 0; i < 600; ++i)); do
-    port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/out")
-    [[ -n $port ]] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  [[ -n $port ]] || { cat "$work/out" "$work/err"; echo "FAIL: no 'listening on' line"; exit 1; }
-  url="http://127.0.0.1:$port"
+  start_server "$server" --port 0 --threads 1 --heap "$heap" --count-heap-calls
   if [[ $(heap_calls "$url") == null ]]; then
     echo "skipped: the $heap server does not count heap calls (a sanitizer's runtime owns malloc)"
     exit 77
   fi
-  round "$url" "$port" && round "$url" "$port" || fail "$heap: a warm-up request failed"
+  round "$url" && round "$url" || fail "$heap: a warm-up request failed"
   before=$(heap_calls "$url")
-  for ((r = 0; r < 3; ++r)); do round "$url" "$port" || fail "$heap: a request failed"; done
+  for ((r = 0; r < 3; ++r)); do round "$url" || fail "$heap: a request failed"; done
   after=$(heap_calls "$url")
   calls=$((after - before))
   echo "$heap server: $calls heap calls in 3 rounds of $requests_per_round requests (after two rounds of warm-up)"

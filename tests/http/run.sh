@@ -12,53 +12,17 @@ set -uo pipefail
 
 server=$1
 shift
-work=$(mktemp -d)
-failures=0
-pid=
-
-cleanup() {
-  [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 trap '' PIPE  # writing to a connection the server closed is part of the test
 
-fail() {
-  printf 'FAIL: %s\n' "$*"
-  failures=$((failures + 1))
-}
-pass() { printf 'ok: %s\n' "$*"; }
-check() {  # check NAME EXPECTED ACTUAL
-  if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1: expected [$2], got [${3:0:300}]"; fi
-}
-
 # ---- Start ------------------------------------------------------------------------------------------------
-"$server" --port 0 --idle-timeout 3 "$@" >"$work/out" 2>"$work/err" &
-pid=$!
-port=
-for ((i = 0; i < 600; ++i)); do
-  port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/out")
-  [[ -n $port ]] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-[[ -n $port ]] || { cat "$work/out" "$work/err"; echo "FAIL: no 'listening on' line"; exit 1; }
-url="http://127.0.0.1:$port"
+start_server "$server" --port 0 --idle-timeout 3 "$@"
 echo "server on port $port: $server $*"
 
 # curl's status code, body in $work/body.
 status_of() { curl -s -o "$work/body" -w '%{http_code}' "$@"; }
 # The idle figures /stats reports about itself: one connection, one request.
 idle_figures() { curl -s "$url/stats" | sed -E 's/.*("live_chunks":[0-9]+,"in_use_bytes":[0-9]+).*("chunks_by_label":\{[^}]*\}).*/\1 \2/'; }
-
-# A raw exchange: sends $1 (printf format) on a new connection, then reads until the server closes
-# (at most 20 s: a server that never closes fails the check reading the output).
-raw() {
-  exec 3<>"/dev/tcp/127.0.0.1/$port"
-  printf "$1" >&3
-  timeout 20 cat <&3
-  exec 3<&-
-}
 
 baseline=$(idle_figures)
 echo "idle figures: $baseline"
