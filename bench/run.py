@@ -528,9 +528,10 @@ def server_sections(server: dict) -> list[str]:
             rows.append([f"**{name}**" if name == "perfloc" else name, f"{r['requests']}",
                          f"{r['requests_per_s']:.0f}", f"{r['p50_us']:.0f}", f"{r['p99_us']:.0f}",
                          f"{calls_per_request(r):.3f}", f"{r['peak_rss_kib'] / 1024:.1f} MiB",
-                         f"{r['idle_bytes_per_connection']} ({r['idle_connections']} connections)"])
+                         f"{r['idle_bytes_per_connection']} ({r['idle_connections']} connections)",
+                         f"{r['cpu_us_per_request']:.2f}" if "cpu_us_per_request" in r else "–"])
     lines += markdown_table(["heap", "requests", "requests/s", "p50 µs", "p99 µs", "heap calls/request",
-                             "peak RSS", "idle B/connection"], rows)
+                             "peak RSS", "idle B/connection", "server CPU µs/request"], rows)
     if server.get("output"):
         lines += ["", "<details><summary>demo.sh's output (histogram of bytes per request, top chunk's report)"
                       "</summary>", "", "```", server["output"].rstrip(), "```", "", "</details>"]

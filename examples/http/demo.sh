@@ -8,8 +8,14 @@
 # running `wrk -t1 -c CONNECTIONS -d SECONDS --latency` on GET /items?count=20 against the perfloc server, then
 # against the global one: alternating, so that a change in the machine's load hits both alike. Requests/s, p50
 # and p99 are the medians of the rounds. Heap calls per request = the server's malloc-level allocation count
-# (--count-heap-calls, examples/http/malloc_count.cpp) over all rounds, less the mid-load picture's own,
-# divided by the requests it served meanwhile, both read from /stats; peak RSS (VmHWM) after the rounds. Then,
+# (--count-heap-calls, bench/heap_calls.hpp) over all rounds, divided by the requests it served meanwhile, both
+# read from /stats (whose heap_calls leaves out the observers' own: the /stats answers and the mid-load
+# picture). The warm-up opens as many connections as each round, so the rounds are a steady state for the
+# connections too: Asio keeps a socket's reactor state in a pool that grows by one heap allocation for each
+# connection beyond the most it has had open at once. Server CPU time per request = its user + system time
+# over the rounds (/proc/PID/stat) over the same requests: unlike requests/s and latency, which follow the share
+# of the CPUs that wrk and the neighbours leave the server, it says what a request costs it. Peak RSS (VmHWM)
+# after the rounds. Then,
 # for each server, IDLE keep-alive connections (examples/http/idle_clients.py: one request each, then idle):
 # its resident bytes (VmRSS) with them open, minus before, per connection. The perfloc server writes the top
 # chunk's picture (SIGUSR1) in the middle of its middle round and, at SIGTERM, prints the release hook's
@@ -66,6 +72,9 @@ microseconds() {
                          else if (t ~ /s$/) print n * 1000000; else print t }'
 }
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# The CPU time a process has used (user + system), in clock ticks (fields 14 and 15 of /proc/PID/stat; the
+# command name, field 2, is in parentheses and has no space here).
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 stats() { curl -s "http://127.0.0.1:${port[$1]}/stats"; }
 load() { nice -n 5 wrk -t1 -c"$connections" -d"$2" --latency "http://127.0.0.1:${port[$1]}/items?count=20"; }
@@ -86,6 +95,7 @@ for heap in "${heaps[@]}"; do
   [[ -n ${port[$heap]} ]] || { cat "$work/$heap.out" >&2; echo "demo.sh: the $heap server did not start" >&2; exit 1; }
   load "$heap" 1s >/dev/null  # warm-up
   stats "$heap" >"$work/$heap.before"
+  cpu_ticks "${pid[$heap]}" >"$work/$heap.cpu"
 done
 
 for ((round = 1; round <= rounds; ++round)); do
@@ -108,9 +118,11 @@ for heap in "${heaps[@]}"; do
   stats "$heap" >"$work/$heap.after"
   requests=$(($(json_number requests <"$work/$heap.after") - $(json_number requests <"$work/$heap.before")))
   calls=$(($(json_number heap_calls <"$work/$heap.after") - $(json_number heap_calls <"$work/$heap.before")))
-  # The mid-load picture's own allocations are not the requests'.
-  calls=$((calls - $(sed -n 's/.*the picture made \([0-9]*\) heap calls.*/\1/p' "$work/$heap.out" | head -n1 | grep . || echo 0)))
   peak_kib=$(status_kib "${pid[$heap]}" VmHWM)
+  # The server's CPU time per request over the rounds: what a request costs the server, whatever the share
+  # of the CPUs the neighbours and wrk leave it (requests/s and latency move with those).
+  cpu_us=$(awk -v t="$(($(cpu_ticks "${pid[$heap]}") - $(cat "$work/$heap.cpu")))" -v hz="$(getconf CLK_TCK)" \
+    -v r="$requests" 'BEGIN { printf "%.2f", (r > 0 ? t * 1e6 / hz / r : 0) }')
 
   # Idle keep-alive connections: resident bytes per connection.
   echo "  $idle idle connections to the $heap server..."
@@ -136,41 +148,44 @@ for heap in "${heaps[@]}"; do
   wait "${pid[$heap]}" || status=$?
   unset "pid[$heap]"
   ((status == 0)) || { cat "$work/$heap.out" >&2; echo "demo.sh: the $heap server exited with $status" >&2; exit 1; }
-  printf '%s %s %s %s %s %s %s %s\n' "$heap" "$requests" "$(median <"$work/$heap.rps")" \
+  printf '%s %s %s %s %s %s %s %s %s\n' "$heap" "$requests" "$(median <"$work/$heap.rps")" \
     "$(median <"$work/$heap.p50")" "$(median <"$work/$heap.p99")" "$calls" "$peak_kib" \
-    "$(((rss_after - rss_before) * 1024 / idle))" >"$work/$heap.row"
+    "$(((rss_after - rss_before) * 1024 / idle))" "$cpu_us" >"$work/$heap.row"
 done
 
 echo
 echo "perfloc server's output at SIGTERM:"
 sed -e '/^listening on/d' -e 's/^/  /' "$work/perfloc.out"
 echo
-printf '%-8s %9s %11s %8s %8s %14s %10s %12s\n' heap requests requests/s "p50 us" "p99 us" "heap calls/req" \
-  "peak RSS" "idle B/conn"
+printf '%-8s %9s %11s %8s %8s %14s %10s %12s %11s\n' heap requests requests/s "p50 us" "p99 us" "heap calls/req" \
+  "peak RSS" "idle B/conn" "CPU us/req"
 for heap in "${heaps[@]}"; do
-  read -r name requests rps p50 p99 calls peak idle_bytes <"$work/$heap.row"
-  printf '%-8s %9s %11.0f %8.0f %8.0f %14.3f %6s KiB %12s\n' "$name" "$requests" "$rps" "$p50" "$p99" \
-    "$(awk -v c="$calls" -v r="$requests" 'BEGIN { print (r > 0 ? c / r : 0) }')" "$peak" "$idle_bytes"
+  read -r name requests rps p50 p99 calls peak idle_bytes cpu_us <"$work/$heap.row"
+  printf '%-8s %9s %11.0f %8.0f %8.0f %14.3f %6s KiB %12s %11.2f\n' "$name" "$requests" "$rps" "$p50" "$p99" \
+    "$(awk -v c="$calls" -v r="$requests" 'BEGIN { print (r > 0 ? c / r : 0) }')" "$peak" "$idle_bytes" "$cpu_us"
 done
 if [[ -n $json ]]; then
   : >"$json"
   for heap in "${heaps[@]}"; do
-    read -r name requests rps p50 p99 calls peak idle_bytes <"$work/$heap.row"
+    read -r name requests rps p50 p99 calls peak idle_bytes cpu_us <"$work/$heap.row"
     printf '{"heap":"%s","requests":%s,"requests_per_s":%s,"p50_us":%s,"p99_us":%s,"heap_calls":%s,' \
       "$name" "$requests" "$rps" "$p50" "$p99" "$calls" >>"$json"
     printf '"peak_rss_kib":%s,"idle_bytes_per_connection":%s,"idle_connections":%s,"rounds":%s,"seconds":%s,' \
       "$peak" "$idle_bytes" "$idle" "$rounds" "$seconds" >>"$json"
-    printf '"connections":%s}\n' "$connections" >>"$json"
+    printf '"cpu_us_per_request":%s,"connections":%s}\n' "$cpu_us" "$connections" >>"$json"
   done
 fi
-read -r _ _ rps_p _ p99_p _ _ idle_p <"$work/perfloc.row"
-read -r _ _ rps_g _ p99_g _ _ idle_g <"$work/global.row"
+read -r _ _ rps_p _ p99_p _ _ idle_p cpu_p <"$work/perfloc.row"
+read -r _ _ rps_g _ p99_g _ _ idle_g cpu_g <"$work/global.row"
 echo
-awk -v a="$rps_p" -v b="$rps_g" -v c="$p99_p" -v d="$p99_g" -v e="$idle_p" -v f="$idle_g" 'BEGIN {
+awk -v a="$rps_p" -v b="$rps_g" -v c="$p99_p" -v d="$p99_g" -v e="$idle_p" -v f="$idle_g" -v g="$cpu_p" -v h="$cpu_g" 'BEGIN {
   printf "perfloc / global: throughput %.2fx (target >= 1.0), p99 %.2fx (target <= 1.0), idle bytes per connection %.2fx (target <= 1.0)\n",
-         a / b, c / d, (f > 0 ? e / f : 0) }'
+         a / b, c / d, (f > 0 ? e / f : 0)
+  printf "                  server CPU time per request %.2fx\n", (h > 0 ? g / h : 0) }'
 echo "requests/s, p50, p99: medians of the ${rounds} rounds. heap calls/req: malloc-level allocations (malloc,"
-echo "calloc, realloc, aligned) in the server process during the rounds (less the mid-load picture's own), per"
-echo "request served. idle B/conn: the server's resident memory (VmRSS) with ${idle} idle keep-alive connections"
-echo "open, minus before, per connection. Shared machine: throughput moves with the neighbours' load."
+echo "calloc, realloc, aligned) in the server process during the rounds (less /stats' and the mid-load picture's"
+echo "own), per request served. idle B/conn: the server's resident memory (VmRSS) with ${idle} idle keep-alive"
+echo "connections open, minus before, per connection. CPU us/req: the server's CPU time (user + system) over the"
+echo "rounds, per request. Shared machine: throughput and latency move with the neighbours' load and wrk's share of"
+echo "the CPUs; CPU time per request much less."
 echo "The top chunk mid-load: $svg"

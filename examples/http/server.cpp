@@ -21,6 +21,9 @@
 // With --heap global the same session runs with asio::co_spawn, asio::use_awaitable and
 // std::pmr::new_delete_resource(): one code path, two heaps.
 //
+// `Expect: 100-continue` (HTTP/1.1): `100 Continue` once the header is parsed, before the body is read; with a
+// Content-Length over the limit, 413 instead, the body unread.
+//
 // Bad input: a malformed request → 400 and close; a header section over 8 KiB → 431; a body over 1 MiB → 413;
 // no complete request within --idle-timeout of its first byte, or no byte within --idle-timeout of the last
 // response → closed. SIGINT/SIGTERM: stop accepting, finish the requests in flight, close the rest, print the
@@ -66,8 +69,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/read_size.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http.hpp>
 
 import perfloc;
@@ -77,11 +82,9 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using asio::ip::tcp;
 
-namespace http {  // malloc_count.cpp
-void count_heap_calls(bool on);
-std::uint64_t heap_calls();
-bool heap_calls_counted();
-}  // namespace http
+// --count-heap-calls: the malloc family replaced, each allocating call counted (atomically: --threads N).
+#define PERFLOC_HEAP_CALLS_ATOMIC 1
+#include "../../bench/heap_calls.hpp"
 
 namespace {
 
@@ -203,6 +206,23 @@ struct server_context {
   perfloc::top_chunk& top;
   const settings& options;
   std::atomic<std::uint64_t> requests{0};  ///< responses written
+  /// Heap calls made by the server's observers (the /stats answers, the pictures), left out of /stats'
+  /// heap_calls: the demo reads /stats before and after its rounds, and one of the two answers would otherwise
+  /// fall inside the count (for_each_chunk takes its snapshot of the live chunks on the heap).
+  std::atomic<long> observer_heap_calls{0};
+
+  /// Runs `observe`, booking its heap calls as the observer's (exact with one thread; with more, other threads'
+  /// heap calls meanwhile are booked too). Returns them.
+  template <class F>
+  long observing(F observe) {
+    const long before = perfloc_heap_calls::count.load();
+    observe();
+    const long calls = perfloc_heap_calls::count.load() - before;
+    observer_heap_calls.fetch_add(calls);
+    return calls;
+  }
+  /// The process's heap calls so far, less the observers'.
+  long heap_calls() const { return perfloc_heap_calls::count.load() - observer_heap_calls.load(); }
   deadlines timeouts;
   /// Requests being served, and (stopping_bit) whether the server is shutting down: one word, so that a
   /// request either starts before the shutdown sees the count, or is refused.
@@ -316,8 +336,10 @@ void items(std::pmr::string& out, int count) {
 void stats(std::pmr::string& out, server_context& context, std::pmr::memory_resource* memory) {
   const perfloc::top_stats top = context.top.stats();
   std::pmr::map<std::pmr::string, std::uint64_t> by_label{memory};
-  context.top.for_each_chunk(
-      [&](const perfloc::chunk_summary& chunk) { ++by_label[std::pmr::string(chunk.label, memory)]; });
+  context.observing([&] {
+    context.top.for_each_chunk(
+        [&](const perfloc::chunk_summary& chunk) { ++by_label[std::pmr::string(chunk.label, memory)]; });
+  });
   out += "{\"heap\":";
   out += context.options.perfloc ? "\"perfloc\"" : "\"global\"";
   out += ",\"live_chunks\":";
@@ -340,8 +362,8 @@ void stats(std::pmr::string& out, server_context& context, std::pmr::memory_reso
   out += ",\"in_flight\":";  // requests being served, this one included
   append_number(out, context.in_flight.load() & ~server_context::stopping_bit);
   out += ",\"heap_calls\":";
-  if (http::heap_calls_counted()) {
-    append_number(out, http::heap_calls());
+  if (perfloc_heap_calls::available && context.options.count_heap_calls) {
+    append_number(out, static_cast<std::uint64_t>(context.heap_calls()));
   } else {
     out += "null";
   }
@@ -377,6 +399,17 @@ void answer(const request& req, response& res, server_context& context, std::pmr
     res.body() = "not found\n";
     res.set(bhttp::field::content_type, "text/plain");
   }
+}
+
+/// The interim answer to `Expect: 100-continue`.
+constexpr std::string_view continue_answer = "HTTP/1.1 100 Continue\r\n\r\n";
+
+/// Whether the client waits for `100 Continue` before sending the body: HTTP/1.1 and `Expect: 100-continue`
+/// (an HTTP/1.0 client's Expect is ignored, as RFC 9110 requires).
+bool expects_continue(const request& req) {
+  if (req.version() < 11) return false;
+  const auto expect = req[bhttp::field::expect];
+  return beast::iequals(expect, "100-continue");
 }
 
 /// The status for a read that failed, or 0 when the connection just ends (peer gone, timeout, shutdown).
@@ -424,6 +457,7 @@ asio::awaitable<void> session(typename Heap::connection& connection, server_cont
       // http::async_read posts its completion when the buffer already holds the request, and that post goes
       // through any_io_executor, which drops the handler's allocator: a heap allocation per request.)
       beast::error_code read_error;
+      bool header_seen = false;
       for (;;) {
         if (buffer.size() > 0) {
           const std::size_t used = parser.put(buffer.data(), read_error);
@@ -434,6 +468,16 @@ asio::awaitable<void> session(typename Heap::connection& connection, server_cont
             break;  // a request, or a parse error (limits included)
           } else if (used > 0) {
             continue;  // the header is done: the body next, from what is left
+          }
+        }
+        if (!header_seen && parser.is_header_done()) {
+          header_seen = true;
+          // The body is still to come. A client that sent `Expect: 100-continue` waits for this interim answer
+          // before sending it (RFC 9110, 10.1.1). A Content-Length over the limit never gets here: the parser
+          // fails the header with body_limit, and the 413 below goes out without reading the body.
+          if (expects_continue(parser.get())) {
+            auto [error, n] = co_await asio::async_write(socket, asio::buffer(continue_answer), token);
+            if (error) co_return;
           }
         }
         auto [error, n] = co_await socket.async_read_some(buffer.prepare(beast::read_size(buffer, 65536)), token);
@@ -550,13 +594,10 @@ asio::awaitable<void> picture_on_signal(server_context& context, asio::signal_se
     if (error) co_return;
     if (context.options.svg.empty()) continue;
     const std::uint64_t live = context.top.stats().live_chunks;
-    const std::uint64_t calls_before = http::heap_calls();
-    perfloc::write_svg(context.top, context.options.svg);
-    // The picture's own allocations, so that the demo can leave them out of the requests' count (exact with
-    // one thread; with more, other threads' allocations meanwhile are counted too).
-    std::printf("wrote %s (%llu live chunks; the picture made %llu heap calls)\n", context.options.svg.c_str(),
-                static_cast<unsigned long long>(live),
-                static_cast<unsigned long long>(http::heap_calls() - calls_before));
+    // The picture's own heap calls are the observer's, not the requests': /stats leaves them out.
+    const long calls = context.observing([&] { perfloc::write_svg(context.top, context.options.svg); });
+    std::printf("wrote %s (%llu live chunks; the picture made %ld heap calls)\n", context.options.svg.c_str(),
+                static_cast<unsigned long long>(live), calls);
     std::fflush(stdout);
   }
 }
@@ -613,6 +654,7 @@ settings parse(int argc, char** argv) {
 
 int main(int argc, char** argv) {
   const settings options = parse(argc, argv);
+  perfloc_heap_calls::counting.store(options.count_heap_calls);
   request_histogram histogram;
   perfloc::top_chunk top{perfloc::top_options{.on_release = [&histogram](const perfloc::chunk_summary& chunk) {
     if (chunk.label == "request") histogram.record(chunk.peak_in_use_bytes);
@@ -631,12 +673,11 @@ int main(int argc, char** argv) {
       asio::co_spawn(control, check_deadlines(context), asio::detached);
       std::printf("listening on 127.0.0.1:%u\n", static_cast<unsigned>(acceptor.local_endpoint().port()));
       std::fflush(stdout);
-      http::count_heap_calls(options.count_heap_calls);
       std::vector<std::thread> threads;
       for (int i = 1; i < options.threads; ++i) threads.emplace_back([&io] { io.run(); });
       io.run();
       for (std::thread& t : threads) t.join();
-      http::count_heap_calls(false);
+      perfloc_heap_calls::counting.store(false);
     }
   }  // the io_context is gone: the idle connections' coroutines with it, and their chunks
   std::printf("served %llu requests\n", static_cast<unsigned long long>(context.requests.load()));

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # tests/http/run.sh SERVER [ARGS...] — checks examples/http (perfloc-http) from outside, as its users would:
 # with curl and raw sockets (bash's /dev/tcp). Starts `SERVER --port 0 --idle-timeout 3 ARGS...`, reads the
-# port from its `listening on` line, then checks each endpoint, keep-alive, pipelining, every bad input
-# (malformed, oversized header, oversized body, slow sender, idle client, disconnects mid-request and
-# mid-response), /stats back to its idle figures afterwards, and SIGTERM: the request in flight finishes,
+# port from its `listening on` line, then checks each endpoint, Expect: 100-continue, keep-alive, pipelining,
+# every bad input (malformed, oversized header, oversized body, slow sender, idle client, disconnects
+# mid-request and mid-response), /stats back to its idle figures afterwards, and SIGTERM: the request in flight finishes,
 # exit status 0, the report says "0 live chunks".
 #
 # No timed assertion: the waits below are bounded by counts of attempts, only to let the server notice a
@@ -12,53 +12,17 @@ set -uo pipefail
 
 server=$1
 shift
-work=$(mktemp -d)
-failures=0
-pid=
-
-cleanup() {
-  [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 trap '' PIPE  # writing to a connection the server closed is part of the test
 
-fail() {
-  printf 'FAIL: %s\n' "$*"
-  failures=$((failures + 1))
-}
-pass() { printf 'ok: %s\n' "$*"; }
-check() {  # check NAME EXPECTED ACTUAL
-  if [[ $2 == "$3" ]]; then pass "$1"; else fail "$1: expected [$2], got [${3:0:300}]"; fi
-}
-
 # ---- Start ------------------------------------------------------------------------------------------------
-"$server" --port 0 --idle-timeout 3 "$@" >"$work/out" 2>"$work/err" &
-pid=$!
-port=
-for ((i = 0; i < 600; ++i)); do
-  port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9][0-9]*\)$/\1/p' "$work/out")
-  [[ -n $port ]] && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
-[[ -n $port ]] || { cat "$work/out" "$work/err"; echo "FAIL: no 'listening on' line"; exit 1; }
-url="http://127.0.0.1:$port"
+start_server "$server" --port 0 --idle-timeout 3 "$@"
 echo "server on port $port: $server $*"
 
 # curl's status code, body in $work/body.
 status_of() { curl -s -o "$work/body" -w '%{http_code}' "$@"; }
 # The idle figures /stats reports about itself: one connection, one request.
 idle_figures() { curl -s "$url/stats" | sed -E 's/.*("live_chunks":[0-9]+,"in_use_bytes":[0-9]+).*("chunks_by_label":\{[^}]*\}).*/\1 \2/'; }
-
-# A raw exchange: sends $1 (printf format) on a new connection, then reads until the server closes
-# (at most 20 s: a server that never closes fails the check reading the output).
-raw() {
-  exec 3<>"/dev/tcp/127.0.0.1/$port"
-  printf "$1" >&3
-  timeout 20 cat <&3
-  exec 3<&-
-}
 
 baseline=$(idle_figures)
 echo "idle figures: $baseline"
@@ -84,6 +48,32 @@ check "POST /echo of exactly 1 MiB -> 200" 200 "$(status_of -H 'Content-Type:' -
 cmp -s "$work/mib" "$work/body" && pass "1 MiB echoed intact" || fail "1 MiB echo differs"
 check "POST /echo chunked" 'abcdef' \
   "$(printf 'abcdef' | curl -s -H 'Transfer-Encoding: chunked' --data-binary @- "$url/echo")"
+# Expect: 100-continue (RFC 9110 10.1.1): the server answers 100 before reading the body, or a final status
+# without reading it. curl 7.88 sends Expect by itself only for bodies over 1 MiB; without a 100 it waits 1 s
+# ("Done waiting for 100-continue") and sends the body anyway.
+head -c 2048 /dev/urandom >"$work/2k"
+curl -sv -H 'Expect: 100-continue' --data-binary @"$work/2k" -o "$work/body" "$url/echo" 2>"$work/verbose"
+grep -q '^< HTTP/1.1 100 Continue' "$work/verbose" && ! grep -q 'Done waiting for 100-continue' "$work/verbose" &&
+  pass "Expect: 100-continue -> 100 Continue before the body" ||
+  fail "Expect: 100-continue: no 100 Continue: $(grep -E '^[<>*] (HTTP|Expect|Done)' "$work/verbose" | tr '\n' ' ')"
+grep -q '^< HTTP/1.1 200 OK' "$work/verbose" && cmp -s "$work/2k" "$work/body" &&
+  pass "Expect: 100-continue -> then 200 and the body echoed" || fail "Expect: 100-continue: no echo after 100"
+exec 3<>"/dev/tcp/127.0.0.1/$port"
+printf 'POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\nConnection: close\r\n\r\n' >&3
+interim=
+IFS= read -r -t 20 interim <&3
+printf 'pong' >&3
+final=$(timeout 20 cat <&3)
+exec 3<&-
+check "Expect: 100-continue (raw): 100 Continue before the body is sent" 'HTTP/1.1 100 Continue' "${interim%$'\r'}"
+[[ $final == *'HTTP/1.1 200 OK'*pong ]] && pass "Expect: 100-continue (raw): then 200 and the body" ||
+  fail "Expect: 100-continue (raw): then [$final]"
+answer=$(raw 'POST /echo HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\nping')
+check "Expect in HTTP/1.0 is ignored: no 100" 'HTTP/1.0 200 OK' "$(head -n1 <<<"$answer" | tr -d '\r')"
+head -c 1048577 /dev/zero >"$work/too-big"
+check "Expect: 100-continue with a body over 1 MiB -> 413, the body not sent" '413 0' \
+  "$(curl -s -o /dev/null -w '%{http_code} %{size_upload}' -H 'Expect: 100-continue' --data-binary @"$work/too-big" \
+    "$url/echo")"
 check "GET /stats is application/json" 'application/json' \
   "$(curl -s -o /dev/null -w '%{content_type}' "$url/stats")"
 stats=$(curl -s "$url/stats")
@@ -113,7 +103,6 @@ check "bad Content-Length -> 400" 'HTTP/1.1 400 Bad Request' "$(head -n1 <<<"$an
 big=$(head -c 9000 /dev/zero | tr '\0' a)
 check "header section over 8 KiB -> 431" 431 "$(status_of -H "X-Big: $big" "$url/items?count=1")"
 check "header section just under 8 KiB -> 200" 200 "$(status_of -H "X-Big: ${big:0:7900}" "$url/items?count=1")"
-head -c 1048577 /dev/zero >"$work/too-big"
 check "body over 1 MiB -> 413" 413 "$(status_of -H 'Expect:' --data-binary @"$work/too-big" "$url/echo")"
 check "chunked body over 1 MiB -> 413" 413 \
   "$(status_of -H 'Expect:' -H 'Transfer-Encoding: chunked' --data-binary @"$work/too-big" "$url/echo")"

@@ -20,7 +20,9 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstdlib>
 #include <exception>
 #include <future>
@@ -28,6 +30,8 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+
+#include <malloc.h>  // memalign, valloc, pvalloc
 
 #include "death.hpp"
 #if !defined(PERFLOC_TEST_UNDER_SANITIZER)
@@ -124,6 +128,61 @@ BOOST_AUTO_TEST_CASE(no_heap_call_per_coroutine_with_two_thousand_alive_waiting_
   BOOST_TEST(asio_calls >= alive_at_once);  // Asio's caches hold a few blocks: 2 000 at once exceed them
   BOOST_TEST(perfloc_calls == 0);
   BOOST_TEST(top.stats().live_chunks == 0u);
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The counter itself (bench/heap_calls.hpp): every allocating function of the malloc family counts once, and
+// its replacements keep the C and POSIX contracts of the functions they replace
+// ---------------------------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(every_allocating_function_of_the_malloc_family_is_counted_once) {
+#if defined(PERFLOC_TEST_UNDER_SANITIZER)
+  BOOST_TEST_MESSAGE("not counted under a sanitizer: its runtime owns malloc");
+#else
+  const auto counted = [](auto call) {
+    const long before = perfloc_heap_calls::count.load();
+    void* p = call();
+    escape(p);
+    const long calls = perfloc_heap_calls::count.load() - before;
+    std::free(p);
+    return calls;
+  };
+  BOOST_TEST(counted([] { return std::malloc(24); }) == 1);
+  BOOST_TEST(counted([] { return std::calloc(3, 8); }) == 1);
+  BOOST_TEST(counted([] { return std::realloc(nullptr, 24); }) == 1);
+  BOOST_TEST(counted([] { return ::reallocarray(nullptr, 3, 8); }) == 1);
+  BOOST_TEST(counted([] { return std::aligned_alloc(64, 64); }) == 1);
+  BOOST_TEST(counted([] { return ::memalign(64, 24); }) == 1);
+  BOOST_TEST(counted([] { return ::valloc(24); }) == 1);
+  BOOST_TEST(counted([] { return ::pvalloc(24); }) == 1);
+  BOOST_TEST(counted([] {
+    void* p = nullptr;
+    BOOST_TEST(::posix_memalign(&p, 64, 24) == 0);
+    BOOST_TEST(reinterpret_cast<std::uintptr_t>(p) % 64 == 0u);
+    return p;
+  }) == 1);
+#endif
+}
+
+BOOST_AUTO_TEST_CASE(posix_memalign_answers_einval_for_a_bad_alignment_and_enomem_when_out_of_memory) {
+#if defined(PERFLOC_TEST_UNDER_SANITIZER)
+  BOOST_TEST_MESSAGE("the sanitizer's own posix_memalign: not the counter's");
+#else
+  static int marker;
+  void* const untouched = &marker;
+  for (const std::size_t alignment : {std::size_t{0}, std::size_t{3}, sizeof(void*) / 2, sizeof(void*) * 3}) {
+    void* p = untouched;
+    BOOST_TEST(::posix_memalign(&p, alignment, 24) == EINVAL, "alignment " << alignment);
+    BOOST_TEST(p == untouched);
+  }
+  void* p = untouched;
+  BOOST_TEST(::posix_memalign(&p, 64, SIZE_MAX - 4096) == ENOMEM);
+  BOOST_TEST(p == untouched);
+  volatile std::size_t three = 3;  // not a constant: the compiler would warn about it
+  errno = 0;
+  BOOST_TEST(std::aligned_alloc(three, 24) == nullptr);  // C11: not a power of two
+  BOOST_TEST(errno == EINVAL);
 #endif
 }
 
