@@ -37,17 +37,8 @@
 // Besides the benchmarks, `--perfloc_idle=<asio|perfloc|perfloc-param> --perfloc_idle_n=N` runs the idle
 // coroutines workload once (idle.hpp): N coroutines suspended at once, then the io_context destroyed.
 //
-// Built only when the `perfloc` target exists and modules/perfloc/asio.cppm does (bench/CMakeLists.txt).
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/version.hpp>
-
+// Built only when the `perfloc` target exists and modules/perfloc/asio.cppm does (bench/CMakeLists.txt), on
+// the Asio perfloc is built on (which_asio.hpp: Boost.Asio, or standalone Asio with PERFLOC_STANDALONE_ASIO).
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -58,11 +49,10 @@
 
 #include "harness.hpp"
 #include "heap_calls.hpp"
-#include "idle.hpp"
+#include "which_asio.hpp"
+#include "idle.hpp"  // imports perfloc: last
 
 import perfloc;
-
-namespace asio = boost::asio;
 
 namespace perfloc_bench {
 namespace {
@@ -221,9 +211,7 @@ asio::awaitable<void> wait_once_in(perfloc::process_chunk&) {
 }
 
 void register_all() {
-  benchmark::AddCustomContext("asio", std::to_string(BOOST_ASIO_VERSION / 100000) + "." +
-                                          std::to_string(BOOST_ASIO_VERSION / 100 % 1000) + "." +
-                                          std::to_string(BOOST_ASIO_VERSION % 100));
+  benchmark::AddCustomContext("asio", asio_version());
   benchmark::RegisterBenchmark("co_spawn_empty/asio", [](benchmark::State& state) {
     spawn_batches(state, [](asio::io_context& ctx) { asio::co_spawn(ctx, [] { return empty(); }, asio::detached); });
   });

@@ -31,14 +31,6 @@
 // It imports perfloc, so it is the includer's last #include (STYLE.md: every #include before any import).
 #pragma once
 
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/this_coro.hpp>
-#include <boost/asio/use_awaitable.hpp>
-
 #include <chrono>
 #include <coroutine>
 #include <cstddef>
@@ -50,6 +42,7 @@
 #include <string_view>
 
 #include "grow.hpp"
+#include "which_asio.hpp"
 #include "workload.hpp"
 
 import perfloc;
@@ -81,37 +74,36 @@ inline void fill_state(void* p) {
   keep(p);
 }
 
-inline boost::asio::awaitable<void> idle_plain(idle_counts* counts, std::chrono::hours wait) {
+inline asio::awaitable<void> idle_plain(idle_counts* counts, std::chrono::hours wait) {
   idle_guard guard{counts};
   idle_heap_state state;
   fill_state(state.p);
-  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, wait);
+  asio::steady_timer timer(co_await asio::this_coro::executor, wait);
   ++counts->suspended;
-  co_await timer.async_wait(boost::asio::use_awaitable);
+  co_await timer.async_wait(asio::use_awaitable);
 }
 
-inline boost::asio::awaitable<void> idle_in_chunk(perfloc::process_chunk& chunk, idle_counts* counts,
+inline asio::awaitable<void> idle_in_chunk(perfloc::process_chunk& chunk, idle_counts* counts,
                                                   std::chrono::hours wait) {
   idle_guard guard{counts};
   fill_state(chunk.allocate(idle_state_bytes));
-  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, wait);
+  asio::steady_timer timer(co_await asio::this_coro::executor, wait);
   ++counts->suspended;
   co_await timer.async_wait(perfloc::use_chunk);
 }
 
-inline boost::asio::awaitable<void> idle_chunk(idle_counts* counts, std::chrono::hours wait) {
+inline asio::awaitable<void> idle_chunk(idle_counts* counts, std::chrono::hours wait) {
   idle_guard guard{counts};
   perfloc::process_chunk& chunk = co_await perfloc::this_coro::chunk();
   fill_state(chunk.allocate(idle_state_bytes));
-  boost::asio::steady_timer timer(co_await boost::asio::this_coro::executor, wait);
+  asio::steady_timer timer(co_await asio::this_coro::executor, wait);
   ++counts->suspended;
   co_await timer.async_wait(perfloc::use_chunk);
 }
 
 /// Spawns one idle coroutine of `competitor` on ctx; false if there is no such competitor.
-inline bool idle_spawn(std::string_view competitor, boost::asio::io_context& ctx, idle_counts* counts,
+inline bool idle_spawn(std::string_view competitor, asio::io_context& ctx, idle_counts* counts,
                        std::chrono::hours wait) {
-  namespace asio = boost::asio;
   if (competitor == "asio") {
     asio::co_spawn(ctx, [=] { return idle_plain(counts, wait); }, asio::detached);
   } else if (competitor == "perfloc") {
@@ -128,7 +120,7 @@ inline bool idle_spawn(std::string_view competitor, boost::asio::io_context& ctx
 inline int idle_run(std::string_view competitor, std::size_t n) {
   idle_counts counts;
   perfloc::top_chunk& top = perfloc::default_top();
-  std::optional<boost::asio::io_context> ctx(std::in_place, 1);
+  std::optional<asio::io_context> ctx(std::in_place, 1);
   for (std::size_t i = 0; i < idle_warm_up; ++i) {  // a zero wait: they run to completion
     if (!idle_spawn(competitor, *ctx, &counts, std::chrono::hours(0))) {
       std::fprintf(stderr, "--perfloc_idle: no competitor '%.*s' (asio, perfloc, perfloc-param)\n",

@@ -15,6 +15,8 @@ rounds, with min and max beside it. Times are CPU time (time spent preempted is 
     bench/run.py --icount           instruction counts under Callgrind (writes results/latest-icount.json)
     bench/run.py --all              both
     bench/run.py --report-only      rewrite latest.md / latest.png from the saved JSON
+    bench/run.py --asio-versions LABEL=DIR ...   only perfloc-bench-asio, one build per Asio (tools/dev bench
+                                    --asio-versions): writes results/asio-versions.{md,json}
 
 latest.md is always rebuilt from both JSON files, so a timing run keeps the last instruction counts
 and the other way round; each section says when it was measured.
@@ -1259,6 +1261,94 @@ def write_report(command: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------
+# perfloc.asio per Asio version (--asio-versions LABEL=BUILD_DIR ...; tools/dev bench --asio-versions)
+# --------------------------------------------------------------------------------------------------
+
+ASIO_VERSIONS_JSON = RESULTS_DIR / "asio-versions.json"
+ASIO_VERSIONS_MD = RESULTS_DIR / "asio-versions.md"
+ASIO_COMPETITORS = ["asio", "perfloc", "perfloc-param"]
+ASIO_WORKLOADS = ["co_spawn_empty", "co_spawn_8", "heap_calls", "this_coro_chunk", "post_op"]
+
+
+def run_asio_versions(args) -> dict:
+    """perfloc-bench-asio of each build (one per Asio), each competitor in its own process, rounds alternating
+    over builds and competitors. Per build: workload -> competitor -> [ns], and heap calls per coroutine."""
+    builds = []
+    for spec in args.asio_versions:
+        name, _, directory = spec.partition("=")
+        exe = find_executables(Path(directory).resolve()).get("perfloc-bench-asio")
+        if not exe:
+            sys.exit(f"run.py: no perfloc-bench-asio under {directory}")
+        builds.append((name, exe))
+    samples: dict = {name: {} for name, _ in builds}
+    heap_calls: dict = {name: {} for name, _ in builds}
+    versions: dict = {}
+    errors: list[str] = []
+    load_before = load_average()
+    for round_index in range(args.rounds):
+        for name, exe in builds:
+            for competitor in ASIO_COMPETITORS:
+                pattern = f"^({'|'.join(ASIO_WORKLOADS)})/{competitor}$"  # unescaped: Google Benchmark rejects "\\-"
+                command = [str(exe), "--benchmark_format=json", f"--benchmark_min_time={args.min_time}",
+                           f"--benchmark_filter={pattern}"]
+                log(f"round {round_index + 1}/{args.rounds}: {name} {competitor}")
+                result = subprocess.run(command, capture_output=True, text=True, check=False)
+                if result.returncode != 0:
+                    errors.append(f"{name} {competitor}: exit {result.returncode}: {result.stderr.strip()[-300:]}")
+                    continue
+                report = json.loads(result.stdout)
+                versions[name] = report.get("context", {}).get("asio", "?")
+                for bench in report.get("benchmarks", []):
+                    workload, who, _ = parse_name(bench["name"])
+                    if bench.get("error_occurred"):
+                        errors.append(f"{name} {bench['name']}: {bench.get('error_message', 'error')}")
+                        continue
+                    value = next((v for k, v in bench.items() if k.startswith("ns_per_")), None)
+                    samples[name].setdefault(workload, {}).setdefault(who, []).append(value)
+                    if "heap_calls_per_coroutine" in bench:
+                        heap_calls[name].setdefault(who, []).append(bench["heap_calls_per_coroutine"])
+    return {"machine": machine_info(builds[0][1].parent), "rounds": args.rounds, "min_time": args.min_time,
+            "load_average": f"{load_before} before, {load_average()} after", "errors": sorted(set(errors)),
+            "versions": versions, "samples": samples, "heap_calls": heap_calls}
+
+
+def ratio_text(subject: list[float], base: list[float]) -> str:
+    """Median of the per-round ratios subject / base, with their range."""
+    ratios = [a / b for a, b in zip(subject, base) if a and b]
+    if not ratios:
+        return "–"
+    return f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f})"
+
+
+def asio_versions_report(data: dict, command: str) -> str:
+    lines = ["# perfloc.asio per Asio version", "",
+             f"Written by `{command}`: {data['rounds']} alternating rounds, each competitor of each build in its own "
+             f"process, `--benchmark_min_time={data['min_time']}`; load average {data['load_average']}; "
+             f"{data['machine']['date']}, commit {data['machine']['commit']}. Ratios: the median of the per-round "
+             "ratios, their range in parentheses. Targets (issue 14): heap calls 0; empty ≤ 1.0×; 8 allocations "
+             "≤ 0.75×; `this_coro::chunk()` ≤ 5 ns; `use_chunk` ≤ 1.0× `use_awaitable`.", "",
+             "| Asio | heap calls per coroutine, perfloc (asio) | empty co_spawn ÷ asio, perfloc / param "
+             "| 8 allocations ÷ asio + new, perfloc / param | `this_coro::chunk()` ns | post, use_chunk ÷ use_awaitable |",
+             "|---|--:|--:|--:|--:|--:|"]
+    for name, by_workload in data["samples"].items():
+        get = lambda workload, who: by_workload.get(workload, {}).get(who, [])
+        calls = data["heap_calls"][name]
+        heap = (f"{statistics.median(calls['perfloc']):.2f} ({statistics.median(calls['asio']):.2f})"
+                if calls.get("perfloc") and calls.get("asio") else "–")
+        chunk = get("this_coro_chunk", "perfloc")
+        chunk_text = f"{statistics.median(chunk):.2f} ({min(chunk):.2f}–{max(chunk):.2f})" if chunk else "–"
+        cells = [f"{name} ({data['versions'].get(name, '?')})", heap]
+        for workload in ("co_spawn_empty", "co_spawn_8"):
+            base = get(workload, "asio")
+            cells.append(f"{ratio_text(get(workload, 'perfloc'), base)} / {ratio_text(get(workload, 'perfloc-param'), base)}")
+        cells += [chunk_text, ratio_text(get("post_op", "perfloc"), get("post_op", "asio"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    if data["errors"]:
+        lines += ["", "Errors:", ""] + [f"- {e}" for e in data["errors"]]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
 
 
 def main() -> None:
@@ -1286,6 +1376,8 @@ def main() -> None:
                         help="runs per competitor and size of idle coroutines and burst (default 3, quick 2)")
     parser.add_argument("--grow-rounds", type=int, default=None, help="growth runs per competitor (default 3, quick 1)")
     parser.add_argument("--grow-mib", type=int, default=1024, help="size the growth workload's scope reaches, MiB")
+    parser.add_argument("--asio-versions", nargs="+", metavar="LABEL=BUILD_DIR",
+                        help="only perfloc-bench-asio of each build (one per Asio): writes results/asio-versions.md")
     args = parser.parse_args()
     args.grow_rounds = args.grow_rounds or (1 if args.quick else 3)
     args.scale_rounds = args.scale_rounds or (2 if args.quick else 3)
@@ -1297,6 +1389,12 @@ def main() -> None:
     command = "bench/run.py " + " ".join(sys.argv[1:])
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    if args.asio_versions:
+        data = run_asio_versions(args)
+        ASIO_VERSIONS_JSON.write_text(json.dumps(data, indent=1) + "\n")
+        ASIO_VERSIONS_MD.write_text(asio_versions_report(data, command.strip()))
+        print(ASIO_VERSIONS_MD.read_text())
+        return
     if not args.report_only:
         executables = find_executables(args.build_dir)
         if not args.icount or args.all:

@@ -30,10 +30,13 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include <malloc.h>  // memalign, valloc, pvalloc
 
 #include "death.hpp"
+#include "perfloc/detail/asio_entry_kinds.hpp"  // the table behind perfloc::co_spawn's entry kinds, filled small here
 #if !defined(PERFLOC_TEST_UNDER_SANITIZER)
 #include "../../bench/heap_calls.hpp"  // defines malloc and its family, counting each call
 #endif
@@ -353,3 +356,60 @@ BOOST_AUTO_TEST_CASE(an_exception_pointing_into_the_chunk_being_released_is_stop
   BOOST_TEST(stopped_for_the_chunk(death, "exception"), death.output);
 }
 #endif
+
+// ---------------------------------------------------------------------------------------------------------
+// The table of perfloc's entry points (perfloc.asio:shims, entry_kinds): one destroy function per
+// instantiation of perfloc::co_spawn's entry point, 8 192 slots kept at most half full. Reaching 4 097
+// instantiations takes 4 097 factory and handler types, too many to compile here, so these tests fill a
+// table of 16 slots (the same class). The promise: every type added is found, none other is, past the
+// table's half too (and not an exception out of perfloc::co_spawn).
+// ---------------------------------------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(entry_point_table_past_its_half_still_finds_every_type_and_no_other) {
+  perfloc::detail::pointer_set<16> table;
+  static const char members[100] = {};
+  static const char strangers[100] = {};
+  for (std::size_t added = 0; added < 100; ++added) {
+    BOOST_REQUIRE_NO_THROW(table.add(&members[added]));
+    table.add(&members[added / 2]);  // again: no change
+    for (std::size_t i = 0; i < 100; ++i) {
+      BOOST_TEST_REQUIRE(table.contains(&members[i]) == (i <= added), "member " << i << " after " << added + 1);
+      BOOST_TEST_REQUIRE(!table.contains(&strangers[i]));
+    }
+  }
+}
+
+BOOST_AUTO_TEST_CASE(entry_point_table_is_read_while_types_are_added_on_other_threads) {
+  // Four threads add 64 entries each (past the table's half), two read: an entry whose add() returned is
+  // found by every thread from then on. Under ThreadSanitizer this also checks the lock-free reads.
+  perfloc::detail::pointer_set<16> table;
+  static const char members[4][64] = {};
+  std::atomic<std::size_t> added[4] = {};
+  std::vector<std::thread> threads;
+  for (std::size_t w = 0; w < 4; ++w) {
+    threads.emplace_back([&, w] {
+      for (std::size_t i = 0; i < 64; ++i) {
+        table.add(&members[w][i]);
+        added[w].store(i + 1, std::memory_order_release);
+      }
+    });
+  }
+  std::atomic<bool> missed{false};
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&] {
+      for (int pass = 0; pass < 200; ++pass) {
+        for (std::size_t w = 0; w < 4; ++w) {
+          const std::size_t n = added[w].load(std::memory_order_acquire);
+          for (std::size_t i = 0; i < n; ++i) {
+            if (!table.contains(&members[w][i])) missed = true;
+          }
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  BOOST_TEST(!missed.load());
+  for (std::size_t w = 0; w < 4; ++w) {
+    for (std::size_t i = 0; i < 64; ++i) BOOST_TEST_REQUIRE(table.contains(&members[w][i]));
+  }
+}

@@ -29,6 +29,7 @@
 module;
 
 #include "perfloc/detail/asio.hpp"
+#include "perfloc/detail/asio_entry_kinds.hpp"
 
 export module perfloc.asio:shims;
 
@@ -57,43 +58,20 @@ using thread_base = asio_detail::awaitable_thread<Executor>;
 // ---------------------------------------------------------------------------------------------------------
 
 /// The destroy functions of perfloc's entry-point coroutines (one per instantiation of spawn_entry), in an
-/// insert-only open-addressing table. Every C++ compiler lays a coroutine frame out as [resume function |
+/// insert-only set read without a lock (pointer_set: 4 096 in its table, any more in a slower overflow list;
+/// never an error). Each instantiation adds its own once, before its first coroutine runs. Every C++ compiler lays a coroutine frame out as [resume function |
 /// destroy function | promise ...] (coroutine_handle::from_promise relies on it), so the destroy function of
 /// a thread's bottom frame tells, reading nothing outside that frame, whether perfloc's entry point is at
 /// the bottom of the thread: the coroutine then owns a chunk. A coroutine that asio::co_spawn started with an
 /// inherited executor has Asio's entry point at its bottom, and never finds a chunk.
 class entry_kinds {
  public:
-  static inline void add(const void* destroy) {
-    std::lock_guard guard(adding_);
-    for (std::size_t i = hash(destroy);; i = (i + 1) % capacity) {
-      const void* here = slots_[i].load(std::memory_order_relaxed);
-      if (here == destroy) return;
-      if (!here) {
-        if (++count_ > capacity / 2)
-          throw std::length_error("perfloc::co_spawn: more than 4096 distinct factory and handler types");
-        slots_[i].store(destroy, std::memory_order_release);
-        return;
-      }
-    }
-  }
-  static inline bool contains(const void* destroy) noexcept {
-    for (std::size_t i = hash(destroy);; i = (i + 1) % capacity) {
-      const void* here = slots_[i].load(std::memory_order_acquire);
-      if (here == destroy) return true;
-      if (!here) return false;
-    }
-  }
+  static inline void add(const void* destroy) { table_.value.add(destroy); }
+  static inline bool contains(const void* destroy) noexcept { return table_.value.contains(destroy); }
 
  private:
-  static constexpr std::size_t capacity = 8192;
-  static inline std::size_t hash(const void* p) noexcept {
-    return static_cast<std::size_t>((std::bit_cast<std::uintptr_t>(p) * 0x9E3779B97F4A7C15ull) >> 51);
-  }
-  static_assert(capacity == std::size_t{1} << (64 - 51));
-  static inline std::atomic<const void*> slots_[capacity] = {};
-  static inline std::size_t count_ = 0;
-  static inline std::mutex adding_;
+  /// Constant-initialized and never destroyed: a coroutine may be spawned or run during static destruction.
+  static constinit inline never_destroyed<pointer_set<8192>> table_;
 };
 
 /// The destroy function of a coroutine (see entry_kinds).
