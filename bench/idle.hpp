@@ -166,11 +166,11 @@ inline int idle_run(std::string_view competitor, std::size_t n) {
       "{\"competitor\": \"%.*s\", \"n\": %zu, \"state_bytes\": %zu, \"spawn_s\": %.6f, \"spawn_wall_s\": %.6f, "
       "\"teardown_s\": %.6f, \"rss_before\": %zu, \"rss_idle\": %zu, \"rss_after\": %zu, \"vm_data_before\": %zu, "
       "\"vm_data_idle\": %zu, \"vm_data_after\": %zu, \"committed_before\": %zu, \"committed_idle\": %zu, "
-      "\"committed_after\": %zu, \"live_chunks_idle\": %llu, \"retain_bytes\": %zu, \"peak_rss\": %zu}\n",
+      "\"committed_after\": %zu, \"in_use_idle\": %zu, \"live_chunks_idle\": %llu, \"retain_bytes\": %zu, \"peak_rss\": %zu}\n",
       static_cast<int>(competitor.size()), competitor.data(), n, idle_state_bytes, cpu_idle - cpu_start,
       std::chrono::duration<double>(idle - start).count(), cpu_after - cpu_idle, rss_before, rss_idle, rss_after,
       vm_data_before, vm_data_idle, vm_data_after, committed_before, stats_idle.committed_bytes,
-      stats_after.committed_bytes, static_cast<unsigned long long>(stats_idle.live_chunks),
+      stats_after.committed_bytes, stats_idle.in_use_bytes, static_cast<unsigned long long>(stats_idle.live_chunks),
       top.options().retain_bytes, peak_resident_bytes());
   return 0;
 }

@@ -259,6 +259,22 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
     }
     body += "</g>\n";
   };
+  // A part of a slab (a 64 KiB block cut into small first regions): a slice of one cell, as wide as its share.
+  std::size_t cell_part_filled = 0;
+  auto draw_part = [&](std::size_t paint_index, std::size_t bytes) {
+    const paint& p = paints[paint_index];
+    body += format("<g class='block' data-kind='%s'", p.kind.c_str());
+    if (p.kind == "chunk") body += " data-label='" + xml_escaped(p.label) + "'";
+    body += format(" data-bytes='%zu' fill='%s'><title>", bytes, p.fill.c_str()) + xml_escaped(p.title) + ", " +
+            bytes_text(bytes) + "</title>";
+    const double x = left + column * cell + double(cell) * cell_part_filled / detail::granule_bytes;
+    body += format("<rect x='%.2f' y='%d' width='%.2f' height='%d' class='p'/></g>\n", x, y,
+                   double(cell) * bytes / detail::granule_bytes, cell);
+    cell_part_filled += bytes;
+    if (cell_part_filled < detail::granule_bytes) return;
+    cell_part_filled = 0;
+    if (++column == cells_per_row) y += cell, column = 0;
+  };
 
   for (std::size_t r = 0; r < shot.reservation_bytes.size(); ++r) {
     body += format("<text x='%d' y='%d' class='h'>reservation %zu: %s</text>\n", left, y - 6, r,
@@ -297,7 +313,8 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
       }
       const std::size_t p = paint_of(b);
       if (one_block_per_run) {
-        draw_run(p, std::max<std::size_t>(b.bytes / detail::granule_bytes, 1), b.bytes);
+        if (b.bytes < detail::granule_bytes || cell_part_filled) draw_part(p, b.bytes);
+        else draw_run(p, b.bytes / detail::granule_bytes, b.bytes);
         continue;
       }
       for (std::size_t left_over = b.bytes; left_over;) {
@@ -378,14 +395,16 @@ void write_svg(const top_chunk& top, const std::filesystem::path& path) {
   std::string svg = format(
       "<svg xmlns='http://www.w3.org/2000/svg' width='%d' height='%d' viewBox='0 0 %d %d'>\n"
       "<style>text{font-family:sans-serif;fill:#222} .h{font-size:14px;font-weight:bold} .s{font-size:11px} "
-      ".b{stroke:#333;stroke-width:0.5} .unused{fill:#f4f4f4;stroke:#ccc;stroke-dasharray:3 2}</style>\n"
+      ".b{stroke:#333;stroke-width:0.5} .p{stroke:#333;stroke-width:0.1} .unused{fill:#f4f4f4;stroke:#ccc;stroke-dasharray:3 2}</style>\n"
       "<rect width='100%%' height='100%%' fill='white'/>\n",
       width, height, width, height);
   svg += format("<text x='%d' y='24' class='h'>perfloc top chunk: %llu live chunks, %s in use, %s committed, %s reserved</text>\n",
                 left, static_cast<unsigned long long>(totals.live_chunks), bytes_text(totals.in_use_bytes).c_str(),
                 bytes_text(totals.committed_bytes).c_str(), bytes_text(totals.reserved_bytes).c_str());
   svg += format("<text x='%d' y='42' class='s'>one cell = %s of address space, in address order%s</text>\n", left,
-                bytes_text(cell_bytes).c_str(), one_block_per_run ? "" : ", in the colour of what holds most of it");
+                bytes_text(cell_bytes).c_str(),
+                one_block_per_run ? "; a cell in slices is a slab: 64 KiB cut into small first regions of chunks"
+                                  : ", in the colour of what holds most of it");
   svg += body + legend + "</svg>\n";
   replace_file(path, svg);
 }

@@ -153,12 +153,28 @@ void chunk_header::file_span(std::byte* start, std::size_t n) noexcept {
   span_mask |= bit;
 }
 
+bool chunk_header::ensure_span_lists() noexcept {
+  // Bumped from the current block, outside what is in use; a free in a block too full for them is not reused
+  // until the chunk grows or is released (at most a small first region's worth).
+  if (span_lists) return true;
+  constexpr std::size_t bytes = span_class_count * sizeof(std::byte*);
+  std::byte* const bump = child_meta::load(meta->bump);
+  if (static_cast<std::size_t>(end - bump) < bytes + min_alignment) return false;
+  track::internal_access(bump, bytes);
+  span_lists = reinterpret_cast<std::byte**>(bump);
+  meta->move_cursor(bump + bytes);
+  if (child_meta::load(meta->fast_limit) < bump + bytes) child_meta::store(meta->fast_limit, bump + bytes);
+  return true;
+}
+
 void chunk_header::keep_span(std::byte* start, std::size_t n, bool freed) noexcept {
+  // A block's tail or an alignment gap is kept only when the lists exist: making them would move the bump.
+#ifndef NDEBUG
+  if (freed) check_freed_range(start, n);  // before the lists are made: that moves the bump
+#endif
+  if (freed ? !ensure_span_lists() : !span_lists) return;
   if (!span_mask) freed_since_merge = 0;  // nothing waits to be merged
   if (freed) {
-#ifndef NDEBUG
-    check_freed_range(start, n);
-#endif
     freed_since_merge += n;
     child_meta::store(meta->fast_limit, child_meta::load(meta->bump));  // to the slow path: reuse first
   }
@@ -380,10 +396,16 @@ bool chunk_header::free_own_block(std::byte* p, std::size_t n) noexcept {
 child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where) {
   thread_cache* cache = cache_for(top);
   if (!cache) return open_chunk_at_exit(top, label, where);  // past this thread's thread_local teardown
-  if (cache->released_elsewhere.load(std::memory_order_relaxed)) drain_released_elsewhere(cache);
   cache_section section(cache);
-  if (!cache->free_blocks[0]) cache->push_free(refill_shell(cache), 0);  // may throw; nothing was taken
-  return open_shell<true>(cache, top, label, where);
+  if (cache->released_elsewhere.load(std::memory_order_relaxed)) drain_released_elsewhere(cache);
+  const unsigned site = site_of(where);
+  const unsigned region_class = cache->site_class[site];
+  block_header* first = cache->take_region(region_class);
+  if (!first) {
+    refill_region(cache, region_class);  // may throw; nothing was taken
+    first = cache->take_region(region_class);
+  }
+  return open_region<true>(cache, top, first, site, label, where);
 }
 
 void release_chunk_slow(chunk_header* chunk) noexcept {
@@ -393,17 +415,24 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   meta->objects_destroyed.store(meta->objects_made.load(std::memory_order_relaxed), std::memory_order_relaxed);
   top_state* top = chunk->top;
   if (top->release_hook) call_release_hook(chunk);
-  if (chunk->more_blocks || chunk->own_blocks) chunk->give_back_blocks();
+  // What its site learns: what it used of its first region, or, when it grew, its peak.
+  const bool grew = chunk->more_blocks || chunk->own_blocks;
+  const std::size_t used = grew ? std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed), meta->in_use())
+                                : static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
+  if (grew) chunk->give_back_blocks();
   block_header* first = chunk->first_block();
+  const bool whole = chunk->region_class == whole_block_region;
   const cache_binding& binding = current_binding;
   if (binding.cache == meta->home && binding.top == top && binding.id == top->id) {  // where it was opened
     cache_section section(binding.cache);
+    binding.cache->learn(chunk, used);
     leave_live_list(binding.cache, meta);
-    return binding.cache->give_shell(first);  // the meta stays attached (or goes to the cache's metas)
+    if (whole) return binding.cache->give_shell(first);  // the meta stays attached (or goes to the cache's metas)
+    return give_region(binding.cache, first, false);
   }
   end_generation(meta);
-  release_elsewhere(meta);  // hands the meta back to its home cache
-  adopt_first_block(top, first);
+  release_elsewhere(meta, !whole);  // hands the meta back to its home cache, and a small region with it
+  if (whole) adopt_first_block(top, first);
 }
 
 void chunk_header::run_cleanups() noexcept {

@@ -14,6 +14,10 @@
 // keeps its free lists in a side table, never in the free blocks). Thread caches are bounded
 // (thread_cache_bound_bytes) and are counted first: a top whose caches fill the budget keeps nothing more.
 //
+// Small first regions come from slabs: a 64 KiB block a thread cache cuts into regions of one class (carve_slab),
+// each with a meta attached for the slab's life; the slab goes back to the top when all its regions are free
+// (give_region), except one per class that the cache keeps, counted in the budget like its free blocks.
+//
 // Thread caches live in the meta region, are bound to a thread on first use and orphaned when it exits;
 // a new thread adopts an orphan before a new cache is made, so their number stays that of the threads.
 // A thread past its thread_local teardown has no cache: it opens chunks through the top's exit cache, under
@@ -104,6 +108,8 @@ void release_reservation(const reservation& r) {
 /// it): committed whole, or given back to the OS whole. 64-aligned like a child_meta, and never one.
 alignas(64) const char free_at_top[64] = {};
 alignas(64) const char decommitted_at_top[64] = {};
+/// The owner a block map entry names for a slab (a block a thread cache cut into small regions).
+alignas(64) const char slab_in_cache[64] = {};
 
 reservation* reservation_of(top_state* top, const void* p) {
   for (reservation& r : top->reservations)
@@ -254,11 +260,16 @@ block_header* take_block_from_top(top_state* top, unsigned size_class) {
   return nullptr;
 }
 
-/// Free bytes the thread caches hold: the counts are atomics, read while their owners run.
+/// Free bytes a thread cache holds: its free blocks and its slabs whose regions are all free. The counts are
+/// atomics, read while the owner runs.
+std::size_t cached_bytes(const thread_cache* cache) {
+  std::size_t bytes = cache->empty_slabs.load(std::memory_order_relaxed) * granule_bytes;
+  for (unsigned c = 0; c < cached_block_classes; ++c) bytes += cache->count_of(c) * block_bytes_of(c);
+  return bytes;
+}
 std::size_t cached_bytes(const top_state* top) {
   std::size_t bytes = 0;
-  for (const thread_cache* cache = top->caches; cache; cache = cache->next_in_top)
-    for (unsigned c = 0; c < cached_block_classes; ++c) bytes += cache->count_of(c) * block_bytes_of(c);
+  for (const thread_cache* cache = top->caches; cache; cache = cache->next_in_top) bytes += cached_bytes(cache);
   return bytes;
 }
 
@@ -334,19 +345,152 @@ std::size_t meta_slots(const top_state* top) {
   return static_cast<std::size_t>(top->meta_bump - top->meta_begin) / sizeof(child_meta);
 }
 
-void drain_locked_or_owned(thread_cache* cache) noexcept {
+chunk_header* header_of_first(block_header* first) { return reinterpret_cast<chunk_header*>(first->payload()); }
+
+block_header* take_block_locked(top_state* top, unsigned size_class, thread_cache* own);
+
+/// The slab at granule g of r, or nullptr. Caller holds the mutex (slab headers are written under it).
+const slab_header* slab_at(const reservation& r, std::size_t g) {
+  const std::uint64_t word = r.block_map[g].load(std::memory_order_relaxed);
+  if ((word & ~std::uint64_t{63}) != reinterpret_cast<std::uintptr_t>(slab_in_cache)) return nullptr;
+  const auto* slab = reinterpret_cast<const slab_header*>(r.base + g * granule_bytes);
+  track::internal_access(slab, sizeof(slab_header));
+  return slab;
+}
+
+/// A slab as pictures show it: its header, each region (in the chunk that holds it, or free in the cache), its
+/// tail; neighbours of one kind and owner as one view.
+void add_slab_views(std::vector<block_view>& views, std::size_t reservation_index, std::size_t offset,
+                    const slab_header* slab) {
+  const auto add = [&](std::size_t at, std::size_t bytes, block_view::kind_t kind, const child_meta* owner) {
+    if (at != offset && views.back().kind == kind && views.back().owner == owner)  // the previous one is ours
+      views.back().bytes += bytes;
+    else
+      views.push_back({reservation_index, at, bytes, kind, owner});
+  };
+  add(offset, slab_header_bytes, block_view::cached, nullptr);
+  std::size_t at = offset + slab_header_bytes;
+  for (unsigned k = 0; k < slab->region_count; ++k, at += slab->region_bytes) {
+    const child_meta* meta = slab->owners[k];
+    const bool live = meta->state.load(std::memory_order_relaxed) == meta_state::live;
+    add(at, slab->region_bytes, live ? block_view::in_chunk : block_view::cached, live ? meta : nullptr);
+  }
+  if (at < offset + granule_bytes) add(at, offset + granule_bytes - at, block_view::cached, nullptr);
+}
+
+/// Takes back the metas of chunks released on other threads: a whole block's meta goes to the free metas (the
+/// block went elsewhere), a small region comes home with its meta (give_region). The caller owns the cache
+/// (inside enter_cache .. leave_cache) or holds the top's mutex (`top_locked`) for a cache no thread owns.
+void drain_locked_or_owned(thread_cache* cache, bool top_locked) noexcept {
   child_meta* meta = cache->released_elsewhere.exchange(nullptr, std::memory_order_acquire);
   while (meta) {
     child_meta* next = meta->free_next;
     cache->unlink(meta);
+    const bool with_region = meta->state.load(std::memory_order_relaxed) == meta_state::region_released_elsewhere;
     meta->state.store(meta_state::free, std::memory_order_relaxed);
-    meta->free_next = cache->free_metas;
-    cache->free_metas = meta;
+    if (with_region) {
+      give_region(cache, meta->chunk->first_block(), top_locked);
+    } else {
+      meta->free_next = cache->free_metas;
+      cache->free_metas = meta;
+    }
     meta = next;
   }
 }
 
-chunk_header* header_of_first(block_header* first) { return reinterpret_cast<chunk_header*>(first->payload()); }
+/// A meta for a new region of `cache`: one of its own free metas, else the top's, else a new slot (which
+/// throws std::bad_alloc when the meta region is full). Caller holds the mutex.
+child_meta* take_meta_locked(top_state* top, thread_cache* cache) {
+  child_meta* meta = cache->free_metas;
+  if (meta) {
+    cache->free_metas = meta->free_next;
+  } else if ((meta = top->free_metas)) {
+    top->free_metas = meta->free_next;
+  } else {
+    meta = ::new (take_meta_slot(top, sizeof(child_meta))) child_meta();
+    meta->magic = child_meta_magic;
+  }
+  meta->home = cache;
+  return meta;
+}
+
+/// Cuts a 64 KiB block into small regions of one class for `cache`, each with a meta attached, and lists the
+/// slab. As many regions as metas could be had (at least one). Caller holds the mutex and owns the cache.
+void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
+  block_header* block = take_block_locked(top, 0, cache);  // may throw: nothing was taken
+  const std::size_t region_bytes = region_bytes_of(region_class);
+  const auto most = static_cast<unsigned>((granule_bytes - slab_header_bytes) / region_bytes);
+  auto* at = reinterpret_cast<std::byte*>(block);
+  track::internal_access(at, slab_header_bytes);
+  const block_header whole = *block;
+  auto* slab = ::new (static_cast<void*>(at)) slab_header{};
+  slab->block = whole;
+  slab->block.next = nullptr;
+  slab->block.prev = nullptr;
+  slab->region_bytes = static_cast<std::uint32_t>(region_bytes);
+  slab->region_class = static_cast<std::uint8_t>(region_class);
+  unsigned count = 0;
+  for (; count < most; ++count) {
+    child_meta* meta;
+    try {
+      meta = take_meta_locked(top, cache);
+    } catch (const std::bad_alloc&) {
+      if (count == 0) {
+        give_block_locked(top, block);
+        throw;
+      }
+      break;  // the regions made so far do
+    }
+    std::byte* const region_at = at + slab_header_bytes + count * region_bytes;
+    track::internal_access(region_at, sizeof(block_header) + sizeof(chunk_header));
+    auto* region = ::new (static_cast<void*>(region_at)) block_header{};
+    region->bytes = region_bytes;
+    region->size_class = region_size_class;
+    region->prev = &slab->block;
+    auto* chunk = header_of_first(region);
+    chunk->meta = meta;
+    chunk->top = top;
+    chunk->region_class = static_cast<std::uint8_t>(region_class);
+    chunk->first_free = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
+    meta->chunk = chunk;
+    slab->owners[count] = meta;
+    track::taken_back(region->payload(), region_bytes - sizeof(block_header));
+  }
+  // The regions' stack, lowest address first: the first chunks of a slab fill it from the bottom.
+  for (unsigned i = count; i-- > 0;) {
+    auto* region = reinterpret_cast<block_header*>(at + slab_header_bytes + i * region_bytes);
+    region->next = slab->free_regions;
+    slab->free_regions = region;
+  }
+  slab->region_count = static_cast<std::uint16_t>(count);
+  slab->free_count = static_cast<std::uint16_t>(count);
+  set_block_owner(&slab->block, slab_in_cache);
+  slab_header*& head = cache->slabs[region_class];
+  slab->block.next = head ? &head->block : nullptr;
+  if (head) head->block.prev = &slab->block;
+  head = slab;
+  cache->empty_slabs.store(cache->empty_slabs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+
+/// Takes a slab whose regions are all free out of its cache's list and gives it to the top; the metas of its
+/// regions go to `free_metas`. Caller holds the mutex.
+void give_slab_locked(top_state* top, thread_cache* cache, slab_header* slab, child_meta*& free_metas) {
+  auto* prev = reinterpret_cast<slab_header*>(slab->block.prev);
+  auto* next = reinterpret_cast<slab_header*>(slab->block.next);
+  if (prev) prev->block.next = slab->block.next;
+  else cache->slabs[slab->region_class] = next;
+  if (next) next->block.prev = slab->block.prev;
+  cache->empty_slabs.store(cache->empty_slabs.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  for (unsigned i = 0; i < slab->region_count; ++i) {
+    child_meta* meta = slab->owners[i];
+    meta->free_next = free_metas;
+    free_metas = meta;
+  }
+  block_header* block = &slab->block;
+  block->next = block->prev = nullptr;
+  set_block_owner(block, nullptr);
+  give_block_locked(top, block);
+}
 
 /// A shell leaves its cache: its meta goes to `free_metas` (the cache's own, or the top's when another thread
 /// takes the shell), its block is then a plain block.
@@ -359,10 +503,20 @@ void detach_meta(child_meta*& free_metas, block_header* first) {
   set_block_owner(first, nullptr);
 }
 
-/// Gives all of a cache's free blocks to the top, the metas of its shells to `free_metas`; false if it had
-/// none. The cache's owner is the caller, or is not inside enter_cache .. leave_cache (reclaim_caches).
+/// Gives all of a cache's free blocks and its slabs whose regions are all free to the top, the metas of its
+/// shells and of those regions to `free_metas`; false if it had none. The cache's owner is the caller, or is
+/// not inside enter_cache .. leave_cache (reclaim_caches).
 bool flush_blocks_locked(top_state* top, thread_cache* cache, child_meta*& free_metas) {
   bool flushed = false;
+  for (unsigned c = 0; c < whole_block_region; ++c)
+    for (slab_header* slab = cache->slabs[c]; slab;) {
+      auto* next = reinterpret_cast<slab_header*>(slab->block.next);
+      if (slab->free_count == slab->region_count) {
+        give_slab_locked(top, cache, slab, free_metas);
+        flushed = true;
+      }
+      slab = next;
+    }
   for (unsigned c = 0; c < cached_block_classes; ++c) {
     block_header* list = cache->free_blocks[c];
     cache->free_blocks[c] = nullptr;
@@ -388,10 +542,8 @@ bool flush_blocks_locked(top_state* top, thread_cache* cache) {
 bool reclaim_caches(top_state* top) {
   bool marked = false;
   for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
-    if (cache->orphaned || cache == top->exit_cache) continue;  // nothing cached, or used under the mutex
-    bool holds_blocks = false;
-    for (unsigned c = 0; c < cached_block_classes; ++c) holds_blocks |= cache->count_of(c) != 0;
-    if (!holds_blocks) continue;
+    if (cache->orphaned.load(std::memory_order_relaxed) || cache == top->exit_cache) continue;  // nothing cached, or used under the mutex
+    if (!cached_bytes(cache)) continue;
     cache->reclaim_pending.store(true, std::memory_order_seq_cst);
     marked = true;
   }
@@ -424,6 +576,7 @@ void attach_meta(thread_cache* cache, block_header* first, child_meta* meta) {
   track::internal_access(header, sizeof(chunk_header));
   header->meta = meta;
   header->top = cache->top;
+  header->region_class = whole_block_region;
   const std::size_t colour = (reinterpret_cast<std::uintptr_t>(first) / granule_bytes) % 16 * 64;
   header->first_free = reinterpret_cast<std::byte*>(header) + chunk_header_bytes + colour;
   meta->chunk = header;
@@ -435,14 +588,21 @@ void attach_meta(thread_cache* cache, block_header* first, child_meta* meta) {
 /// that moved away, until another thread adopts the cache.
 void orphan(top_state* top, thread_cache* cache) {
   std::lock_guard lock(top->mutex);
-  drain_locked_or_owned(cache);
+  // Orphaned first: a small region released on another thread from now on is taken back by its releaser
+  // (release_elsewhere), so that it does not wait for a thread to adopt this cache.
+  cache->orphaned.store(true, std::memory_order_seq_cst);
+  drain_locked_or_owned(cache, true);
+  // The thread that adopts the cache opens other chunks at other sites (or the same library call sites for
+  // other uses): it starts learning afresh.
+  std::fill(std::begin(cache->site_class), std::end(cache->site_class), whole_block_region);
+  std::fill(std::begin(cache->site_votes), std::end(cache->site_votes), 0);
+  std::fill(std::begin(cache->site_most_used), std::end(cache->site_most_used), 0);
   flush_blocks_locked(top, cache);
   while (child_meta* meta = cache->free_metas) {
     cache->free_metas = meta->free_next;
     meta->free_next = top->free_metas;
     top->free_metas = meta;
   }
-  cache->orphaned = true;
 }
 
 // ----------------------------------------------------------------------------------------------------------
@@ -530,11 +690,11 @@ void read_live_chunks(top_state* top, std::int64_t now_ns, std::vector<chunk_fig
 // ------------------------------------------------------------------------------------------------------------
 
 namespace {
-/// Address space for as many metas as max_reserved_bytes has 64 KiB blocks (the most chunks that can live at
+/// Address space for as many metas as max_reserved_bytes has smallest regions (the most chunks that can live at
 /// once), plus room for thread caches; at most 64 GiB. Reserved beside the reservations, committed as used.
 std::size_t meta_region_bytes(std::size_t max_reserved_bytes) {
   constexpr std::size_t most = std::size_t{64} << 30, caches = std::size_t{16} << 20;
-  const std::size_t metas = max_reserved_bytes / granule_bytes;
+  const std::size_t metas = max_reserved_bytes / region_bytes_of(0);
   const std::size_t bytes = metas < (most - caches) / sizeof(child_meta) ? metas * sizeof(child_meta) + caches : most;
   return round_up(bytes, granule_bytes);
 }
@@ -599,7 +759,7 @@ void destroy_top(top_state* top) noexcept {
   std::uint64_t live;
   {
     std::lock_guard lock(top->mutex);
-    for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) drain_locked_or_owned(cache);
+    for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) drain_locked_or_owned(cache, true);
     live = walk_live_chunks(top, false).chunks;
     if (live) {
       std::fprintf(stderr, "perfloc: a top chunk is destroyed while %llu process chunk(s) are alive:\n",
@@ -667,7 +827,10 @@ top_snapshot snapshot(top_state* top) {
     blocks_needed = 2;  // the header and the meta region
     for (std::size_t i = 0; i < top->reservations.size(); ++i) {
       const reservation& r = top->reservations[i];
-      blocks_needed += static_cast<std::size_t>(r.frontier - r.base) / granule_bytes + 1;
+      const std::size_t granules = static_cast<std::size_t>(r.frontier - r.base) / granule_bytes;
+      blocks_needed += granules + 1;
+      for (std::size_t g = 0; g < granules; ++g)  // a slab: its header, its regions, its tail
+        if (const slab_header* slab = slab_at(r, g)) blocks_needed += slab->region_count + 1;
     }
     if (chunks_needed > shot.chunks.capacity() || blocks_needed > shot.blocks.capacity() ||
         reservations_needed > shot.reservation_bytes.capacity())
@@ -687,6 +850,10 @@ top_snapshot snapshot(top_state* top) {
         const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
         const void* owner_word = reinterpret_cast<const void*>(word & ~std::uint64_t{63});
         block_view view{i, g * granule_bytes, block_bytes_of(size_class), block_view::cached, nullptr};
+        if (const slab_header* slab = slab_at(r, g)) {
+          add_slab_views(shot.blocks, i, g * granule_bytes, slab);
+          continue;
+        }
         if (owner_word == free_at_top) {
           view.kind = block_view::free_committed;
         } else if (owner_word == decommitted_at_top) {
@@ -730,7 +897,7 @@ child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std
     top->caches = cache;
     top->exit_cache = cache;
   }
-  drain_locked_or_owned(cache);
+  drain_locked_or_owned(cache, true);
   block_header* first = take_block_locked(top, 0, nullptr);  // may throw: nothing was taken
   child_meta* meta = cache->free_metas;
   if (meta) {
@@ -747,8 +914,7 @@ child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std
     meta->magic = child_meta_magic;
   }
   attach_meta(cache, first, meta);
-  cache->push_free(first, 0);
-  return open_shell<true>(cache, top, label, where);  // a release on any thread hands the meta back here
+  return open_region<true>(cache, top, first, site_of(where), label, where);  // a release hands the meta back here
 }
 
 void wait_for_reclaim(thread_cache* cache) noexcept {
@@ -774,6 +940,30 @@ block_header* refill_shell(thread_cache* cache) {
   cache->free_metas = meta->free_next;
   attach_meta(cache, first, meta);
   return first;
+}
+
+void refill_region(thread_cache* cache, unsigned region_class) {
+  if (region_class == whole_block_region) return cache->push_free(refill_shell(cache), 0);
+  std::lock_guard lock(cache->top->mutex);
+  carve_slab(cache->top, cache, region_class);
+}
+
+void give_region(thread_cache* cache, block_header* region, bool top_locked) noexcept {
+  cache->keep_small_region(region);
+  slab_header* slab = slab_of(region);
+  slab_header*& head = cache->slabs[slab->region_class];
+  if (slab->free_count == 1) {  // listed again, first
+    slab->block.prev = nullptr;
+    slab->block.next = head ? &head->block : nullptr;
+    if (head) head->block.prev = &slab->block;
+    head = slab;
+  }
+  if (slab->free_count != slab->region_count) return;
+  cache->empty_slabs.store(cache->empty_slabs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (head == slab && !slab->block.next && !cache->orphaned.load(std::memory_order_relaxed)) return;  // kept
+  if (top_locked) return give_slab_locked(cache->top, cache, slab, cache->free_metas);
+  std::lock_guard lock(cache->top->mutex);
+  give_slab_locked(cache->top, cache, slab, cache->free_metas);
 }
 
 void spill_shell(thread_cache* cache, block_header* first) noexcept {
@@ -816,10 +1006,10 @@ thread_cache* bind_cache(top_state* top) {
   {
     std::lock_guard lock(top->mutex);
     for (thread_cache* c = top->caches; c; c = c->next_in_top)
-      if (c->orphaned) {
+      if (c->orphaned.load(std::memory_order_relaxed)) {
         cache = c;
-        cache->orphaned = false;
-        drain_locked_or_owned(cache);
+        cache->orphaned.store(false, std::memory_order_relaxed);
+        drain_locked_or_owned(cache, true);
         break;
       }
     if (!cache) {
@@ -859,15 +1049,22 @@ child_meta* refill_metas(thread_cache* cache) {
   return cache->free_metas;
 }
 
-void drain_released_elsewhere(thread_cache* cache) noexcept { drain_locked_or_owned(cache); }
+void drain_released_elsewhere(thread_cache* cache) noexcept { drain_locked_or_owned(cache, false); }
 
-void release_elsewhere(child_meta* meta) noexcept {
-  meta->state.store(meta_state::released_elsewhere, std::memory_order_relaxed);
-  std::atomic<child_meta*>& stack = meta->home->released_elsewhere;
+void release_elsewhere(child_meta* meta, bool with_region) noexcept {
+  meta->state.store(with_region ? meta_state::region_released_elsewhere : meta_state::released_elsewhere,
+                    std::memory_order_relaxed);
+  thread_cache* home = meta->home;
+  std::atomic<child_meta*>& stack = home->released_elsewhere;
   child_meta* head = stack.load(std::memory_order_relaxed);
   do {
     meta->free_next = head;
-  } while (!stack.compare_exchange_weak(head, meta, std::memory_order_release, std::memory_order_relaxed));
+  } while (!stack.compare_exchange_weak(head, meta, std::memory_order_seq_cst, std::memory_order_relaxed));
+  // A home whose thread has exited drains no more: take the region back for it (orphan() marks the cache
+  // before its last drain, so one of the two sees the region).
+  if (!with_region || !home->orphaned.load(std::memory_order_seq_cst)) return;
+  std::lock_guard lock(home->top->mutex);
+  if (home->orphaned.load(std::memory_order_relaxed)) drain_locked_or_owned(home, true);
 }
 
 bool is_live_meta(const void* p) noexcept {

@@ -34,13 +34,14 @@ constexpr std::size_t top_header = 64 * KiB;    // the top's header, at the star
 constexpr std::size_t meta_first_commit = 64 * KiB;  // the meta region commits this first; counted as reserved
 constexpr std::size_t cache_bound = 16 * block + 4 * (2 * block) + 2 * (4 * block) + 1 * (8 * block);
 
-/// Opens empty chunks until the top refuses one; returns how many it took, and releases them, newest first
+/// Opens chunks that each use a third of a block, so that each takes a block of its own (small first regions
+/// hold at most 8 KiB), until the top refuses one; returns how many it took, and releases them, newest first
 /// (as nested scopes would).
-std::size_t count_empty_chunks(perfloc::top_chunk& top) {
+std::size_t count_one_block_chunks(perfloc::top_chunk& top) {
   std::vector<perfloc::process_chunk> chunks;
   chunks.reserve(1 << 16);
   try {
-    for (;;) chunks.emplace_back(top);
+    for (;;) chunks.emplace_back(top).allocate(block / 3);
   } catch (const std::bad_alloc&) {
   }
   const std::size_t count = chunks.size();
@@ -87,14 +88,14 @@ class idle_thread {
 BOOST_AUTO_TEST_CASE(a_split_block_gives_every_part_back) {
   perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
                                               .retain_bytes = 1 * MiB}};
-  const std::size_t room = count_empty_chunks(top);
+  const std::size_t room = count_one_block_chunks(top);
   BOOST_TEST(room == (1 * MiB - top_header) / block);
   for (std::size_t size : {300 * KiB, 100 * KiB, 450 * KiB, 200 * KiB}) {  // big blocks, split again later
     {
       perfloc::process_chunk big{top};
       big.allocate(size);
     }
-    BOOST_TEST(count_empty_chunks(top) == room, "after a chunk of " << size / KiB << " KiB");
+    BOOST_TEST(count_one_block_chunks(top) == room, "after a chunk of " << size / KiB << " KiB");
   }
 }
 
@@ -102,14 +103,14 @@ BOOST_AUTO_TEST_CASE(memory_cached_by_an_idle_thread_serves_another_thread) {
   perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
                                               .retain_bytes = 1 * MiB}};
   std::size_t room = 0;
-  idle_thread cacher([&] { room = count_empty_chunks(top); });  // every block ends in that thread's cache
+  idle_thread cacher([&] { room = count_one_block_chunks(top); });  // every block ends in that thread's cache
   BOOST_TEST(room == (1 * MiB - top_header) / block);
   {
     perfloc::process_chunk chunk{top};
     BOOST_CHECK_NO_THROW(chunk.allocate(300 * KiB));
   }
-  BOOST_TEST(count_empty_chunks(top) == room);
-  idle_thread again([&] { BOOST_TEST(count_empty_chunks(top) == room); });
+  BOOST_TEST(count_one_block_chunks(top) == room);
+  idle_thread again([&] { BOOST_TEST(count_one_block_chunks(top) == room); });
 }
 
 BOOST_AUTO_TEST_CASE(a_request_larger_than_any_free_block_is_served_from_blocks_an_idle_thread_cached) {
@@ -119,7 +120,7 @@ BOOST_AUTO_TEST_CASE(a_request_larger_than_any_free_block_is_served_from_blocks_
   perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 2 * MiB, .max_reserved_bytes = 2 * MiB,
                                               .retain_bytes = 2 * MiB}};
   std::size_t room = 0;
-  idle_thread cacher([&] { room = count_empty_chunks(top); });
+  idle_thread cacher([&] { room = count_one_block_chunks(top); });
   BOOST_TEST(room == (2 * MiB - top_header) / block);
   {
     perfloc::process_chunk chunk{top};
@@ -128,7 +129,7 @@ BOOST_AUTO_TEST_CASE(a_request_larger_than_any_free_block_is_served_from_blocks_
     if (p) std::memset(p, 0x5a, 600 * KiB);
     BOOST_TEST(chunk.stats().held_bytes == block + 16 * block);  // its first block and a block of 1 MiB
   }
-  BOOST_TEST(count_empty_chunks(top) == room);  // and every block is usable again
+  BOOST_TEST(count_one_block_chunks(top) == room);  // and every block is usable again
 }
 
 BOOST_AUTO_TEST_CASE(blocks_reclaimed_from_a_thread_at_work_are_never_handed_out_twice) {
@@ -176,7 +177,7 @@ BOOST_AUTO_TEST_CASE(blocks_reclaimed_from_a_thread_at_work_are_never_handed_out
   BOOST_TEST(overwritten.load() == 0);
   BOOST_TEST(chunks_filled.load() > 0u);
   // Every block came back: one thread alone fills the whole top again.
-  BOOST_TEST(count_empty_chunks(top) == (1 * MiB - top_header) / block);
+  BOOST_TEST(count_one_block_chunks(top) == (1 * MiB - top_header) / block);
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -11,6 +11,8 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -97,4 +99,110 @@ BOOST_AUTO_TEST_CASE(free_blocks_go_back_whole_when_their_buddies_stay_in_use) {
   BOOST_TEST_MESSAGE("committed: " << all / KiB << " KiB for all, " << after / KiB << " KiB for half");
   // Half the chunks' memory, all the metas (kept), the cache's shells.
   BOOST_TEST(after <= all / 2 + count / 2 * meta_bytes + meta_commit_step + cache_shells);
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Small first regions: a chunk costs about what it uses
+// ------------------------------------------------------------------------------------------------------------
+//
+// Documented (README, "How it works"): a chunk's first memory is a region of 1, 1.5, 2, 2.5, 3, 4, 6 or 8 KiB
+// carved from a 64 KiB slab, or a whole 64 KiB block; the thread learns per call site: the first chunks of a
+// site get a whole block, eight releases in a row that would have fit a smaller region move the site down to
+// the smallest region that holds what they used (after a 256-byte header), a chunk that outgrows its region
+// moves it up at once. A slab whose regions are all free goes back to the top, except one per class per thread.
+
+namespace {
+constexpr std::size_t slab_bytes = 64 * KiB;
+constexpr unsigned votes_to_shrink = 8;
+
+/// Every chunk of these tests is opened here: one call site.
+perfloc::process_chunk chunk_at_one_site(perfloc::top_chunk& top) { return perfloc::process_chunk{top}; }
+
+/// Teaches the site that its chunks use `bytes`.
+void teach_site(perfloc::top_chunk& top, std::size_t bytes) {
+  for (unsigned i = 0; i < votes_to_shrink; ++i) chunk_at_one_site(top).allocate(bytes);
+}
+
+/// `n` chunks from the site, each holding `state_bytes` written.
+std::vector<perfloc::process_chunk> open_small_chunks(perfloc::top_chunk& top, std::size_t n) {
+  std::vector<perfloc::process_chunk> chunks;
+  chunks.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    chunks.push_back(chunk_at_one_site(top));
+    std::memset(chunks.back().allocate(state_bytes), static_cast<int>(i), state_bytes);
+  }
+  return chunks;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(chunks_that_use_little_get_small_regions) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
+  BOOST_TEST(chunk_at_one_site(top).stats().held_bytes == 64 * KiB);  // a site's first chunk: a whole block
+  teach_site(top, state_bytes);
+  const std::size_t before = top.stats().committed_bytes;
+  std::vector<perfloc::process_chunk> chunks = open_small_chunks(top, count);
+  BOOST_TEST(chunks.front().stats().held_bytes == 1 * KiB);
+  // 63 regions of 1 KiB to a slab, a meta each: the commit charge of an idle chunk is about what it uses.
+  const std::size_t grown = top.stats().committed_bytes - before;
+  const std::size_t bound = (count + 62) / 63 * slab_bytes + metas_of(count);
+  BOOST_TEST_MESSAGE("committed per idle chunk: " << grown / count << " B");
+  BOOST_TEST(grown <= bound);
+  for (std::size_t i = 0; i < count; i += 997) BOOST_TEST(chunks[i].stats().in_use_bytes == state_bytes);
+}
+
+BOOST_AUTO_TEST_CASE(a_chunk_that_outgrows_its_small_region_keeps_what_it_holds_and_teaches_its_site) {
+  perfloc::top_chunk top;
+  teach_site(top, state_bytes);
+  {
+    perfloc::process_chunk chunk = chunk_at_one_site(top);
+    BOOST_TEST(chunk.stats().held_bytes == 1 * KiB);
+    std::vector<std::pair<unsigned char*, std::size_t>> made;
+    for (std::size_t bytes = 16; bytes <= 40 * KiB; bytes = bytes * 3 / 2 + 16) {
+      auto* p = static_cast<unsigned char*>(chunk.allocate(bytes));
+      std::memset(p, static_cast<int>(made.size()), bytes);
+      made.emplace_back(p, bytes);
+    }
+    for (std::size_t i = 0; i < made.size(); ++i)
+      for (std::size_t k = 0; k < made[i].second; ++k)
+        if (made[i].first[k] != static_cast<unsigned char>(i)) BOOST_FAIL("allocation " << i << " overwritten");
+    BOOST_TEST(chunk.stats().blocks > 1u);
+  }
+  // It used more than the largest small region holds: the site's next chunk gets a whole block.
+  BOOST_TEST(chunk_at_one_site(top).stats().held_bytes == 64 * KiB);
+}
+
+BOOST_AUTO_TEST_CASE(released_small_chunks_give_their_slabs_back) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
+  teach_site(top, state_bytes);
+  const std::size_t before = top.stats().committed_bytes;
+  {
+    std::vector<perfloc::process_chunk> chunks = open_small_chunks(top, count);
+    BOOST_TEST(top.stats().committed_bytes > before + 100 * slab_bytes);  // the setup: many slabs
+  }
+  // What stays: one slab kept by the thread, the metas the meta region keeps.
+  BOOST_TEST(top.stats().committed_bytes <= before + slab_bytes + metas_of(count));
+}
+
+BOOST_AUTO_TEST_CASE(small_chunks_released_on_other_threads_come_home_and_are_reused) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
+  teach_site(top, state_bytes);
+  std::vector<perfloc::process_chunk> chunks = open_small_chunks(top, count);
+  const std::size_t committed = top.stats().committed_bytes;
+  std::thread([&] { chunks.clear(); }).join();
+  chunks = open_small_chunks(top, count);  // the same regions and metas, drained home: nothing new
+  BOOST_TEST(top.stats().committed_bytes <= committed);
+  BOOST_TEST(top.stats().live_chunks == count);
+}
+
+BOOST_AUTO_TEST_CASE(small_chunks_of_a_thread_that_exited_go_back_when_released) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
+  const std::size_t before = top.stats().committed_bytes;
+  std::vector<perfloc::process_chunk> chunks;
+  std::thread([&] {
+    teach_site(top, state_bytes);
+    chunks = open_small_chunks(top, count);
+  }).join();
+  BOOST_TEST(top.stats().committed_bytes > before + 100 * slab_bytes);  // the setup: many slabs
+  chunks.clear();  // released here, after their home thread exited: nobody drains its cache any more
+  BOOST_TEST(top.stats().committed_bytes <= before + metas_of(count));
 }

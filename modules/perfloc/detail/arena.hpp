@@ -8,13 +8,15 @@
 //
 // Allocation memory is handed out in blocks of 64 KiB << size_class, each aligned to its size within its
 // reservation (so that free buddies merge at the top). A block starts with a block_header.
-// A process chunk is a list of blocks; its first block holds the chunk_header right after the block_header,
-// and the chunk's child_meta (in the meta region) and the chunk_header point at each other. The child_meta
-// also holds the chunk's allocation cursor and statistics, which is what the handle allocates through.
+// A process chunk starts in a first region: a small one (1 to 8 KiB) of a slab, a 64 KiB block a thread cache
+// cut into regions of one class, or a whole 64 KiB block; when it outgrows it, it goes on in blocks of its own.
+// The first region holds the chunk_header right after a block_header, and the chunk's child_meta (in the
+// meta region) and the chunk_header point at each other. The child_meta also holds the chunk's allocation
+// cursor and statistics, which is what the handle allocates through.
 //
 // Opening and releasing a chunk must cost a handful of nanoseconds, so it touches only the calling
-// thread's thread_cache: its stack of shells (free first blocks with their child_meta still attached), its
-// stacks of free blocks per small size class, and its part of the children meta list. No atomic
+// thread's thread_cache: its free first regions (with their child_meta still attached: shells, and slabs'
+// regions), its stacks of free blocks per small size class, and its part of the children meta list. No atomic
 // read-modify-write, no lock, on that path. Everything else (refills, big blocks, reservations,
 // statistics) goes through top_state under its mutex.
 //
@@ -66,6 +68,20 @@ inline constexpr unsigned block_class_count = 48;     ///< 64 KiB << 47 is far a
 inline constexpr unsigned cached_block_classes = 4;   ///< 64 KiB .. 512 KiB blocks are cached per thread
 inline constexpr unsigned max_growth_class = 6;       ///< a chunk's bump blocks grow geometrically to 4 MiB
 
+// A chunk's first memory is a region: for most chunks a small one, carved with dozens of others from a 64 KiB
+// block (a slab) its thread cache owns, so that an idle chunk costs about what it uses; for chunks that use
+// more, a whole 64 KiB block (a shell, as before). A chunk that outgrows its region moves on to private
+// blocks that grow geometrically. Each thread cache learns, per call site that opens chunks, which region
+// class those chunks need (thread_cache::site_class).
+inline constexpr unsigned region_class_count = 9;
+inline constexpr unsigned whole_block_region = region_class_count - 1;  ///< a whole 64 KiB block
+constexpr std::size_t region_bytes_of(unsigned region_class) noexcept {
+  constexpr std::size_t bytes[region_class_count] = {1024, 1536, 2048, 2560, 3072, 4096, 6144, 8192, 65536};
+  return bytes[region_class];
+}
+static_assert(region_bytes_of(whole_block_region) == granule_bytes);
+inline constexpr std::uint8_t region_size_class = 0xff;  ///< block_header::size_class of a small region
+
 /// How many free blocks of a class one thread keeps per top: 16 of 64 KiB (shells), 4 of 128 KiB, 2 of 256 KiB,
 /// 1 of 512 KiB. Bigger blocks always go back to the top, where retain_bytes applies to them.
 constexpr unsigned cached_block_limit(unsigned size_class) noexcept {
@@ -74,13 +90,15 @@ constexpr unsigned cached_block_limit(unsigned size_class) noexcept {
 
 constexpr std::size_t block_bytes_of(unsigned size_class) noexcept { return granule_bytes << size_class; }
 
-/// The most a thread cache holds (2.5 MiB): the README's documented bound, which counts in retain_bytes.
+/// The most a thread cache holds (3 MiB): the README's documented bound, which counts in retain_bytes. Its
+/// free blocks, and one slab per small region class whose regions are all free (kept so that a thread that
+/// opens and releases one chunk at a time does not hand a slab to the top and back each time).
 inline constexpr std::size_t thread_cache_bound_bytes = [] {
   std::size_t bytes = 0;
   for (unsigned c = 0; c < cached_block_classes; ++c) bytes += cached_block_limit(c) * block_bytes_of(c);
-  return bytes;
+  return bytes + whole_block_region * granule_bytes;
 }();
-static_assert(thread_cache_bound_bytes == (std::size_t{5} << 19));
+static_assert(thread_cache_bound_bytes == (std::size_t{3} << 20));
 
 /// The smallest class whose blocks hold `bytes`.
 constexpr unsigned block_class_for(std::size_t bytes) noexcept {
@@ -139,6 +157,7 @@ inline std::size_t array_bytes(std::size_t n, std::size_t size) {
 struct thread_cache;
 struct top_state;
 struct chunk_header;
+struct child_meta;
 
 // ---------------------------------------------------------------------------------------------------------
 // Blocks
@@ -148,7 +167,7 @@ struct chunk_header;
 /// header: the top links it from a side table (reservation::free_links), so that it can go back to the OS whole.
 struct alignas(64) block_header {
   block_header* next = nullptr;  ///< in a thread cache's free list, or in a chunk's block list
-  block_header* prev = nullptr;
+  block_header* prev = nullptr;  ///< a small region's slab; in a thread cache's list of slabs
   std::size_t bytes = 0;         ///< the whole block, this header included
   unsigned size_class = 0;
   std::atomic<std::uint64_t>* map_entry = nullptr;  ///< this block's entry in its reservation's block map
@@ -157,6 +176,27 @@ struct alignas(64) block_header {
   std::byte* end() noexcept { return reinterpret_cast<std::byte*>(this) + bytes; }
 };
 static_assert(sizeof(block_header) == 64);
+
+/// A 64 KiB block a thread cache cut into small regions of one class, each with its meta attached for good (the
+/// region starts with a block_header whose `prev` is the slab). The owner takes and gives back regions without a
+/// lock: a region released on another thread comes home with its meta (release_elsewhere). The slabs of a
+/// class with a free region are listed in the cache, newest first; a slab whose regions are all free goes
+/// back to the top, unless it is the only one listed. The meta of each region is also noted here, written
+/// under the top's mutex, so that snapshot() can draw the regions without reading them.
+struct alignas(64) slab_header {
+  static constexpr std::size_t most_regions = (granule_bytes - 1024) / 1024;
+  block_header block;                ///< as any block's: next and prev link the cache's list of slabs
+  block_header* free_regions = nullptr;  ///< a stack, linked through the regions' block_header::next
+  std::uint32_t region_bytes = 0;
+  std::uint16_t region_count = 0;
+  std::uint16_t free_count = 0;
+  std::uint8_t region_class = 0;
+  child_meta* owners[most_regions]{};
+};
+inline constexpr std::size_t slab_header_bytes = (sizeof(slab_header) + 63) & ~std::size_t{63};
+static_assert(slab_header_bytes <= 1024);
+
+inline slab_header* slab_of(block_header* region) noexcept { return reinterpret_cast<slab_header*>(region->prev); }
 
 /// Writes a fresh header at the start of a block (a new block, or one given back after holding a single
 /// large allocation, which used the whole block, header included).
@@ -183,7 +223,9 @@ inline void set_block_owner(block_header* block, const void* owner_meta) noexcep
 // The children meta list
 // ---------------------------------------------------------------------------------------------------------
 
-enum class meta_state : std::uint8_t { free, live, released_elsewhere };
+/// released_elsewhere: the chunk's first block stayed where it was released; region_released_elsewhere: its
+/// small region comes home with the meta.
+enum class meta_state : std::uint8_t { free, live, released_elsewhere, region_released_elsewhere };
 
 /// Labels are kept in the meta (no allocation): at most 47 bytes of valid UTF-8, cut before a character that
 /// does not fit, invalid bytes replaced by U+FFFD (copy_label).
@@ -356,8 +398,10 @@ static_assert(sizeof(chunk_ref) == sizeof(void*));
 /// then adopted by a new thread) so that chunks that moved away can still be released into it.
 ///
 /// Its free 64 KiB blocks (class 0) are shells: the first block of a released chunk, with the chunk's
-/// child_meta still attached (the header's `meta`, whose `home` is this cache). Opening a chunk pops one
-/// shell and has its block and its meta at once; releasing pushes it back.
+/// child_meta still attached (the header's `meta`, whose `home` is this cache). Its slabs hold small first
+/// regions, each with its meta attached too. Opening a chunk pops a region of the class its call site needs
+/// (a shell, or a region from the newest listed slab of that class) and has its memory and its meta at once;
+/// releasing pushes it back.
 ///
 /// Its free blocks can be taken by another thread when the top would otherwise fail a request (see
 /// reclaim_caches in top_state.cpp): the owner edits them only between enter_cache and leave_cache, which
@@ -374,12 +418,27 @@ struct thread_cache {
   top_state* top = nullptr;
   child_meta* free_metas = nullptr;
   thread_cache* next_in_top = nullptr;     ///< all caches of the top (under the top's mutex)
-  bool orphaned = false;                   ///< its thread has exited (under the top's mutex)
+  std::atomic<bool> orphaned{false};       ///< its thread has exited (written under the top's mutex)
+  std::atomic<std::uint8_t> empty_slabs{0};  ///< listed slabs whose regions are all free; read by the top
+  slab_header* slabs[whole_block_region]{};  ///< per small region class: slabs with a free region, newest first
+
+  /// What the chunks opened at a call site need (sites are told apart by a hash of their source_location):
+  /// the region class to open them with; and, while releases in a row would have fit a smaller class, how
+  /// many and the most any of them used. The first chunk of a site gets a whole block; eight in a row that
+  /// fit a smaller region move the site down to the class that fits them all; a chunk that outgrew its region
+  /// moves it up to the class that fits it at once.
+  static constexpr unsigned site_count = 16;
+  static constexpr unsigned site_votes_to_shrink = 8;
+  std::uint8_t site_class[site_count];
+  std::uint8_t site_votes[site_count]{};
+  std::uint32_t site_most_used[site_count]{};
+
   child_meta live;                         ///< sentinel of this cache's part of the children meta list
 
   thread_cache() noexcept {
     live.prev.store(&live, std::memory_order_relaxed);
     live.next.store(&live, std::memory_order_relaxed);
+    for (std::uint8_t& c : site_class) c = whole_block_region;
   }
 
   // --- the live list (owner only) ---
@@ -419,6 +478,16 @@ struct thread_cache {
   inline void give_block(block_header* block) noexcept;  ///< a block of class >= 1
   inline void give_shell(block_header* first) noexcept;  ///< a chunk's first block, its meta attached
   inline void keep_shell(block_header* first) noexcept;  ///< give_shell when the cache has room
+
+  // --- first regions (between enter_cache and leave_cache) ---
+  /// A free first region of the class with its meta attached, or nullptr (the cache must be refilled).
+  inline block_header* take_region(unsigned region_class) noexcept;
+  /// Whether a small region can be taken back without more: not when its slab must be listed again, or
+  /// would have all its regions free (give_region does both).
+  inline bool can_keep_small_region(block_header* region) const noexcept;
+  inline void keep_small_region(block_header* region) noexcept;
+  /// What a chunk released at home teaches its site: `used` is what it used of its region.
+  inline void learn(const chunk_header* chunk, std::size_t used) noexcept;
 };
 
 /// Waits until a reclaim of `cache` is over (src/perfloc/top_state.cpp); the owner is busy again on return.
@@ -550,7 +619,7 @@ struct top_state {
   std::byte* free_blocks[block_class_count]{};  ///< linked through reservation::free_links
   std::size_t retained_bytes = 0;  ///< committed bytes in free_blocks
   /// The meta region: its own reservation (not in `reservations`; its committed part counts in reserved_bytes,
-  /// so max_reserved_bytes bounds it too), sized for as many metas as max_reserved_bytes has 64 KiB blocks,
+  /// so max_reserved_bytes bounds it too), sized for as many metas as max_reserved_bytes has 1 KiB regions,
   /// committed 64 KiB at a time as it fills.
   std::byte* meta_begin = nullptr;
   std::byte* meta_bump = nullptr;
@@ -576,6 +645,13 @@ child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std
 block_header* refill_block(thread_cache* cache, unsigned size_class);
 /// A new shell for an empty cache: a block from the top with a meta attached.
 block_header* refill_shell(thread_cache* cache);
+/// Gives `cache` free first regions of the class: a shell, or a new slab of small regions. Throws
+/// std::bad_alloc when the top has no block or no metas left; nothing was taken then.
+void refill_region(thread_cache* cache, unsigned region_class);
+/// Takes back a small region of `cache`'s (released at home, or come home from another thread): lists its
+/// slab again, and gives the slab to the top when all its regions are free and another slab of the class is
+/// listed. `top_locked`: the caller holds the top's mutex.
+void give_region(thread_cache* cache, block_header* region, bool top_locked) noexcept;
 /// Gives a shell whose cache is full to the top, its meta back to the cache's free metas.
 void spill_shell(thread_cache* cache, block_header* first) noexcept;
 /// The first block of a chunk released away from its home: becomes a shell of this thread's cache if it
@@ -586,7 +662,8 @@ void top_give_block(top_state* top, block_header* block) noexcept;
 thread_cache* bind_cache(top_state* top);
 child_meta* refill_metas(thread_cache* cache);  ///< throws std::bad_alloc
 void drain_released_elsewhere(thread_cache* cache) noexcept;
-void release_elsewhere(child_meta* meta) noexcept;  ///< a chunk released away from its home cache
+/// A chunk released away from its home cache; `with_region`: its first region (a small one) goes home too.
+void release_elsewhere(child_meta* meta, bool with_region) noexcept;
 bool is_live_meta(const void* meta) noexcept;  ///< debug checks: does a live top own this live meta?
 
 /// default_top()'s state, published once it exists: the process_chunk default constructor's fast path.
@@ -751,17 +828,21 @@ struct chunk_header {
   block_header* more_blocks;      ///< bump blocks after the first, newest first
   own_block* own_blocks;          ///< blocks of single large allocations
   std::uint64_t span_mask;        ///< bit c set: span_lists[c] is non-empty (the lists are read under it only)
+  /// The heads of the span lists (each points at a span's end, its tag just below): 512 bytes bumped from the
+  /// chunk at its first free (ensure_span_lists), so that a small first region does not carry them.
+  std::byte** span_lists;
   std::uint8_t next_block_class;
   bool resource_made;
-  // Set once per shell.
+  std::uint8_t site;  ///< the call site that opened it (thread_cache::site_class)
+  // Set once per region.
+  std::uint8_t region_class;
   child_meta* meta;
   top_state* top;
-  /// Where allocation starts in the first block: after this header, plus a colour of 0..15 cache lines
-  /// chosen once per shell, so that the first objects of chunks alive together (coroutine frames, say)
-  /// do not all fall in the same cache sets, as they would at one offset in 64 KiB-aligned blocks.
+  /// Where allocation starts in the first region: after this header; in a whole block, plus a colour of 0..15
+  /// cache lines chosen once per shell, so that the first objects of chunks alive together (coroutine frames,
+  /// say) do not all fall in the same cache sets, as they would at one offset in 64 KiB-aligned blocks.
   std::byte* first_free;
   std::size_t freed_since_merge;  ///< bytes kept as spans since the last merge_spans (valid under span_mask)
-  std::byte* span_lists[span_class_count];  ///< each points at a span's end (its tag is just below)
   /// The std::pmr view of this chunk, made on first use. Builds that check handles make each chunk of a
   /// shell's its resource in the next slot, so that a pmr container left from an earlier chunk does not find
   /// the new chunk's resource at its address (it is caught unless four chunks later made theirs there).
@@ -777,6 +858,7 @@ struct chunk_header {
   }
   bool free_own_block(std::byte* p, std::size_t n) noexcept;  ///< false if p is not in an own block
   void keep_span(std::byte* start, std::size_t n, bool freed) noexcept;  ///< freed: by deallocate
+  bool ensure_span_lists() noexcept;
   void run_cleanups() noexcept;
   void give_back_blocks() noexcept;
   void file_span(std::byte* start, std::size_t n) noexcept;
@@ -802,6 +884,69 @@ struct chunk_header {
 };
 
 inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header), 64);
+static_assert(chunk_header_bytes <= 192);
+
+/// What a first region of the class leaves for allocation (a whole block: without its colour).
+constexpr std::size_t region_payload_of(unsigned region_class) noexcept {
+  return region_bytes_of(region_class) - sizeof(block_header) - chunk_header_bytes -
+         (region_class == whole_block_region ? 15 * 64 : 0);
+}
+/// The smallest region class whose regions hold `used` bytes.
+constexpr unsigned region_class_for(std::size_t used) noexcept {
+  unsigned c = 0;
+  while (c < whole_block_region && region_payload_of(c) < used) ++c;
+  return c;
+}
+static_assert(region_class_for(0) == 0 && region_class_for(region_payload_of(2)) == 2 &&
+              region_class_for(region_payload_of(2) + 1) == 3 && region_class_for(~std::size_t{0}) == whole_block_region);
+
+/// The entry of thread_cache::site_class for chunks opened at `where`.
+inline unsigned site_of(const std::source_location& where) noexcept {
+  return static_cast<unsigned>((std::bit_cast<std::uintptr_t>(where) * 0x9E37'79B9'7F4A'7C15ull) >> 60);
+}
+static_assert(thread_cache::site_count == 16);
+
+inline block_header* thread_cache::take_region(unsigned region_class) noexcept {
+  if (region_class == whole_block_region) return free_blocks[0] ? pop_free(0) : nullptr;
+  slab_header* slab = slabs[region_class];
+  if (!slab) return nullptr;
+  block_header* region = slab->free_regions;
+  slab->free_regions = region->next;
+  if (slab->free_count-- == slab->region_count)
+    empty_slabs.store(empty_slabs.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  if (!slab->free_count) {  // the slab leaves the list, of which it is the first
+    auto* next = reinterpret_cast<slab_header*>(slab->block.next);
+    slabs[region_class] = next;
+    if (next) next->block.prev = nullptr;
+  }
+  return region;
+}
+
+inline bool thread_cache::can_keep_small_region(block_header* region) const noexcept {
+  const slab_header* slab = slab_of(region);
+  return slab->free_count && slab->free_count + 1 != slab->region_count;
+}
+inline void thread_cache::keep_small_region(block_header* region) noexcept {
+  slab_header* slab = slab_of(region);
+  track::taken_back(region->payload(), region->bytes - sizeof(block_header));
+  region->next = slab->free_regions;
+  slab->free_regions = region;
+  ++slab->free_count;
+}
+
+inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noexcept {
+  const unsigned site = chunk->site;
+  const unsigned region_class = chunk->region_class;
+  if (region_class > 0 && used <= region_payload_of(region_class - 1)) [[likely]] {
+    if (used > site_most_used[site]) site_most_used[site] = static_cast<std::uint32_t>(used);
+    if (++site_votes[site] < site_votes_to_shrink) [[likely]] return;
+    site_class[site] = static_cast<std::uint8_t>(region_class_for(site_most_used[site]));
+  } else if (used > region_payload_of(region_class)) {  // it outgrew its region
+    site_class[site] = static_cast<std::uint8_t>(region_class_for(used));
+  }
+  site_votes[site] = 0;
+  site_most_used[site] = 0;
+}
 
 
 /// The fast path: a pointer bump. Everything else (a full block, a freed span waiting for reuse, an
@@ -839,18 +984,18 @@ void copy_label(child_meta* meta, std::string_view label) noexcept;
 void note_open_time(child_meta* meta) noexcept;
 void call_release_hook(chunk_header* chunk) noexcept;
 
-/// Opens a chunk from a shell of `cache` (which must have one). `general` adds what the fast path leaves
-/// to the slow one: a label, and the open time for a release hook.
+/// Opens a chunk in `first`, a free first region of `cache` (its meta attached). `general` adds what the fast
+/// path leaves to the slow one: a label, and the open time for a release hook.
 template <bool general>
-[[gnu::always_inline]] inline child_meta* open_shell(thread_cache* cache, top_state* top, std::string_view label,
-                                                     const std::source_location& where) noexcept {
-  block_header* block = cache->pop_free(0);
-  auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
+[[gnu::always_inline]] inline child_meta* open_region(thread_cache* cache, top_state* top, block_header* first,
+                                                      unsigned site, std::string_view label,
+                                                      const std::source_location& where) noexcept {
+  auto* chunk = reinterpret_cast<chunk_header*>(first->payload());
   track::internal_access(chunk, sizeof(chunk_header));
-  child_meta* meta = chunk->meta;  // the shell's meta: meta->chunk == chunk, meta->home == cache
+  child_meta* meta = chunk->meta;  // the region's meta: meta->chunk == chunk, meta->home == cache
   const child_meta::change_scope change{meta};  // a walker still reading the meta's last chunk retries
   std::byte* first_free = chunk->first_free;
-  std::byte* const end = block->end();
+  std::byte* const end = first->end();
   chunk->end = end;
   child_meta::store(meta->bump, first_free);
   child_meta::store(meta->fast_limit, end - min_alignment);
@@ -858,15 +1003,17 @@ template <bool general>
   chunk->cleanups = nullptr;
   chunk->more_blocks = nullptr;
   chunk->own_blocks = nullptr;
+  chunk->span_lists = nullptr;
   chunk->next_block_class = 1;
   chunk->span_mask = 0;
   chunk->resource_made = false;
+  chunk->site = static_cast<std::uint8_t>(site);
 
   meta->counted_bytes.store(0, std::memory_order_relaxed);
   meta->peak_in_use_bytes.store(0, std::memory_order_relaxed);
   meta->objects_made.store(0, std::memory_order_relaxed);
   meta->objects_destroyed.store(0, std::memory_order_relaxed);
-  meta->held_bytes.store(block_bytes_of(0), std::memory_order_relaxed);
+  meta->held_bytes.store(first->bytes, std::memory_order_relaxed);
   meta->blocks.store(1, std::memory_order_relaxed);
   meta->state.store(meta_state::live, std::memory_order_relaxed);
   meta->opened_at.store(std::bit_cast<std::uintptr_t>(where), std::memory_order_relaxed);
@@ -882,9 +1029,9 @@ child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::s
 void release_chunk_slow(chunk_header* chunk) noexcept;
 
 /// Opens a process chunk from the calling thread's cache: no lock unless the cache must be refilled.
-/// The common case (a bound cache with a shell, no label, no release hook) calls nothing, so it saves no
-/// registers. Never inlined: the handle that receives the result then stays in a register at the call site.
-/// Returns the chunk's meta: the handle allocates through it.
+/// The common case (a bound cache with a region of the class its site needs, no label, no release hook)
+/// calls nothing, so it saves no registers. Never inlined: the handle that receives the result then stays in a
+/// register at the call site. Returns the chunk's meta: the handle allocates through it.
 [[gnu::noinline]] inline child_meta* open_chunk(top_state* top, std::string_view label,
                                                   const std::source_location& where) {
   const cache_binding& binding = current_binding;
@@ -895,17 +1042,20 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   // saves no registers.
   cache->busy.store(true, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (cache->reclaim_pending.load(std::memory_order_acquire) || !cache->free_blocks[0] ||
-      cache->released_elsewhere.load(std::memory_order_relaxed)) [[unlikely]] {
+  const unsigned site = site_of(where);
+  block_header* first = nullptr;
+  if (cache->reclaim_pending.load(std::memory_order_acquire) ||
+      cache->released_elsewhere.load(std::memory_order_relaxed) ||
+      !(first = cache->take_region(cache->site_class[site]))) [[unlikely]] {
     leave_cache(cache);
     return open_chunk_slow(top, label, where);
   }
-  child_meta* meta = open_shell<false>(cache, top, label, where);
+  child_meta* meta = open_region<false>(cache, top, first, site, label, where);
   leave_cache(cache);
   return meta;
 }
 
-/// A release on the chunk's home thread, before its first block becomes a shell again (its meta attached).
+/// A release on the chunk's home thread, before its first region is free again (its meta attached).
 [[gnu::always_inline]] inline void leave_live_list(thread_cache* cache, child_meta* meta) noexcept {
   end_generation(meta);  // after the destructors and the hook, which may still use the chunk's handles
   cache->unlink(meta);
@@ -913,8 +1063,8 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
 }
 
 /// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
-/// The common case (released on the thread that opened it, one block, nothing to destroy, no hook)
-/// pushes the shell back and calls nothing.
+/// The common case (released on the thread that opened it, in its first region, nothing to destroy, no hook)
+/// pushes the region back and calls nothing.
 [[gnu::noinline]] inline void release_chunk(child_meta* meta) noexcept {
   chunk_header* chunk = meta->chunk;
   top_state* top = chunk->top;
@@ -925,13 +1075,17 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
     return release_chunk_slow(chunk);
   cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (cache->reclaim_pending.load(std::memory_order_acquire) || cache->count_of(0) >= cached_block_limit(0))
-      [[unlikely]] {
+  block_header* first = chunk->first_block();
+  const bool whole = chunk->region_class == whole_block_region;
+  if (cache->reclaim_pending.load(std::memory_order_acquire) ||
+      (whole ? cache->count_of(0) >= cached_block_limit(0) : !cache->can_keep_small_region(first))) [[unlikely]] {
     leave_cache(cache);
     return release_chunk_slow(chunk);
   }
+  cache->learn(chunk, static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free));
   leave_live_list(cache, meta);
-  cache->keep_shell(chunk->first_block());  // the cache has room: checked above
+  if (whole) cache->keep_shell(first);  // the cache has room: checked above
+  else cache->keep_small_region(first);
   leave_cache(cache);
 }
 
