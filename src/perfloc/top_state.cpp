@@ -451,6 +451,7 @@ void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
     chunk->meta = meta;
     chunk->top = top;
     chunk->region_class = static_cast<std::uint8_t>(region_class);
+    chunk->shrink_below = shrink_below_of(region_class);
     chunk->first_free = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
     meta->chunk = chunk;
     slab->owners[count] = meta;
@@ -577,6 +578,7 @@ void attach_meta(thread_cache* cache, block_header* first, child_meta* meta) {
   header->meta = meta;
   header->top = cache->top;
   header->region_class = whole_block_region;
+  header->shrink_below = shrink_below_of(whole_block_region);
   const std::size_t colour = (reinterpret_cast<std::uintptr_t>(first) / granule_bytes) % 16 * 64;
   header->first_free = reinterpret_cast<std::byte*>(header) + chunk_header_bytes + colour;
   meta->chunk = header;
@@ -958,8 +960,7 @@ void give_region(thread_cache* cache, block_header* region, bool top_locked) noe
     if (head) head->block.prev = &slab->block;
     head = slab;
   }
-  if (slab->free_count != slab->region_count) return;
-  cache->empty_slabs.store(cache->empty_slabs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  if (slab->free_count != slab->region_count) return;  // (keep_small_region counted it empty otherwise)
   if (head == slab && !slab->block.next && !cache->orphaned.load(std::memory_order_relaxed)) return;  // kept
   if (top_locked) return give_slab_locked(cache->top, cache, slab, cache->free_metas);
   std::lock_guard lock(cache->top->mutex);

@@ -107,8 +107,8 @@ BOOST_AUTO_TEST_CASE(free_blocks_go_back_whole_when_their_buddies_stay_in_use) {
 //
 // Documented (README, "How it works"): a chunk's first memory is a region of 1, 1.5, 2, 2.5, 3, 4, 6 or 8 KiB
 // carved from a 64 KiB slab, or a whole 64 KiB block; the thread learns per call site: the first chunks of a
-// site get a whole block, eight releases in a row that would have fit a smaller region move the site down to
-// the smallest region that holds what they used (after a 256-byte header), a chunk that outgrows its region
+// site get a whole block, eight releases (since it last moved) that would have fit a smaller region move the
+// site down to the smallest region that holds what they used (after a header of at most 256 bytes), a chunk that outgrows its region
 // moves it up at once. A slab whose regions are all free goes back to the top, except one per class per thread.
 
 namespace {

@@ -75,10 +75,9 @@ inline constexpr unsigned max_growth_class = 6;       ///< a chunk's bump blocks
 // class those chunks need (thread_cache::site_class).
 inline constexpr unsigned region_class_count = 9;
 inline constexpr unsigned whole_block_region = region_class_count - 1;  ///< a whole 64 KiB block
-constexpr std::size_t region_bytes_of(unsigned region_class) noexcept {
-  constexpr std::size_t bytes[region_class_count] = {1024, 1536, 2048, 2560, 3072, 4096, 6144, 8192, 65536};
-  return bytes[region_class];
-}
+inline constexpr std::size_t region_bytes[region_class_count] = {1024, 1536, 2048, 2560, 3072,
+                                                                   4096, 6144, 8192, 65536};
+constexpr std::size_t region_bytes_of(unsigned region_class) noexcept { return region_bytes[region_class]; }
 static_assert(region_bytes_of(whole_block_region) == granule_bytes);
 inline constexpr std::uint8_t region_size_class = 0xff;  ///< block_header::size_class of a small region
 
@@ -423,10 +422,10 @@ struct thread_cache {
   slab_header* slabs[whole_block_region]{};  ///< per small region class: slabs with a free region, newest first
 
   /// What the chunks opened at a call site need (sites are told apart by a hash of their source_location):
-  /// the region class to open them with; and, while releases in a row would have fit a smaller class, how
-  /// many and the most any of them used. The first chunk of a site gets a whole block; eight in a row that
-  /// fit a smaller region move the site down to the class that fits them all; a chunk that outgrew its region
-  /// moves it up to the class that fits it at once.
+  /// the region class to open them with; and, of the releases since the site last moved that would have fit
+  /// a smaller region, how many and the most any of them used. The first chunk of a site gets a whole block;
+  /// eight releases that fit a smaller region move the site down to the class that fits them all; a chunk
+  /// that outgrew its region moves it up to the class that fits it at once.
   static constexpr unsigned site_count = 16;
   static constexpr unsigned site_votes_to_shrink = 8;
   std::uint8_t site_class[site_count];
@@ -483,7 +482,7 @@ struct thread_cache {
   /// A free first region of the class with its meta attached, or nullptr (the cache must be refilled).
   inline block_header* take_region(unsigned region_class) noexcept;
   /// Whether a small region can be taken back without more: not when its slab must be listed again, or
-  /// would have all its regions free (give_region does both).
+  /// would have all its regions free while another slab of its class is listed (give_region does both).
   inline bool can_keep_small_region(block_header* region) const noexcept;
   inline void keep_small_region(block_header* region) noexcept;
   /// What a chunk released at home teaches its site: `used` is what it used of its region.
@@ -836,6 +835,7 @@ struct chunk_header {
   std::uint8_t site;  ///< the call site that opened it (thread_cache::site_class)
   // Set once per region.
   std::uint8_t region_class;
+  std::uint32_t shrink_below;  ///< a chunk that used less would have fit the next smaller region (0: none)
   child_meta* meta;
   top_state* top;
   /// Where allocation starts in the first region: after this header; in a whole block, plus a colour of 0..15
@@ -923,29 +923,42 @@ inline block_header* thread_cache::take_region(unsigned region_class) noexcept {
 }
 
 inline bool thread_cache::can_keep_small_region(block_header* region) const noexcept {
+  // Listed, and not about to have all its regions free unless it is the only slab listed (kept then): a
+  // thread that opens and releases one chunk at a time stays here.
   const slab_header* slab = slab_of(region);
-  return slab->free_count && slab->free_count + 1 != slab->region_count;
+  return slab->free_count && (slab->free_count + 1 != slab->region_count ||
+                              (slabs[slab->region_class] == slab && !slab->block.next));
 }
 inline void thread_cache::keep_small_region(block_header* region) noexcept {
   slab_header* slab = slab_of(region);
   track::taken_back(region->payload(), region->bytes - sizeof(block_header));
   region->next = slab->free_regions;
   slab->free_regions = region;
-  ++slab->free_count;
+  if (++slab->free_count == slab->region_count)
+    empty_slabs.store(empty_slabs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
 }
 
 inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noexcept {
   const unsigned site = chunk->site;
-  const unsigned region_class = chunk->region_class;
-  if (region_class > 0 && used <= region_payload_of(region_class - 1)) [[likely]] {
+  if (used < chunk->shrink_below) {  // it would have fit a smaller region
     if (used > site_most_used[site]) site_most_used[site] = static_cast<std::uint32_t>(used);
-    if (++site_votes[site] < site_votes_to_shrink) [[likely]] return;
+    if (++site_votes[site] < site_votes_to_shrink) return;
     site_class[site] = static_cast<std::uint8_t>(region_class_for(site_most_used[site]));
-  } else if (used > region_payload_of(region_class)) {  // it outgrew its region
+  } else if (used > region_payload_of(chunk->region_class)) {  // it outgrew its region
     site_class[site] = static_cast<std::uint8_t>(region_class_for(used));
+  } else {
+    return;
   }
   site_votes[site] = 0;
   site_most_used[site] = 0;
+}
+
+/// learn() for a chunk that would have fit a smaller region, out of the fast path (src/perfloc/process.cpp).
+void learn_smaller_use(thread_cache* cache, const chunk_header* chunk, std::size_t used) noexcept;
+
+/// What a chunk in a region of the class would have fit in a smaller one (chunk_header::shrink_below).
+constexpr std::uint32_t shrink_below_of(unsigned region_class) noexcept {
+  return region_class ? static_cast<std::uint32_t>(region_payload_of(region_class - 1) + 1) : 0;
 }
 
 
@@ -1082,7 +1095,8 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
     leave_cache(cache);
     return release_chunk_slow(chunk);
   }
-  cache->learn(chunk, static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free));
+  const auto used = static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
+  if (used < chunk->shrink_below) [[unlikely]] learn_smaller_use(cache, chunk, used);
   leave_live_list(cache, meta);
   if (whole) cache->keep_shell(first);  // the cache has room: checked above
   else cache->keep_small_region(first);
