@@ -901,19 +901,12 @@ child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std
   }
   drain_locked_or_owned(cache, true);
   block_header* first = take_block_locked(top, 0, nullptr);  // may throw: nothing was taken
-  child_meta* meta = cache->free_metas;
-  if (meta) {
-    cache->free_metas = meta->free_next;
-  } else if ((meta = top->free_metas)) {
-    top->free_metas = meta->free_next;
-  } else {
-    try {
-      meta = ::new (take_meta_slot(top, sizeof(child_meta))) child_meta();
-    } catch (...) {
-      give_block_locked(top, first);
-      throw;
-    }
-    meta->magic = child_meta_magic;
+  child_meta* meta;
+  try {
+    meta = take_meta_locked(top, cache);
+  } catch (...) {
+    give_block_locked(top, first);
+    throw;
   }
   attach_meta(cache, first, meta);
   return open_region<true>(cache, top, first, site_of(where), label, where);  // a release hands the meta back here
