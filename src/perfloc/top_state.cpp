@@ -134,11 +134,15 @@ void decommit(top_state* top, std::byte* at, std::size_t bytes) {
   note_committed(top, -static_cast<std::ptrdiff_t>(bytes));
 }
 
+std::byte*& free_list(top_state* top, unsigned size_class, bool committed) {
+  return committed ? top->free_blocks[size_class] : top->decommitted_blocks[size_class];
+}
+
 /// The top's free lists are doubly linked, so that a block can leave its list when its buddy merges with it.
 void push_free(top_state* top, std::byte* at, unsigned size_class, bool committed) {
   const block_place place = place_of(top, at);
   if (committed) top->retained_bytes += block_bytes_of(size_class);
-  std::byte*& head = top->free_blocks[size_class];
+  std::byte*& head = free_list(top, size_class, committed);
   place.link() = {nullptr, head};
   if (head) place_of(top, head).link().prev = at;
   head = at;
@@ -155,20 +159,18 @@ bool remove_free(top_state* top, std::byte* at) {
   if (committed) top->retained_bytes -= block_bytes_of(size_class);
   const reservation::free_link link = place.link();
   if (link.prev) place_of(top, link.prev).link().next = link.next;
-  else top->free_blocks[size_class] = link.next;
+  else free_list(top, size_class, committed) = link.next;
   if (link.next) place_of(top, link.next).link().prev = link.prev;
   place.word().store(block_map_word(nullptr, size_class), std::memory_order_relaxed);
   return committed;
 }
 
-/// Gives a retained free block back to the OS where it lies in its list.
+/// Gives a retained free block back to the OS: it moves to the decommitted list of its class.
 void decommit_free(top_state* top, std::byte* at) {
-  const block_place place = place_of(top, at);
-  const std::uint64_t word = place.word().load(std::memory_order_relaxed);
-  const unsigned size_class = static_cast<unsigned>(word & 63) - 1;
-  top->retained_bytes -= block_bytes_of(size_class);
+  const unsigned size_class = static_cast<unsigned>(place_of(top, at).word().load(std::memory_order_relaxed) & 63) - 1;
+  remove_free(top, at);
   decommit(top, at, block_bytes_of(size_class));
-  place.word().store(block_map_word(decommitted_at_top, size_class), std::memory_order_relaxed);
+  push_free(top, at, size_class, false);
 }
 
 /// Cuts [from, to) of `r` into free blocks, each the largest aligned to its size that fits. They are mapped
@@ -210,14 +212,14 @@ block_header* carve_from_frontier(top_state* top, unsigned size_class) {
   return hand_out(top, at, size_class, true);
 }
 
-/// Halves a bigger free block until it has the wanted class; the upper halves go to the free lists in the
-/// state the block was in.
-std::byte* split_bigger(top_state* top, unsigned size_class, bool& committed) {
+/// Halves the smallest bigger free block in the given state until it has the wanted class; the upper halves
+/// go to the free lists in that state.
+std::byte* split_bigger(top_state* top, unsigned size_class, bool committed) {
   unsigned from = size_class + 1;
-  while (from < block_class_count && !top->free_blocks[from]) ++from;
+  while (from < block_class_count && !free_list(top, from, committed)) ++from;
   if (from == block_class_count) return nullptr;
-  std::byte* at = top->free_blocks[from];
-  committed = remove_free(top, at);
+  std::byte* at = free_list(top, from, committed);
+  remove_free(top, at);
   while (from > size_class) {
     --from;
     push_free(top, at + block_bytes_of(from), from, committed);
@@ -249,12 +251,15 @@ bool add_reservation(top_state* top, std::size_t needed) {
 }
 
 /// A block from the top's own memory, reserving more if allowed; nullptr when that is exhausted.
+/// Retained memory first, split from a bigger block if need be: a block given back to the OS costs its pages'
+/// faults again, and the retained ones would wait unused while blocks come and go through the OS.
 block_header* take_block_from_top(top_state* top, unsigned size_class) {
-  bool committed = false;
-  std::byte* at = top->free_blocks[size_class];
-  if (at) committed = remove_free(top, at);
-  else at = split_bigger(top, size_class, committed);
-  if (at) return hand_out(top, at, size_class, committed);
+  for (const bool committed : {true, false}) {
+    std::byte* at = free_list(top, size_class, committed);
+    if (at) remove_free(top, at);
+    else at = split_bigger(top, size_class, committed);
+    if (at) return hand_out(top, at, size_class, committed);
+  }
   if (block_header* block = carve_from_frontier(top, size_class)) return block;
   if (add_reservation(top, block_bytes_of(size_class))) return carve_from_frontier(top, size_class);
   return nullptr;
@@ -307,12 +312,7 @@ void give_block_locked(top_state* top, block_header* block) {
   const std::size_t cached = cached_bytes(top);
   const std::size_t budget = top->settings.retain_bytes > cached ? top->settings.retain_bytes - cached : 0;
   for (unsigned c = block_class_count; top->retained_bytes > budget && c-- > 0;)
-    for (std::byte* b = top->free_blocks[c]; b && top->retained_bytes > budget;) {
-      const block_place place = place_of(top, b);
-      std::byte* const next = place.link().next;
-      if (place.word().load(std::memory_order_relaxed) == block_map_word(free_at_top, c)) decommit_free(top, b);
-      b = next;
-    }
+    while (top->free_blocks[c] && top->retained_bytes > budget) decommit_free(top, top->free_blocks[c]);
   // Kept committed within the budget; otherwise every page goes back, the header's included.
   bool committed = top->retained_bytes + bytes <= budget;
   if (!committed) decommit(top, at, bytes);

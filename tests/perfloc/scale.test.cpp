@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 import perfloc;
@@ -37,6 +38,13 @@ constexpr std::size_t metas_of(std::size_t n) { return (n * meta_bytes + meta_co
   BOOST_REQUIRE(std::fscanf(f, "%lu %lu", &size, &resident) == 2);
   std::fclose(f);
   return resident * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+}
+
+/// Pages this thread has faulted in so far (minor faults: a page the kernel had to back again).
+[[maybe_unused]] long faults_of_this_thread() {
+  rusage usage{};
+  BOOST_REQUIRE(::getrusage(RUSAGE_THREAD, &usage) == 0);
+  return usage.ru_minflt;
 }
 
 /// `count` chunks, each holding `state_bytes` written (a suspended coroutine's state).
@@ -205,4 +213,24 @@ BOOST_AUTO_TEST_CASE(small_chunks_of_a_thread_that_exited_go_back_when_released)
   BOOST_TEST(top.stats().committed_bytes > before + 100 * slab_bytes);  // the setup: many slabs
   chunks.clear();  // released here, after their home thread exited: nobody drains its cache any more
   BOOST_TEST(top.stats().committed_bytes <= before + metas_of(count));
+}
+
+// A server's rounds: each round's chunks are released before the next opens as many. The first round takes
+// whole blocks (the site is new) and its release fills the retain budget; what a later round gives back finds
+// the budget full and goes to the OS. Retained memory must be what the next round takes, not the blocks just
+// given back: otherwise every round faults its pages in again (one page per chunk), however much is retained.
+BOOST_AUTO_TEST_CASE(rounds_of_chunks_take_retained_memory_before_faulting_pages_in_again) {
+  constexpr std::size_t retain = 16 * MiB, per_round = 2'000, warm_up = 2, rounds = 10;
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = retain}};
+  open_small_chunks(top, per_round);  // whole blocks: 125 MiB, of which the release retains 16
+  for (std::size_t round = 0; round < warm_up; ++round) open_small_chunks(top, per_round);
+  const long before = faults_of_this_thread();
+  for (std::size_t round = 0; round < rounds; ++round) {
+    std::vector<perfloc::process_chunk> chunks = open_small_chunks(top, per_round);
+    BOOST_REQUIRE(chunks.front().stats().held_bytes == 1 * KiB);  // the setup: small regions from slabs
+  }
+  const long faults = faults_of_this_thread() - before;
+  BOOST_TEST_MESSAGE("pages faulted in per round: " << faults / static_cast<long>(rounds));
+  // A round's chunks need 32 slabs; retained memory serves them all. Allow one slab's pages per round.
+  BOOST_TEST(faults <= static_cast<long>(rounds * slab_bytes) / ::sysconf(_SC_PAGESIZE));
 }

@@ -615,7 +615,10 @@ struct top_state {
   std::mutex mutex;
   /// In the order they were made; carving goes on at the last one's frontier (the others are used up).
   std::vector<reservation, pages_allocator<reservation>> reservations;
-  std::byte* free_blocks[block_class_count]{};  ///< linked through reservation::free_links
+  /// Free blocks per class, linked through reservation::free_links: those kept committed (retained), and those
+  /// given back to the OS. Kept apart so that a request takes retained memory first, wherever it lies.
+  std::byte* free_blocks[block_class_count]{};
+  std::byte* decommitted_blocks[block_class_count]{};
   std::size_t retained_bytes = 0;  ///< committed bytes in free_blocks
   /// The meta region: its own reservation (not in `reservations`; its committed part counts in reserved_bytes,
   /// so max_reserved_bytes bounds it too), sized for as many metas as max_reserved_bytes has 1 KiB regions,
