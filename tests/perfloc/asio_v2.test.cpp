@@ -413,3 +413,19 @@ BOOST_AUTO_TEST_CASE(entry_point_table_is_read_while_types_are_added_on_other_th
     for (std::size_t i = 0; i < 64; ++i) BOOST_TEST_REQUIRE(table.contains(&members[w][i]));
   }
 }
+
+// The chunk of a perfloc coroutine starts with its spawn state and its entry frame (README, "perfloc.asio"):
+// with io_context's executor, at most 768 bytes (656 in a release build, 704 in a debug one). The entry point's own two waits (its
+// first dispatch, the post of a coroutine completing inside its launch) each kept ~300 bytes of awaiter in
+// that frame when they were use_chunk operations, which made every idle coroutine's chunk a region larger.
+BOOST_AUTO_TEST_CASE(a_coroutines_chunk_starts_with_a_small_spawn_state_and_entry_frame) {
+  asio::io_context ctx;
+  std::size_t at_start = 0;
+  perfloc::co_spawn(ctx, [&]() -> asio::awaitable<void> {
+    at_start = (co_await perfloc::this_coro::chunk()).get().stats().in_use_bytes;
+  }, asio::detached);
+  ctx.run();
+  BOOST_TEST_MESSAGE("in use at the coroutine's start: " << at_start << " B");
+  BOOST_TEST(at_start > 0u);
+  BOOST_TEST(at_start <= 768u);
+}
