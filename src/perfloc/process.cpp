@@ -408,10 +408,6 @@ child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::s
   return open_region<true>(cache, top, first, site, label, where);
 }
 
-void learn_smaller_use(thread_cache* cache, const chunk_header* chunk, std::size_t used) noexcept {
-  cache->learn(chunk, used);
-}
-
 void release_chunk_slow(chunk_header* chunk) noexcept {
   child_meta* meta = chunk->meta;
   if (chunk->cleanups) chunk->run_cleanups();

@@ -956,9 +956,6 @@ inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noe
   site_most_used[site] = 0;
 }
 
-/// learn() for a chunk that would have fit a smaller region, out of the fast path (src/perfloc/process.cpp).
-void learn_smaller_use(thread_cache* cache, const chunk_header* chunk, std::size_t used) noexcept;
-
 /// What a chunk in a region of the class would have fit in a smaller one (chunk_header::shrink_below).
 constexpr std::uint32_t shrink_below_of(unsigned region_class) noexcept {
   return region_class ? static_cast<std::uint32_t>(region_payload_of(region_class - 1) + 1) : 0;
@@ -1079,16 +1076,18 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
 }
 
 /// Runs the destructors of what was made in the chunk, gives its blocks and meta back: O(blocks).
-/// The common case (released on the thread that opened it, in its first region, nothing to destroy, no hook)
-/// pushes the region back and calls nothing.
+/// The common case (released on the thread that opened it, in its first region, nothing to destroy, no hook,
+/// nothing for its site to learn) pushes the region back and calls nothing, so it saves no registers: every
+/// other case is a tail call.
 [[gnu::noinline]] inline void release_chunk(child_meta* meta) noexcept {
   chunk_header* chunk = meta->chunk;
   top_state* top = chunk->top;
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
+  const auto used = static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
   if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || top->release_hook || cache != meta->home ||
-      binding.top != top || binding.id != top->id) [[unlikely]]
-    return release_chunk_slow(chunk);
+      binding.top != top || binding.id != top->id || used < chunk->shrink_below) [[unlikely]]
+    return release_chunk_slow(chunk);  // learns what the chunk used
   cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
   std::atomic_signal_fence(std::memory_order_seq_cst);
   block_header* first = chunk->first_block();
@@ -1098,8 +1097,6 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
     leave_cache(cache);
     return release_chunk_slow(chunk);
   }
-  const auto used = static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
-  if (used < chunk->shrink_below) [[unlikely]] learn_smaller_use(cache, chunk, used);
   leave_live_list(cache, meta);
   if (whole) cache->keep_shell(first);  // the cache has room: checked above
   else cache->keep_small_region(first);
