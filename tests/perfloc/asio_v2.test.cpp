@@ -415,9 +415,11 @@ BOOST_AUTO_TEST_CASE(entry_point_table_is_read_while_types_are_added_on_other_th
 }
 
 // The chunk of a perfloc coroutine starts with its spawn state and its entry frame (README, "perfloc.asio"):
-// with io_context's executor, at most 768 bytes (656 in a release build, 704 in a debug one). The entry point's own two waits (its
-// first dispatch, the post of a coroutine completing inside its launch) each kept ~300 bytes of awaiter in
-// that frame when they were use_chunk operations, which made every idle coroutine's chunk a region larger.
+// with io_context's executor and a detached handler, at most 640 bytes (544 in a release build, 592 in a
+// debug one, Boost 1.81). It took 1 152 in the debug build when the entry point's own two waits (its first
+// dispatch, the post of a coroutine completing inside its launch) were use_chunk operations, ~300 bytes of
+// awaiter each, and 704 while a handler without an executor of its own still had a second copy of the spawn
+// executor and a second work guard in the frame.
 BOOST_AUTO_TEST_CASE(a_coroutines_chunk_starts_with_a_small_spawn_state_and_entry_frame) {
   asio::io_context ctx;
   std::size_t at_start = 0;
@@ -427,5 +429,5 @@ BOOST_AUTO_TEST_CASE(a_coroutines_chunk_starts_with_a_small_spawn_state_and_entr
   ctx.run();
   BOOST_TEST_MESSAGE("in use at the coroutine's start: " << at_start << " B");
   BOOST_TEST(at_start > 0u);
-  BOOST_TEST(at_start <= 768u);
+  BOOST_TEST(at_start <= 640u);
 }
