@@ -27,6 +27,14 @@ void* reserve(std::size_t bytes) noexcept {
 
 bool commit(void* p, std::size_t bytes) noexcept { return ::mprotect(p, bytes, PROT_READ | PROT_WRITE) == 0; }
 
+void populate(void* p, std::size_t bytes) noexcept {
+#ifdef MADV_POPULATE_WRITE
+  ::madvise(p, bytes, MADV_POPULATE_WRITE);
+#else
+  (void)p, (void)bytes;
+#endif
+}
+
 void decommit(void* p, std::size_t bytes) noexcept { ::madvise(p, bytes, MADV_DONTNEED); }
 
 void* map_table(std::size_t bytes) noexcept {

@@ -9,6 +9,9 @@ namespace perfloc::detail::os {
 void* reserve(std::size_t bytes) noexcept;
 /// Makes [p, p + bytes) readable and writable; pages are backed on first touch. false when refused.
 bool commit(void* p, std::size_t bytes) noexcept;
+/// Backs every page of [p, p + bytes) (committed) now, in one call, where the caller is about to touch them
+/// all: a page fault per page costs more. Best effort: without MADV_POPULATE_WRITE (Linux 5.14), faults do it.
+void populate(void* p, std::size_t bytes) noexcept;
 /// Gives the pages of [p, p + bytes) back to the OS; they stay accessible and read as zero afterwards.
 void decommit(void* p, std::size_t bytes) noexcept;
 /// A zero-filled, readable and writable table whose pages are backed on first touch. nullptr when refused.

@@ -332,6 +332,8 @@ void* take_meta_slot(top_state* top, std::size_t bytes) {
     const std::size_t reserved = top->reserved_bytes.load(std::memory_order_relaxed);
     if (top->settings.max_reserved_bytes - reserved < granule_bytes) throw std::bad_alloc();
     if (!os::commit(top->meta_committed_end, granule_bytes)) throw std::bad_alloc();
+    // Past the first step, chunks are coming in numbers: their metas will be written one after the other.
+    if (top->meta_committed_end != top->meta_begin) os::populate(top->meta_committed_end, granule_bytes);
     top->reserved_bytes.store(reserved + granule_bytes, std::memory_order_relaxed);
     top->meta_committed_end += granule_bytes;
     note_committed(top, static_cast<std::ptrdiff_t>(granule_bytes));
@@ -421,6 +423,9 @@ void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
   const std::size_t region_bytes = region_bytes_of(region_class);
   const auto most = static_cast<unsigned>((granule_bytes - slab_header_bytes) / region_bytes);
   auto* at = reinterpret_cast<std::byte*>(block);
+  // Every page of the slab is written below (a header per region): one call backs them all, where a burst
+  // of chunks would otherwise take a page fault per page, a fifth of a coroutine's spawn.
+  os::populate(at, granule_bytes);
   track::internal_access(at, slab_header_bytes);
   const block_header whole = *block;
   auto* slab = ::new (static_cast<void*>(at)) slab_header{};
