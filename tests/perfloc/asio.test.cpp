@@ -252,6 +252,36 @@ BOOST_AUTO_TEST_CASE(co_spawn_delivers_the_result_through_the_executor_never_inl
   BOOST_TEST(top.stats().live_chunks == 0u);
 }
 
+// perfloc::co_spawn takes what asio::co_spawn takes: a coroutine of asio::awaitable<T, E> for a concrete
+// executor type E (io_context's own, a strand), not only any_io_executor, gets its chunk, waits with use_chunk
+// and delivers its result.
+template <class Executor>
+void a_coroutine_on_its_own_executor_type_gets_its_chunk(asio::io_context& ctx, const Executor& ex) {
+  perfloc::top_chunk top;
+  int value = 0;
+  std::exception_ptr error;
+  perfloc::co_spawn(top, ex, []() -> asio::awaitable<int, Executor> {
+    perfloc::process_chunk& chunk = co_await perfloc::this_coro::chunk<Executor>();
+    int* kept = static_cast<int*>(chunk.allocate(sizeof(int)));
+    *kept = 41;
+    asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor> timer(
+        co_await asio::this_coro::executor, std::chrono::milliseconds(1));
+    co_await timer.async_wait(perfloc::use_chunk_t<Executor>{});
+    co_return *kept + 1;
+  }, [&](std::exception_ptr e, int v) { error = e, value = v; });
+  ctx.run();
+  ctx.restart();
+  BOOST_TEST(!error);
+  BOOST_TEST(value == 42);
+  BOOST_TEST(top.stats().live_chunks == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(co_spawn_takes_coroutines_of_a_concrete_executor_type) {
+  asio::io_context ctx;
+  a_coroutine_on_its_own_executor_type_gets_its_chunk(ctx, ctx.get_executor());
+  a_coroutine_on_its_own_executor_type_gets_its_chunk(ctx, asio::make_strand(ctx));
+}
+
 BOOST_AUTO_TEST_CASE(co_spawn_delivers_exceptions_void_results_and_move_only_results) {
   asio::io_context ctx;
   perfloc::top_chunk top;

@@ -69,16 +69,19 @@ class launch_scope {
   launch_scope* outer_;
 };
 
-/// Runs `handler` through the spawn executor with its memory from the chunk: through the executor's own type
-/// when it is a known one (through any_io_executor, Asio would wrap the function in a second allocation
-/// from its per-thread cache).
+/// Runs `handler` through the spawn executor with its memory from the chunk: behind a polymorphic executor,
+/// through the executor's own type when it is a known one (through any_io_executor, Asio would wrap the
+/// function in a second allocation from its per-thread cache).
 template <class Executor, class Blocking, class Handler>
 inline void execute_in_chunk(spawn_state<Executor>* state, Blocking blocking, Handler&& handler) {
   const operation_allocator<void> memory(state);
-  if (!visit_known(state->executor, known_executors{}, [&](const auto& ex) {
-        asio::prefer(ex, blocking, asio::execution::allocator(memory)).execute(std::move(handler));
-      }))
-    asio::prefer(state->executor, blocking, asio::execution::allocator(memory)).execute(std::move(handler));
+  const auto run = [&](const auto& ex) {
+    asio::prefer(ex, blocking, asio::execution::allocator(memory)).execute(std::move(handler));
+  };
+  if constexpr (polymorphic_executor<Executor>) {
+    if (visit_known(state->executor, known_executors{}, run)) return;
+  }
+  run(state->executor);
 }
 
 /// The entry point's own waits: its first dispatch and, when the coroutine completes inside its launch, a post
