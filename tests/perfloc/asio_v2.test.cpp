@@ -416,7 +416,7 @@ BOOST_AUTO_TEST_CASE(entry_point_table_is_read_while_types_are_added_on_other_th
 
 // The chunk of a perfloc coroutine starts with its spawn state and its entry frame (README, "perfloc.asio"):
 // with io_context's executor and a detached handler, at most 640 bytes (544 in a release build, 592 in a
-// debug one, Boost 1.81). It took 1 152 in the debug build when the entry point's own two waits (its first
+// debug one, Boost 1.81; the sanitizers pad the frame: 672 under ASan, so 768 there). It took 1 152 in the debug build when the entry point's own two waits (its first
 // dispatch, the post of a coroutine completing inside its launch) were use_chunk operations, ~300 bytes of
 // awaiter each, and 704 while a handler without an executor of its own still had a second copy of the spawn
 // executor and a second work guard in the frame.
@@ -429,5 +429,9 @@ BOOST_AUTO_TEST_CASE(a_coroutines_chunk_starts_with_a_small_spawn_state_and_entr
   ctx.run();
   BOOST_TEST_MESSAGE("in use at the coroutine's start: " << at_start << " B");
   BOOST_TEST(at_start > 0u);
+#if defined(PERFLOC_TEST_UNDER_SANITIZER)
+  BOOST_TEST(at_start <= 768u);
+#else
   BOOST_TEST(at_start <= 640u);
+#endif
 }
