@@ -92,6 +92,70 @@ check "pipelining: three answers on one connection" 3 "$(grep -o 'HTTP/1.1 200 O
 [[ $pipelined == *'[{"id":0,"name":"item-0"}]'*ping*'{"id":1,"name":"item-1"}]' ]] &&
   pass "pipelining: the answers in order" || fail "pipelining: answers out of order: $pipelined"
 
+# ---- Idle keep-alive connections: their connection chunk only, and nothing of their requests --------------
+# answer FD: reads one answer (status line, header, Content-Length body) from connection FD; prints its status.
+answer_on() {
+  local fd=$1 status= line length=0 body
+  IFS= read -r -t 20 -u "$fd" status || return 1
+  while IFS= read -r -t 20 -u "$fd" line; do
+    line=${line%$'\r'}
+    [[ -z $line ]] && break
+    [[ ${line,,} == content-length:* ]] && length=${line#*: }
+  done
+  ((length == 0)) || read -r -N "$length" -t 20 -u "$fd" body || return 1
+  printf '%s\n' "${status%$'\r'}"
+}
+figure() { sed -n "s/.*\"$1\":{[^}]*\"$2\":\([0-9]*\).*/\1/p"; }
+head -c 100000 /dev/zero | tr '\0' a >"$work/100k"
+# Seven connections, each left idle after requests of another kind: small and large answers, a large body
+# (read in several pieces), pipelining, Expect: 100-continue, 404, a 400 that keeps the connection.
+declare -a idle_fds
+for kind in small large body pipelined continue missing bad_count; do
+  exec {fd}<>"/dev/tcp/127.0.0.1/$port"
+  idle_fds+=("$fd")
+  case $kind in
+    small) printf 'GET /items?count=0 HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+    large) printf 'GET /items?count=10000 HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+    body) { printf 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n'; cat "$work/100k"; } >&$fd ;;
+    pipelined) printf 'GET /items?count=1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\npingGET /items?count=2 HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+    continue) printf 'POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n' >&$fd ;;
+    missing) printf 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+    bad_count) printf 'GET /items?count=x HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+  esac
+  statuses=$(answer_on "$fd")
+  case $kind in
+    pipelined) statuses+=" $(answer_on "$fd") $(answer_on "$fd")" ;;
+    continue) printf 'pong' >&$fd && statuses+=" $(answer_on "$fd")" ;;
+  esac
+  expected='HTTP/1.1 200 OK'
+  case $kind in
+    pipelined) expected='HTTP/1.1 200 OK HTTP/1.1 200 OK HTTP/1.1 200 OK' ;;
+    continue) expected='HTTP/1.1 100 Continue HTTP/1.1 200 OK' ;;
+    missing) expected='HTTP/1.1 404 Not Found' ;;
+    bad_count) expected='HTTP/1.1 400 Bad Request' ;;
+  esac
+  check "idle connection after a $kind request: answered" "$expected" "$statuses"
+done
+idle_stats=$(curl -s "$url/stats")
+if [[ $idle_stats == *'"heap":"perfloc"'* ]]; then
+  # /stats' own connection and request are the only other ones.
+  check "idle connections: a connection chunk each (and /stats' own)" 8 "$(figure chunks_by_label connection <<<"$idle_stats")"
+  check "idle connections: no request chunk but /stats' own" 1 "$(figure chunks_by_label request <<<"$idle_stats")"
+  # Nothing a request used stays in its connection's chunk, and none ever held more than it holds idle: every
+  # connection chunk, whatever its requests, holds what the largest peak of any of them is, so that the
+  # chunks opened where connections start learn a first region that fits an idle connection.
+  in_use=$(figure in_use_by_label connection <<<"$idle_stats")
+  peak=$(figure max_peak_by_label connection <<<"$idle_stats")
+  check "idle connections: each holds its largest peak, whatever its requests (8 x max peak)" \
+    "$((8 * peak))" "$in_use"
+fi
+# Idle, then a request: each connection still answers, and closes when asked.
+for fd in "${idle_fds[@]}"; do
+  printf 'GET /items?count=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&$fd
+  check "idle connection $fd, then a request: answered" 'HTTP/1.1 200 OK' "$(answer_on "$fd")"
+  exec {fd}<&-
+done
+
 # ---- Bad input ------------------------------------------------------------------------------------------------
 answer=$(raw 'NOT A REQUEST\r\n\r\n')
 check "malformed request line -> 400 and close" 'HTTP/1.1 400 Bad Request' "$(head -n1 <<<"$answer" | tr -d '\r')"
