@@ -6,19 +6,24 @@
 //
 //   GET /items?count=N   200, a JSON array of N objects {"id":i,"name":"item-i"} (0 <= N <= 10000)
 //   POST /echo           200, the body echoed
-//   GET /stats           200, the top chunk's figures and its live chunks per label (JSON)
+//   GET /stats           200, the top chunk's figures and, per label, its live chunks, their bytes in use and
+//                        the largest peak in use of one of them (JSON)
 //   anything else        404
 //
 // Where the memory goes (perfloc): each connection is a coroutine started by perfloc::co_spawn, labelled
-// "connection". Its chunk holds the coroutine frame (the session's first parameter is the chunk: the socket,
-// and the parser and response objects while a request is served, are locals in it), the read buffer the
-// parser reads from, and the memory of every Asio/Beast operation (perfloc::use_chunk, reused operation after
-// operation). Each request opens a chunk labelled "request" once
-// its first bytes have arrived — an idle keep-alive connection holds no request chunk — and everything about
-// the request lives there: the parsed fields and body (std::pmr allocators on the chunk's resource), the
-// response, its fields and body. The request chunk is released when the response has been written, the
-// connection chunk when the coroutine ends: on close, error, timeout, disconnect, or at shutdown.
-// With --heap global the same session runs with asio::co_spawn, asio::use_awaitable and
+// "connection". Its chunk holds what an idle keep-alive connection needs and nothing more: the coroutine's
+// entry frame and the session's frame (its first parameter is the chunk: the socket, its deadline and the
+// idle wait's 96 bytes are locals in it), and the idle wait's read operation (perfloc::use_chunk, reused wait
+// after wait). When a request's first bytes arrive, a chunk labelled "request" is opened and everything about
+// the request lives there: the frame of serve_request (its first parameter is that chunk) with the parser and
+// the response, the buffer the request is read into, the parsed fields and body and the response's
+// (std::pmr allocators on the chunk's resource), and the memory of the request's reads and writes (use_chunk
+// bound to a perfloc::allocator of the request's chunk). So no request, however large, leaves anything in
+// its connection's chunk or grows it: connection chunks learn a first region that fits an idle connection
+// (2.5 KiB). A pipelined request's first bytes, read with the one before, are copied into its own chunk,
+// opened before the previous one is released. The request chunk is released when the response has been
+// written, the connection chunk when the coroutine ends: on close, error, timeout, disconnect, or at
+// shutdown. With --heap global the same session runs with asio::co_spawn, asio::use_awaitable and
 // std::pmr::new_delete_resource(): one code path, two heaps.
 //
 // `Expect: 100-continue` (HTTP/1.1): `100 Continue` once the header is parsed, before the body is read; with a
@@ -52,6 +57,7 @@
 #include <cstring>
 #include <map>
 #include <memory_resource>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <string_view>
@@ -61,6 +67,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -96,6 +103,11 @@ using body = bhttp::basic_string_body<char, std::char_traits<char>, pmr_allocato
 using request = bhttp::request<body, fields>;
 using response = bhttp::response<body, fields>;
 using request_parser = bhttp::request_parser<body, pmr_allocator>;
+
+/// A connection's socket. Its executor is the io_context's (8 bytes), not any_io_executor (56): the socket
+/// lives in the connection's frame for as long as the connection is open. Its operations still complete on the
+/// connection's strand, the coroutine's executor, through their handlers.
+using connection_socket = asio::basic_stream_socket<tcp, asio::io_context::executor_type>;
 
 constexpr std::uint32_t header_limit = 8 * 1024;
 constexpr std::uint64_t body_limit = 1024 * 1024;
@@ -252,30 +264,28 @@ struct request_in_flight {
 
 struct perfloc_heap {
   using connection = perfloc::process_chunk;  ///< the session's first parameter: its frame goes in the chunk
-  static std::pmr::memory_resource* resource(connection& chunk) { return chunk.resource(); }
+  using request = perfloc::process_chunk;     ///< serve_request's first parameter: its frame goes in the chunk
+  static request open_request(server_context& context) { return perfloc::process_chunk{context.top, "request"}; }
+  static std::pmr::memory_resource* resource(perfloc::process_chunk& chunk) { return chunk.resource(); }
 
-  class request_scope {
-   public:
-    explicit request_scope(server_context& context) : chunk_(context.top, "request") {}
-    std::pmr::memory_resource* resource() { return chunk_.resource(); }
-
-   private:
-    perfloc::process_chunk chunk_;
-  };
-
+  /// The connection's own operation, the idle wait: its memory from the connection's chunk, reused wait after
+  /// wait.
   static constexpr auto token = perfloc::use_chunk;
+  /// A request's operations: their memory from the request's chunk, released with it.
+  static auto request_token(request& chunk) {
+    return asio::bind_allocator(perfloc::allocator<std::byte>(chunk), perfloc::use_chunk);
+  }
 };
 
 struct global_heap {
   struct connection {};
+  struct request {};
+  static request open_request(server_context&) { return {}; }
   static std::pmr::memory_resource* resource(connection&) { return std::pmr::new_delete_resource(); }
-
-  struct request_scope {
-    explicit request_scope(server_context&) {}
-    static std::pmr::memory_resource* resource() { return std::pmr::new_delete_resource(); }
-  };
+  static std::pmr::memory_resource* resource(request&) { return std::pmr::new_delete_resource(); }
 
   static constexpr auto token = asio::use_awaitable;
+  static auto request_token(request&) { return asio::use_awaitable; }
 };
 
 // ---- Building the answers (no I/O) -------------------------------------------------------------------------
@@ -333,12 +343,41 @@ void items(std::pmr::string& out, int count) {
   out += ']';
 }
 
+/// What /stats says about the live chunks of one label.
+struct label_figures {
+  std::uint64_t chunks = 0;
+  std::uint64_t in_use_bytes = 0;
+  std::uint64_t max_peak_bytes = 0;  ///< the largest peak in use of one of them
+};
+
+/// `,"NAME":{"label":value,...}` for one figure of every label.
+template <class Figure>
+void append_by_label(std::pmr::string& out, std::string_view name,
+                     const std::pmr::map<std::pmr::string, label_figures>& by_label, Figure figure) {
+  out += ",\"";
+  out += name;
+  out += "\":{";
+  bool first = true;
+  for (const auto& [label, figures] : by_label) {
+    if (!first) out += ',';
+    first = false;
+    append_json_string(out, label);
+    out += ':';
+    append_number(out, figure(figures));
+  }
+  out += '}';
+}
+
 void stats(std::pmr::string& out, server_context& context, std::pmr::memory_resource* memory) {
   const perfloc::top_stats top = context.top.stats();
-  std::pmr::map<std::pmr::string, std::uint64_t> by_label{memory};
+  std::pmr::map<std::pmr::string, label_figures> by_label{memory};
   context.observing([&] {
-    context.top.for_each_chunk(
-        [&](const perfloc::chunk_summary& chunk) { ++by_label[std::pmr::string(chunk.label, memory)]; });
+    context.top.for_each_chunk([&](const perfloc::chunk_summary& chunk) {
+      label_figures& figures = by_label[std::pmr::string(chunk.label, memory)];
+      ++figures.chunks;
+      figures.in_use_bytes += chunk.in_use_bytes;
+      figures.max_peak_bytes = std::max<std::uint64_t>(figures.max_peak_bytes, chunk.peak_in_use_bytes);
+    });
   });
   out += "{\"heap\":";
   out += context.options.perfloc ? "\"perfloc\"" : "\"global\"";
@@ -348,16 +387,10 @@ void stats(std::pmr::string& out, server_context& context, std::pmr::memory_reso
   append_number(out, top.in_use_bytes);
   out += ",\"committed_bytes\":";
   append_number(out, top.committed_bytes);
-  out += ",\"chunks_by_label\":{";
-  bool first = true;
-  for (const auto& [label, chunks] : by_label) {
-    if (!first) out += ',';
-    first = false;
-    append_json_string(out, label);
-    out += ':';
-    append_number(out, chunks);
-  }
-  out += "},\"requests\":";
+  append_by_label(out, "chunks_by_label", by_label, [](const label_figures& f) { return f.chunks; });
+  append_by_label(out, "in_use_by_label", by_label, [](const label_figures& f) { return f.in_use_bytes; });
+  append_by_label(out, "max_peak_by_label", by_label, [](const label_figures& f) { return f.max_peak_bytes; });
+  out += ",\"requests\":";
   append_number(out, context.requests.load());
   out += ",\"in_flight\":";  // requests being served, this one included
   append_number(out, context.in_flight.load() & ~server_context::stopping_bit);
@@ -424,138 +457,184 @@ bhttp::status status_for(const beast::error_code& error) {
 
 // ---- A connection ---------------------------------------------------------------------------------------
 
-/// Serves one connection until it closes. With perfloc_heap the first parameter is the connection's chunk,
-/// so this frame is allocated in it.
+/// How many bytes the idle wait reads: a typical request's header (wrk's are about 60 bytes, curl's about 80)
+/// or its start. They are copied into the request's buffer, in the request's memory; the rest is read there.
+constexpr std::size_t idle_read_bytes = 96;
+
+/// The bytes a request starts with: what the idle wait read (in the connection's frame), or what the request
+/// before it read past its own end (pipelining), kept in this request's memory until its buffer takes them.
+struct first_bytes {
+  const char* data = nullptr;
+  std::size_t size = 0;
+  bool in_request_memory = false;
+};
+
+/// Serves one request in `memory` (with perfloc_heap its chunk: this frame, the buffer the request is read
+/// into, the parser, the response and the memory of every operation are in it). Returns whether the
+/// connection stays open for another request. Bytes read past this request's end (pipelining) go into
+/// `next`, the next request's memory, opened here, and `bytes` says where they are.
 template <class Heap>
-asio::awaitable<void> session(typename Heap::connection& connection, server_context& context, tcp::socket socket) {
-  const auto token = asio::as_tuple(Heap::token);
+asio::awaitable<bool> serve_request(typename Heap::request& memory, server_context& context, connection_socket& socket,
+                                    deadlines::entry& deadline, first_bytes& bytes,
+                                    std::optional<typename Heap::request>& next) {
+  // Not const: Asio's allocator_binder hands its target token on as an lvalue.
+  auto token = asio::as_tuple(Heap::request_token(memory));
   const auto idle = context.options.idle_timeout;
-  deadlines::entry deadline{context.timeouts, socket.native_handle()};  // leaves the list before the socket closes
-  beast::basic_flat_buffer<pmr_allocator> buffer{pmr_allocator{Heap::resource(connection)}};
+  std::pmr::memory_resource* resource = Heap::resource(memory);
+  beast::basic_flat_buffer<pmr_allocator> buffer{pmr_allocator{resource}};
+  buffer.commit(
+      asio::buffer_copy(buffer.prepare(std::max<std::size_t>(bytes.size, 1024)), asio::buffer(bytes.data, bytes.size)));
+  if (bytes.in_request_memory) resource->deallocate(const_cast<char*>(bytes.data), bytes.size, 1);
+  bytes = {};
+
+  request_parser parser{std::piecewise_construct, std::make_tuple(pmr_allocator{resource}),
+                        std::make_tuple(pmr_allocator{resource})};
+  parser.header_limit(header_limit);
+  parser.body_limit(body_limit);
+  // Parsed from what the buffer holds, reading more only when the parser needs it. (Beast's http::async_read
+  // posts its completion when the buffer already holds the request, and that post goes through
+  // any_io_executor, which drops the handler's allocator: a heap allocation per request.)
+  beast::error_code read_error;
+  bool header_seen = false;
   for (;;) {
-    // Wait for the next request's first bytes in the connection's buffer: an idle connection holds no
-    // request chunk. A pipelined request is already there.
-    if (buffer.size() == 0) {
-      deadline.expire_after(idle);
-      auto [error, n] = co_await socket.async_read_some(buffer.prepare(1024), token);
-      if (error) co_return;  // closed by the peer, reset, idle timeout, or shutdown
-      buffer.commit(n);
-    }
-    deadline.expire_after(idle);  // the whole request: a client sending its headers a byte at a time is closed
-    if (!context.begin_request()) co_return;  // shutting down: serve no new request
-    request_in_flight counted{context};
-    bool keep_alive = false;
-    bhttp::status failure = bhttp::status::unknown;
-    {
-      typename Heap::request_scope scope{context};
-      std::pmr::memory_resource* memory = scope.resource();
-      request_parser parser{std::piecewise_construct, std::make_tuple(pmr_allocator{memory}),
-                            std::make_tuple(pmr_allocator{memory})};
-      parser.header_limit(header_limit);
-      parser.body_limit(body_limit);
-      // Parsed from what the buffer holds, reading more only when the parser needs it. (Beast's
-      // http::async_read posts its completion when the buffer already holds the request, and that post goes
-      // through any_io_executor, which drops the handler's allocator: a heap allocation per request.)
-      beast::error_code read_error;
-      bool header_seen = false;
-      for (;;) {
-        if (buffer.size() > 0) {
-          const std::size_t used = parser.put(buffer.data(), read_error);
-          buffer.consume(used);
-          if (read_error == bhttp::error::need_more) {
-            read_error = {};
-          } else if (read_error || parser.is_done()) {
-            break;  // a request, or a parse error (limits included)
-          } else if (used > 0) {
-            continue;  // the header is done: the body next, from what is left
-          }
-        }
-        if (!header_seen && parser.is_header_done()) {
-          header_seen = true;
-          // The body is still to come. A client that sent `Expect: 100-continue` waits for this interim answer
-          // before sending it (RFC 9110, 10.1.1). A Content-Length over the limit never gets here: the parser
-          // fails the header with body_limit, and the 413 below goes out without reading the body.
-          if (expects_continue(parser.get())) {
-            auto [error, n] = co_await asio::async_write(socket, asio::buffer(continue_answer), token);
-            if (error) co_return;
-          }
-        }
-        auto [error, n] = co_await socket.async_read_some(buffer.prepare(beast::read_size(buffer, 65536)), token);
-        if (error) co_return;  // the client went away mid-request, or timed out
-        buffer.commit(n);
+    if (buffer.size() > 0) {
+      const std::size_t used = parser.put(buffer.data(), read_error);
+      buffer.consume(used);
+      if (read_error == bhttp::error::need_more) {
+        read_error = {};
+      } else if (read_error || parser.is_done()) {
+        break;  // a request, or a parse error (limits included)
+      } else if (used > 0) {
+        continue;  // the header is done: the body next, from what is left
       }
-      response res{std::piecewise_construct, std::make_tuple(pmr_allocator{memory}),
-                   std::make_tuple(pmr_allocator{memory})};
-      if (read_error) {
-        failure = status_for(read_error);
-        if (failure == bhttp::status::unknown) co_return;  // the client went away (mid-request) or timed out
-        res.result(failure);
-        res.version(11);
-        res.set(bhttp::field::content_type, "text/plain");
-        const auto reason = bhttp::obsolete_reason(failure);
-        res.body().assign(reason.data(), reason.size());
-        res.body() += '\n';
-        res.keep_alive(false);
-      } else {
-        const request& req = parser.get();
-        answer(req, res, context, memory);
-        res.version(req.version());
-        keep_alive = req.keep_alive() && !context.stopping();
-        res.keep_alive(keep_alive);
-      }
-      res.prepare_payload();
-      deadline.expire_after(idle);  // a client that does not read its response is closed too
-      auto [write_error, bytes_written] = co_await bhttp::async_write(socket, res, token);
-      if (write_error) co_return;  // the client went away mid-response
-      context.requests.fetch_add(1, std::memory_order_relaxed);
-    }  // the request's chunk is released here
-    if (failure != bhttp::status::unknown) {
-      // Lingering close: the client may still be sending the body we refused; read and drop it for a short
-      // while so that closing does not reset the connection before the client has read the answer.
-      beast::error_code ignored;
-      socket.shutdown(tcp::socket::shutdown_send, ignored);
-      deadline.expire_after(std::min<std::chrono::steady_clock::duration>(idle, std::chrono::seconds(2)));
-      for (std::size_t drained = 0; drained < 4 * body_limit;) {
-        buffer.clear();
-        auto [error, n] = co_await socket.async_read_some(buffer.prepare(4096), token);
-        if (error) break;
-        drained += n;
-      }
-      co_return;
     }
-    if (!keep_alive) {
-      beast::error_code ignored;
-      socket.shutdown(tcp::socket::shutdown_send, ignored);
-      co_return;
+    if (!header_seen && parser.is_header_done()) {
+      header_seen = true;
+      // The body is still to come. A client that sent `Expect: 100-continue` waits for this interim answer
+      // before sending it (RFC 9110, 10.1.1). A Content-Length over the limit never gets here: the parser
+      // fails the header with body_limit, and the 413 below goes out without reading the body.
+      if (expects_continue(parser.get())) {
+        auto [error, n] = co_await asio::async_write(socket, asio::buffer(continue_answer), token);
+        if (error) co_return false;
+      }
     }
+    auto [error, n] = co_await socket.async_read_some(buffer.prepare(beast::read_size(buffer, 65536)), token);
+    if (error) co_return false;  // the client went away mid-request, or timed out
+    buffer.commit(n);
   }
+  response res{std::piecewise_construct, std::make_tuple(pmr_allocator{resource}),
+               std::make_tuple(pmr_allocator{resource})};
+  bool keep_alive = false;
+  bhttp::status failure = bhttp::status::unknown;
+  if (read_error) {
+    failure = status_for(read_error);
+    if (failure == bhttp::status::unknown) co_return false;  // the client went away (mid-request) or timed out
+    res.result(failure);
+    res.version(11);
+    res.set(bhttp::field::content_type, "text/plain");
+    const auto reason = bhttp::obsolete_reason(failure);
+    res.body().assign(reason.data(), reason.size());
+    res.body() += '\n';
+    res.keep_alive(false);
+  } else {
+    const request& req = parser.get();
+    answer(req, res, context, resource);
+    res.version(req.version());
+    keep_alive = req.keep_alive() && !context.stopping();
+    res.keep_alive(keep_alive);
+  }
+  res.prepare_payload();
+  deadline.expire_after(idle);  // a client that does not read its response is closed too
+  auto [write_error, bytes_written] = co_await bhttp::async_write(socket, res, token);
+  if (write_error) co_return false;  // the client went away mid-response
+  context.requests.fetch_add(1, std::memory_order_relaxed);
+
+  if (failure != bhttp::status::unknown) {
+    // Lingering close: the client may still be sending the body we refused; read and drop it for a short
+    // while so that closing does not reset the connection before the client has read the answer.
+    beast::error_code ignored;
+    socket.shutdown(connection_socket::shutdown_send, ignored);
+    deadline.expire_after(std::min<std::chrono::steady_clock::duration>(idle, std::chrono::seconds(2)));
+    for (std::size_t drained = 0; drained < 4 * body_limit;) {
+      buffer.clear();
+      auto [error, n] = co_await socket.async_read_some(buffer.prepare(4096), token);
+      if (error) break;
+      drained += n;
+    }
+    co_return false;
+  }
+  if (!keep_alive) {
+    beast::error_code ignored;
+    socket.shutdown(connection_socket::shutdown_send, ignored);
+    co_return false;
+  }
+  if (buffer.size() > 0) {  // the next request has started (pipelining): its bytes go to its own memory
+    next.emplace(Heap::open_request(context));
+    auto* copy = static_cast<char*>(Heap::resource(*next)->allocate(buffer.size(), 1));
+    bytes = {copy, asio::buffer_copy(asio::buffer(copy, buffer.size()), buffer.data()), true};
+  }
+  co_return true;
+}
+
+/// Serves one connection until it closes. With perfloc_heap the first parameter is the connection's chunk,
+/// so this frame is allocated in it. What an idle connection holds is this frame (the socket, its deadline,
+/// the idle wait's few bytes) and the idle wait's operation: everything about a request is in the request's
+/// memory, opened when its first bytes arrive and released when it is answered, so that requests, whatever
+/// they are, never grow the connection's chunk (and the chunks opened here learn a first region that fits
+/// an idle connection).
+template <class Heap>
+asio::awaitable<void> session(typename Heap::connection& connection, server_context& context,
+                              connection_socket socket) {
+  deadlines::entry deadline{context.timeouts, socket.native_handle()};  // leaves the list before the socket closes
+  std::optional<typename Heap::request> next;  // a pipelined request's memory, holding its first bytes
+  first_bytes bytes;
+  std::array<char, idle_read_bytes> idle_read;
+  for (;;) {
+    if (!next) {  // wait for the next request's first bytes
+      deadline.expire_after(context.options.idle_timeout);
+      auto [error, n] = co_await socket.async_read_some(asio::buffer(idle_read), asio::as_tuple(Heap::token));
+      if (error) co_return;  // closed by the peer, reset, idle timeout, or shutdown
+      bytes = {idle_read.data(), n, false};
+    }
+    deadline.expire_after(context.options.idle_timeout);  // the whole request: a slow sender is closed
+    if (!context.begin_request()) co_return;              // shutting down: serve no new request
+    request_in_flight counted{context};
+    typename Heap::request memory = next ? std::move(*next) : Heap::open_request(context);
+    next.reset();
+    if (!co_await serve_request<Heap>(memory, context, socket, deadline, bytes, next)) co_return;
+  }  // the request's memory is released here (the next request's, if any, holds the bytes past it)
 }
 
 global_heap::connection no_connection_memory;
 
+/// Starts a connection's session on `executor`: the io_context's, or a strand of its own.
+void start_session(server_context& context, const asio::any_io_executor& executor, connection_socket socket) {
+  if (context.options.perfloc) {
+    perfloc::co_spawn(
+        context.top, "connection", executor,
+        [&context, s = std::move(socket)](perfloc::process_chunk& connection) mutable {
+          return session<perfloc_heap>(connection, context, std::move(s));
+        },
+        asio::detached);
+  } else {
+    asio::co_spawn(executor, session<global_heap>(no_connection_memory, context, std::move(socket)), asio::detached);
+  }
+}
+
 /// Accepts until the acceptor is closed; each connection on its own strand when several threads run.
 asio::awaitable<void> listen(server_context& context, tcp::acceptor& acceptor, asio::io_context& io) {
   for (;;) {
-    const asio::any_io_executor executor = context.options.threads > 1 ? asio::any_io_executor(asio::make_strand(io))
-                                                                       : asio::any_io_executor(io.get_executor());
-    auto [error, socket] = co_await acceptor.async_accept(executor, asio::as_tuple(asio::use_awaitable));
+    auto [error, socket] = co_await acceptor.async_accept(io, asio::as_tuple(asio::use_awaitable));
     if (error == asio::error::operation_aborted || !acceptor.is_open()) co_return;
     if (error) {  // out of file descriptors, say: wait, then accept again
       asio::steady_timer pause{acceptor.get_executor(), std::chrono::milliseconds(50)};
       co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
       continue;
     }
-    if (context.options.perfloc) {
-      perfloc::co_spawn(
-          context.top, "connection", executor,
-          [&context, s = std::move(socket)](perfloc::process_chunk& connection) mutable {
-            return session<perfloc_heap>(connection, context, std::move(s));
-          },
-          asio::detached);
-    } else {
-      asio::co_spawn(executor, session<global_heap>(no_connection_memory, context, std::move(socket)),
-                     asio::detached);
-    }
+    start_session(context,
+                  context.options.threads > 1 ? asio::any_io_executor(asio::make_strand(io))
+                                              : asio::any_io_executor(io.get_executor()),
+                  std::move(socket));
   }
 }
 

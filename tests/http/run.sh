@@ -2,7 +2,8 @@
 # tests/http/run.sh SERVER [ARGS...] — checks examples/http (perfloc-http) from outside, as its users would:
 # with curl and raw sockets (bash's /dev/tcp). Starts `SERVER --port 0 --idle-timeout 3 ARGS...`, reads the
 # port from its `listening on` line, then checks each endpoint, Expect: 100-continue, keep-alive, pipelining,
-# every bad input (malformed, oversized header, oversized body, slow sender, idle client, disconnects
+# connections left idle after requests of every kind (on a second server, `--idle-timeout 600 ARGS...`: what
+# their chunks hold, and that they answer again), every bad input (malformed, oversized header, oversized body, slow sender, idle client, disconnects
 # mid-request and mid-response), /stats back to its idle figures afterwards, and SIGTERM: the request in flight finishes,
 # exit status 0, the report says "0 live chunks".
 #
@@ -91,6 +92,91 @@ pipelined=$(raw 'GET /items?count=1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1
 check "pipelining: three answers on one connection" 3 "$(grep -o 'HTTP/1.1 200 OK' <<<"$pipelined" | wc -l)"
 [[ $pipelined == *'[{"id":0,"name":"item-0"}]'*ping*'{"id":1,"name":"item-1"}]' ]] &&
   pass "pipelining: the answers in order" || fail "pipelining: answers out of order: $pipelined"
+
+# ---- Idle keep-alive connections: their connection chunk only, and nothing of their requests --------------
+# On a server of their own, whose idle timeout (10 minutes) the checks cannot reach however loaded the machine
+# (the main one closes idle connections after 3 s): in a subshell, which counts its own failures.
+idle_connections() {
+  trap '[[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null; rm -rf "$work"' EXIT
+  work=$(mktemp -d)
+  failures=0
+  start_server "$server" --port 0 --idle-timeout 600 "$@"
+  # answer FD: reads one answer (status line, header, Content-Length body) from connection FD; prints its status.
+  answer_on() {
+    local fd=$1 status= line length=0 body
+    IFS= read -r -t 20 -u "$fd" status || return 1
+    while IFS= read -r -t 20 -u "$fd" line; do
+      line=${line%$'\r'}
+      [[ -z $line ]] && break
+      [[ ${line,,} == content-length:* ]] && length=${line#*: }
+    done
+    ((length == 0)) || read -r -N "$length" -t 20 -u "$fd" body || return 1
+    printf '%s\n' "${status%$'\r'}"
+  }
+  figure() { sed -n "s/.*\"$1\":{[^}]*\"$2\":\([0-9]*\).*/\1/p"; }
+  head -c 100000 /dev/zero | tr '\0' a >"$work/100k"
+  # Seven connections, each left idle after requests of another kind: small and large answers, a large body
+  # (read in several pieces), pipelining, Expect: 100-continue, 404, a 400 that keeps the connection.
+  declare -a idle_fds
+  for kind in small large body pipelined continue missing bad_count; do
+    exec {fd}<>"/dev/tcp/127.0.0.1/$port"
+    idle_fds+=("$fd")
+    case $kind in
+      small) printf 'GET /items?count=0 HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+      large) printf 'GET /items?count=10000 HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+      body) { printf 'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n'; cat "$work/100k"; } >&$fd ;;
+      pipelined) printf 'GET /items?count=1 HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\npingGET /items?count=2 HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+      continue) printf 'POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n' >&$fd ;;
+      missing) printf 'GET /nope HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+      bad_count) printf 'GET /items?count=x HTTP/1.1\r\nHost: x\r\n\r\n' >&$fd ;;
+    esac
+    statuses=$(answer_on "$fd")
+    case $kind in
+      pipelined) statuses+=" $(answer_on "$fd") $(answer_on "$fd")" ;;
+      continue) printf 'pong' >&$fd && statuses+=" $(answer_on "$fd")" ;;
+    esac
+    expected='HTTP/1.1 200 OK'
+    case $kind in
+      pipelined) expected='HTTP/1.1 200 OK HTTP/1.1 200 OK HTTP/1.1 200 OK' ;;
+      continue) expected='HTTP/1.1 100 Continue HTTP/1.1 200 OK' ;;
+      missing) expected='HTTP/1.1 404 Not Found' ;;
+      bad_count) expected='HTTP/1.1 400 Bad Request' ;;
+    esac
+    check "idle connection after a $kind request: answered" "$expected" "$statuses"
+  done
+  # The server releases a request's chunk after the answer's last bytes are written, possibly after the client
+  # read them: ask again, up to 100 times, until /stats' own request chunk is the only one.
+  for ((i = 0; i < 100; ++i)); do
+    idle_stats=$(curl -s "$url/stats")
+    [[ $idle_stats != *'"heap":"perfloc"'* || $(figure chunks_by_label request <<<"$idle_stats") == 1 ]] && break
+    sleep 0.1
+  done
+  if [[ $idle_stats == *'"heap":"perfloc"'* ]]; then
+    # /stats' own connection and request are the only other ones.
+    check "idle connections: a connection chunk each (and /stats' own)" 8 "$(figure chunks_by_label connection <<<"$idle_stats")"
+    check "idle connections: no request chunk but /stats' own" 1 "$(figure chunks_by_label request <<<"$idle_stats")"
+    # Nothing a request used stays in its connection's chunk, and none ever held more than it holds idle: every
+    # connection chunk, whatever its requests, holds what the largest peak of any of them is, so that the
+    # chunks opened where connections start learn a first region that fits an idle connection.
+    in_use=$(figure in_use_by_label connection <<<"$idle_stats")
+    peak=$(figure max_peak_by_label connection <<<"$idle_stats")
+    check "idle connections: each holds its largest peak, whatever its requests (8 x max peak)" \
+      "$((8 * peak))" "$in_use"
+  fi
+  # Idle, then a request: each connection still answers, and closes when asked.
+  for fd in "${idle_fds[@]}"; do
+    printf 'GET /items?count=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&$fd
+    check "idle connection $fd, then a request: answered" 'HTTP/1.1 200 OK' "$(answer_on "$fd")"
+    exec {fd}<&-
+  done
+  kill -TERM "$pid"
+  wait "$pid" || fail "idle connections' server: exit status $?"
+  pid=
+  ((failures == 0)) || { echo "--- the idle connections' server's output:"; cat "$work/out" "$work/err"; }
+  exit "$((failures < 100 ? failures : 100))"
+}
+(idle_connections "$@")
+failures=$((failures + $?))
 
 # ---- Bad input ------------------------------------------------------------------------------------------------
 answer=$(raw 'NOT A REQUEST\r\n\r\n')
