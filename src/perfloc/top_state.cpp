@@ -424,7 +424,8 @@ void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
   const auto most = static_cast<unsigned>((granule_bytes - slab_header_bytes) / region_bytes);
   auto* at = reinterpret_cast<std::byte*>(block);
   // Every page of the slab is written below (a header per region): one call backs them all, where a burst
-  // of chunks would otherwise take a page fault per page, a fifth of a coroutine's spawn.
+  // of chunks would otherwise take a page fault per page (most of a burst of coroutines' spawn time, perf on
+  // bench/idle.hpp).
   os::populate(at, granule_bytes);
   track::internal_access(at, slab_header_bytes);
   const block_header whole = *block;

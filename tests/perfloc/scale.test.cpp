@@ -234,3 +234,24 @@ BOOST_AUTO_TEST_CASE(rounds_of_chunks_take_retained_memory_before_faulting_pages
   // A round's chunks need 32 slabs; retained memory serves them all. Allow one slab's pages per round.
   BOOST_TEST(faults <= static_cast<long>(rounds * slab_bytes) / ::sysconf(_SC_PAGESIZE));
 }
+
+// The same promise without timing or faults: while the top retains enough for a request, a request costs no
+// commit. Chunks that use 40 KiB take whole 64 KiB blocks (their site never learns a small region); their
+// release keeps the thread's 16 blocks and retains up to retain_bytes at the top, the rest going back to the
+// OS. Forty new chunks then fit in what the cache and the top kept: committed_bytes must not grow.
+BOOST_AUTO_TEST_CASE(retained_memory_serves_new_chunks_before_memory_given_back_to_the_os) {
+  constexpr std::size_t used = 40 * KiB, burst = 200, again = 40;
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 4 * MiB}};
+  {
+    std::vector<perfloc::process_chunk> chunks;
+    chunks.reserve(burst);
+    for (std::size_t i = 0; i < burst; ++i) std::memset(chunks.emplace_back(top).allocate(used), 1, used);
+  }
+  const std::size_t committed = top.stats().committed_bytes;
+  std::vector<perfloc::process_chunk> chunks;
+  for (std::size_t i = 0; i < again; ++i) {
+    std::memset(chunks.emplace_back(top).allocate(used), 2, used);
+    BOOST_REQUIRE(chunks.back().stats().blocks == 1u);  // the setup: one whole block each
+  }
+  BOOST_TEST(top.stats().committed_bytes <= committed);
+}
