@@ -60,7 +60,11 @@ void expect_same(const perfloc::vector<item>& refs, const std::vector<item*>& mo
   for (const item& x : refs) BOOST_REQUIRE(&x == model[i++]);
   i = model.size();
   for (auto r = refs.rbegin(); r != refs.rend(); ++r) BOOST_REQUIRE(&*r == model[--i]);
-  for (i = 0; i < model.size(); ++i) BOOST_REQUIRE(&refs[i] == model[i] && refs.data()[i] == model[i]);
+  for (i = 0; i < model.size(); ++i)
+    BOOST_REQUIRE(&refs[i] == model[i] && &refs.at(i) == model[i] && refs.data()[i] == model[i]);
+  // at() checks what operator[] does not: every index from size() on is out of range (std::vector's contract).
+  BOOST_REQUIRE_THROW((void)refs.at(model.size()), std::out_of_range);
+  BOOST_REQUIRE_THROW((void)refs.at(model.size() + 1), std::out_of_range);
   if (!model.empty()) BOOST_REQUIRE(&refs.front() == model.front() && &refs.back() == model.back());
   BOOST_REQUIRE(refs.capacity() >= refs.size());
 }
