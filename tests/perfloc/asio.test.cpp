@@ -30,6 +30,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <new>
@@ -1004,6 +1005,34 @@ BOOST_AUTO_TEST_CASE(post_runs_a_task_with_its_own_chunk_released_when_it_return
   BOOST_CHECK_THROW(ctx.run(), std::runtime_error);  // as with asio::post: out of run()
   BOOST_TEST(counted::alive == 0);
   BOOST_TEST(top.stats().live_chunks == 0u);
+}
+
+// perfloc::post releases the task's chunk however the task ends: a run() loop that survives a hundred throwing
+// tasks, each having made an object and allocated in its chunk, ends with every object destroyed and no chunk
+// live or holding memory.
+BOOST_AUTO_TEST_CASE(post_releases_the_chunk_of_every_task_that_throws) {
+  asio::io_context ctx;
+  perfloc::top_chunk top;
+  constexpr int tasks = 100;
+  for (int i = 0; i < tasks; ++i)
+    perfloc::post(top, ctx, [i](perfloc::process_chunk& chunk) {
+      chunk.make<counted>();
+      std::memset(chunk.allocate(100 + i), 1, 100 + i);
+      throw std::runtime_error("task failed");
+    });
+  int thrown = 0;
+  for (bool done = false; !done;) {
+    try {
+      ctx.run();
+      done = true;
+    } catch (const std::runtime_error&) {
+      ++thrown;
+    }
+  }
+  BOOST_TEST(thrown == tasks);
+  BOOST_TEST(counted::alive == 0);
+  BOOST_TEST(top.stats().live_chunks == 0u);
+  BOOST_TEST(top.stats().in_use_bytes == 0u);
 }
 
 /// An allocator that counts what it hands out, to see that a task's associated allocator is used.
