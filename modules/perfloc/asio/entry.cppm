@@ -219,13 +219,8 @@ class chunk_operation<Executor, void(Results...)> {
   inline explicit chunk_operation(Initiation&& initiation, Args&&... args) {
     emplace(std::forward<Initiation>(initiation), std::forward<Args>(args)...);
   }
-  /// One of the entry point's own waits: the state is known, and cancellation is the entry point's business.
-  template <class Initiation>
-  inline chunk_operation(spawn_state<Executor>* state, Initiation&& initiation) : known_state_(state) {
-    emplace(std::forward<Initiation>(initiation));
-  }
 
-  inline chunk_operation(chunk_operation&& other) noexcept : known_state_(other.known_state_), ops_(other.ops_) {
+  inline chunk_operation(chunk_operation&& other) noexcept : ops_(other.ops_) {
     ops_->move(other.storage_, storage_);
   }
   chunk_operation& operator=(chunk_operation&&) = delete;
@@ -249,7 +244,7 @@ class chunk_operation<Executor, void(Results...)> {
 
    private:
     inline void initiate() {
-      spawn_state<Executor>* state = op_->known_state_ ? op_->known_state_ : state_of(frame_);
+      spawn_state<Executor>* state = state_of(frame_);
       op_->ops_->start(op_->storage_, handler_type(frame_->detach_thread(), frame_, result_, state));
     }
 
@@ -259,11 +254,9 @@ class chunk_operation<Executor, void(Results...)> {
   };
 
   inline awaiter make_awaiter(frame_base<Executor>* frame) {
-    if (!known_state_) {
-      thread_base<Executor>* thread = frame_access<Executor>::thread_of(frame);
-      if (thread->throw_if_cancelled() && !!thread->get_cancellation_state().cancelled())
-        asio_detail::throw_error(asio::error::operation_aborted, "co_await");
-    }
+    thread_base<Executor>* thread = frame_access<Executor>::thread_of(frame);
+    if (thread->throw_if_cancelled() && !!thread->get_cancellation_state().cancelled())
+      asio_detail::throw_error(asio::error::operation_aborted, "co_await");
     return awaiter(this, frame);
   }
 
@@ -307,7 +300,6 @@ class chunk_operation<Executor, void(Results...)> {
     }
   }
 
-  spawn_state<Executor>* known_state_ = nullptr;
   const operations* ops_ = nullptr;
   alignas(std::max_align_t) std::byte storage_[inline_bytes];
 };
