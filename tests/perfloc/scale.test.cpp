@@ -3,11 +3,12 @@
 //
 // The documented constants these tests compute with (README, "How it works" and "Threads"): a child_meta is
 // 192 bytes, and the meta region commits 64 KiB at a time and keeps what it committed; a free block above the
-// retain budget goes back to the OS whole, header page included; a thread caches at most 16 free 64 KiB
+// retain budget goes back to the OS whole, header page included; a thread caches at most 14 free 64 KiB
 // blocks; thread caches count in retain_bytes.
 #define BOOST_TEST_MODULE perfloc.scale
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -113,7 +114,7 @@ BOOST_AUTO_TEST_CASE(free_blocks_go_back_whole_when_their_buddies_stay_in_use) {
 // Small first regions: a chunk costs about what it uses
 // ------------------------------------------------------------------------------------------------------------
 //
-// Documented (README, "How it works"): a chunk's first memory is a region of 1, 1.5, 2, 2.5, 3, 4, 6 or 8 KiB
+// Documented (README, "How it works"): a chunk's first memory is a region of 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 6 or 8 KiB
 // carved from a 64 KiB slab, or a whole 64 KiB block; the thread learns per call site: the first chunks of a
 // site get a whole block, eight releases (since it last moved) that would have fit a smaller region move the
 // site down to the smallest region that holds what they used (after a header of at most 256 bytes), a chunk that outgrows its region
@@ -156,6 +157,23 @@ BOOST_AUTO_TEST_CASE(chunks_that_use_little_get_small_regions) {
   BOOST_TEST_MESSAGE("committed per idle chunk: " << grown / count << " B");
   BOOST_TEST(grown <= bound);
   for (std::size_t i = 0; i < count; i += 997) BOOST_TEST(chunks[i].stats().in_use_bytes == state_bytes);
+}
+
+// What an idle chunk costs is its region: the rounding up to the next documented class, after the header, is all
+// it pays beyond what it uses. A site taught each use gets the smallest documented region with room for it.
+BOOST_AUTO_TEST_CASE(a_site_gets_the_smallest_documented_region_that_holds_what_its_chunks_use) {
+  constexpr std::size_t documented[] = {1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 6144, 8192};
+  constexpr std::size_t most_header = 256;
+  for (std::size_t used = 16; used + most_header <= 8 * KiB; used = used * 5 / 4 + 16) {
+    perfloc::top_chunk top;  // a site of its own: a new top's thread cache learns afresh
+    teach_site(top, used);
+    perfloc::process_chunk chunk = chunk_at_one_site(top);
+    std::memset(chunk.allocate(used), 0x5a, used);
+    const std::size_t fits = *std::ranges::find_if(documented, [&](std::size_t r) { return r >= used + most_header; });
+    BOOST_TEST(chunk.stats().blocks == 1u, "used " << used);  // no block more: it fit its region
+    BOOST_TEST(chunk.stats().held_bytes <= fits, "used " << used);
+    BOOST_TEST(std::ranges::count(documented, chunk.stats().held_bytes) == 1, "used " << used);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(a_chunk_that_outgrows_its_small_region_keeps_what_it_holds_and_teaches_its_site) {
@@ -237,7 +255,7 @@ BOOST_AUTO_TEST_CASE(rounds_of_chunks_take_retained_memory_before_faulting_pages
 
 // The same promise without timing or faults: while the top retains enough for a request, a request costs no
 // commit. Chunks that use 40 KiB take whole 64 KiB blocks (their site never learns a small region); their
-// release keeps the thread's 16 blocks and retains up to retain_bytes at the top, the rest going back to the
+// release keeps the thread's 14 blocks and retains up to retain_bytes at the top, the rest going back to the
 // OS. Forty new chunks then fit in what the cache and the top kept: committed_bytes must not grow.
 BOOST_AUTO_TEST_CASE(retained_memory_serves_new_chunks_before_memory_given_back_to_the_os) {
   constexpr std::size_t used = 40 * KiB, burst = 200, again = 40;

@@ -73,18 +73,20 @@ inline constexpr unsigned max_growth_class = 6;       ///< a chunk's bump blocks
 // more, a whole 64 KiB block (a shell, as before). A chunk that outgrows its region moves on to private
 // blocks that grow geometrically. Each thread cache learns, per call site that opens chunks, which region
 // class those chunks need (thread_cache::site_class).
-inline constexpr unsigned region_class_count = 9;
+// The classes step by 256 bytes up to 2 KiB, where most idle chunks (a coroutine waiting, a connection) fall
+// and a class's rounding is most of what they cost.
+inline constexpr unsigned region_class_count = 11;
 inline constexpr unsigned whole_block_region = region_class_count - 1;  ///< a whole 64 KiB block
-inline constexpr std::size_t region_bytes[region_class_count] = {1024, 1536, 2048, 2560, 3072,
-                                                                   4096, 6144, 8192, 65536};
+inline constexpr std::size_t region_bytes[region_class_count] = {1024, 1280, 1536, 1792, 2048, 2560,
+                                                                   3072, 4096, 6144, 8192, 65536};
 constexpr std::size_t region_bytes_of(unsigned region_class) noexcept { return region_bytes[region_class]; }
 static_assert(region_bytes_of(whole_block_region) == granule_bytes);
 inline constexpr std::uint8_t region_size_class = 0xff;  ///< block_header::size_class of a small region
 
-/// How many free blocks of a class one thread keeps per top: 16 of 64 KiB (shells), 4 of 128 KiB, 2 of 256 KiB,
+/// How many free blocks of a class one thread keeps per top: 14 of 64 KiB (shells), 4 of 128 KiB, 2 of 256 KiB,
 /// 1 of 512 KiB. Bigger blocks always go back to the top, where retain_bytes applies to them.
 constexpr unsigned cached_block_limit(unsigned size_class) noexcept {
-  return size_class == 0 ? 16u : size_class == 1 ? 4u : size_class == 2 ? 2u : 1u;
+  return size_class == 0 ? 14u : size_class == 1 ? 4u : size_class == 2 ? 2u : 1u;
 }
 
 constexpr std::size_t block_bytes_of(unsigned size_class) noexcept { return granule_bytes << size_class; }
@@ -886,7 +888,8 @@ struct chunk_header {
   }
 };
 
-inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header), 64);
+/// Allocation starts right after the header (16-aligned, as every bump): in a small region every byte counts.
+inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header), min_alignment);
 static_assert(chunk_header_bytes <= 192);
 
 /// What a first region of the class leaves for allocation (a whole block: without its colour).
