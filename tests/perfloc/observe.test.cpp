@@ -354,6 +354,96 @@ BOOST_AUTO_TEST_CASE(a_chunk_read_from_another_thread_shows_only_states_it_passe
                                           << first);
 }
 
+BOOST_AUTO_TEST_CASE(readings_from_another_thread_follow_the_owners_operations_as_the_chunk_grows_and_shrinks) {
+  // The same promise seen another way. The owner runs a script of operations over and over, each taking or
+  // giving back a piece of 64 bytes, and counts them: up to 3000 pieces (the chunk grows past its first
+  // block) in steps of four takes on the fast path, one 32-byte aligned take (the slow path: the cursor moves
+  // after four bumps) and four give-backs (the bump steps back), then down to none. After `op` operations
+  // the chunk holds held_after[op % period] pieces, so a reading taken between two loads of the count,
+  // o1 <= o2, must show 64 times the pieces held after some op in [o1, o2 + 1] (the next operation may be
+  // under way). The reader reads chunk.stats(), and every 16th time top.stats() and for_each_chunk too (the
+  // chunk is the top's only one). A reading that mixes the figures from before and after a change counts
+  // bytes twice or none, or subtracts across blocks. Bounded by counts: the reader's and the owner's.
+  enum step : std::uint8_t { take, take_aligned, give_back };
+  std::vector<step> script;
+  std::vector<std::size_t> held_after{0};  // pieces held after each operation of a pass, from the one before
+  const auto add = [&](step s, int times) {
+    for (int i = 0; i < times; ++i) {
+      script.push_back(s);
+      held_after.push_back(held_after.back() + (s == give_back ? -1 : 1));
+    }
+  };
+  constexpr std::size_t pieces = 3000;
+  while (held_after.back() < pieces) add(take, 4), add(take_aligned, 1), add(give_back, 4);
+  while (held_after.back() > 0) add(take, 1), add(take_aligned, 1), add(give_back, 3);
+  const std::uint64_t period = script.size();  // held_after[period] == held_after[0] == 0
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 * MiB, .retain_bytes = 64 * MiB}};
+  constexpr std::uint64_t reads = 4'000'000, passes = 100;
+  std::atomic<const perfloc::process_chunk*> published{nullptr};
+  std::atomic<std::uint64_t> ops{0};
+  std::atomic<bool> done{false};
+  std::thread owner([&] {
+    perfloc::process_chunk chunk{top, "growing"};
+    std::vector<void*> taken;
+    published.store(&chunk, std::memory_order_release);
+    std::uint64_t op = 0;
+    while (!done.load(std::memory_order_acquire)) {  // the reads come before the release
+      for (const step s : script) {
+        if (s == give_back) {
+          chunk.deallocate(taken.back(), 64);
+          taken.pop_back();
+        } else {
+          taken.push_back(chunk.allocate(64, s == take_aligned ? 32 : 16));
+        }
+        ops.store(++op, std::memory_order_release);
+      }
+    }
+  });
+  const perfloc::process_chunk* chunk;
+  while (!(chunk = published.load(std::memory_order_acquire))) std::this_thread::yield();
+  std::uint64_t read = 0, impossible = 0;
+  std::string first;
+  const auto check = [&](std::uint64_t o1, std::uint64_t o2, std::size_t in_use, std::size_t held,
+                         const char* what) {
+    ++read;
+    std::size_t low = pieces + 1, high = 0;
+    for (std::uint64_t op = o1; op <= o2 + 1 && op <= o1 + period; ++op) {
+      low = std::min(low, held_after[op % period]);
+      high = std::max(high, held_after[op % period]);
+    }
+    const bool possible = in_use % 64 == 0 && in_use / 64 >= low && in_use / 64 <= high && in_use <= held;
+    if (!possible && !impossible++)
+      first = std::string(what) + ": " + std::to_string(in_use) + " bytes in use (" + std::to_string(low * 64) +
+              " to " + std::to_string(high * 64) + " possible), " + std::to_string(held) + " held";
+  };
+  while (read < reads || ops.load(std::memory_order_relaxed) < passes * period) {
+    std::uint64_t o1 = ops.load(std::memory_order_acquire);
+    perfloc::chunk_stats s[4];
+    for (perfloc::chunk_stats& one : s) one = chunk->stats();  // a burst: more of the reader's time in reads
+    std::uint64_t o2 = ops.load(std::memory_order_acquire);
+    for (const perfloc::chunk_stats& one : s) check(o1, o2, one.in_use_bytes, one.held_bytes, "chunk.stats()");
+    if (read % 64) continue;
+    o1 = ops.load(std::memory_order_acquire);
+    const perfloc::top_stats totals = top.stats();
+    o2 = ops.load(std::memory_order_acquire);
+    check(o1, o2, totals.in_use_bytes, totals.committed_bytes, "top.stats()");
+    o1 = ops.load(std::memory_order_acquire);
+    std::size_t in_use = 0, held = 0;
+    top.for_each_chunk([&](const perfloc::chunk_summary& c) {
+      in_use += c.in_use_bytes;
+      held += c.held_bytes;
+    });
+    o2 = ops.load(std::memory_order_acquire);
+    check(o1, o2, in_use, held, "for_each_chunk");
+  }
+  done = true;
+  owner.join();
+  BOOST_TEST_MESSAGE(read << " reads during " << ops.load() << " operations");
+  BOOST_TEST(held_after.back() == 0u);
+  BOOST_TEST(impossible == 0u, impossible << " of " << read << " reads show a state the chunk never had, the first: "
+                                          << first);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The release hook and for_each_chunk
 // ---------------------------------------------------------------------------------------------------------
