@@ -356,13 +356,15 @@ BOOST_AUTO_TEST_CASE(a_chunk_read_from_another_thread_shows_only_states_it_passe
 
 BOOST_AUTO_TEST_CASE(readings_from_another_thread_follow_the_owners_operations_as_the_chunk_grows_and_shrinks) {
   // The same promise seen another way. The owner runs a script of operations over and over, each taking or
-  // giving back a piece of 64 bytes, and counts them: up to 3000 pieces (the chunk grows past its first
-  // block) in steps of four takes on the fast path, one 32-byte aligned take (the slow path: the cursor moves
-  // after four bumps) and four give-backs (the bump steps back), then down to none. After `op` operations
+  // giving back a piece of 64 bytes, and counts them: up to 1500 pieces (the chunk grows past its first
+  // block), then down to none, in groups of three times two takes on the fast path and a 32-byte aligned one
+  // (the slow path: the cursor moves after two bumps), three takes more, then eleven or thirteen give-backs
+  // (the bump steps back after four bumps). A reading torn in those changes is off by two pieces or more,
+  // more than one operation changes: the script makes such tears visible. After `op` operations
   // the chunk holds held_after[op % period] pieces, so a reading taken between two loads of the count,
   // o1 <= o2, must show 64 times the pieces held after some op in [o1, o2 + 1] (the next operation may be
-  // under way). The reader reads chunk.stats(), and every 16th time top.stats() and for_each_chunk too (the
-  // chunk is the top's only one). A reading that mixes the figures from before and after a change counts
+  // under way). The reader reads chunk.stats() in bursts of four (more of its time in reads), and after every
+  // 16th burst top.stats() and for_each_chunk too (the chunk is the top's only one). A reading that mixes the figures from before and after a change counts
   // bytes twice or none, or subtracts across blocks. Bounded by counts: the reader's and the owner's.
   enum step : std::uint8_t { take, take_aligned, give_back };
   std::vector<step> script;
@@ -373,12 +375,16 @@ BOOST_AUTO_TEST_CASE(readings_from_another_thread_follow_the_owners_operations_a
       held_after.push_back(held_after.back() + (s == give_back ? -1 : 1));
     }
   };
-  constexpr std::size_t pieces = 3000;
-  while (held_after.back() < pieces) add(take, 4), add(take_aligned, 1), add(give_back, 4);
-  while (held_after.back() > 0) add(take, 1), add(take_aligned, 1), add(give_back, 3);
+  constexpr std::size_t pieces = 1500;
+  const auto takes = [&] {
+    for (int i = 0; i < 3; ++i) add(take, 2), add(take_aligned, 1);
+    add(take, 3);
+  };
+  while (held_after.back() < pieces) takes(), add(give_back, 11);
+  while (held_after.back() > 0) takes(), add(give_back, 13);
   const std::uint64_t period = script.size();  // held_after[period] == held_after[0] == 0
   perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 * MiB, .retain_bytes = 64 * MiB}};
-  constexpr std::uint64_t reads = 4'000'000, passes = 100;
+  constexpr std::uint64_t reads = 4'000'000, passes = 50;
   std::atomic<const perfloc::process_chunk*> published{nullptr};
   std::atomic<std::uint64_t> ops{0};
   std::atomic<bool> done{false};
@@ -401,7 +407,7 @@ BOOST_AUTO_TEST_CASE(readings_from_another_thread_follow_the_owners_operations_a
   });
   const perfloc::process_chunk* chunk;
   while (!(chunk = published.load(std::memory_order_acquire))) std::this_thread::yield();
-  std::uint64_t read = 0, impossible = 0;
+  std::uint64_t read = 0, bursts = 0, impossible = 0;
   std::string first;
   const auto check = [&](std::uint64_t o1, std::uint64_t o2, std::size_t in_use, std::size_t held,
                          const char* what) {
@@ -419,10 +425,10 @@ BOOST_AUTO_TEST_CASE(readings_from_another_thread_follow_the_owners_operations_a
   while (read < reads || ops.load(std::memory_order_relaxed) < passes * period) {
     std::uint64_t o1 = ops.load(std::memory_order_acquire);
     perfloc::chunk_stats s[4];
-    for (perfloc::chunk_stats& one : s) one = chunk->stats();  // a burst: more of the reader's time in reads
+    for (perfloc::chunk_stats& one : s) one = chunk->stats();
     std::uint64_t o2 = ops.load(std::memory_order_acquire);
     for (const perfloc::chunk_stats& one : s) check(o1, o2, one.in_use_bytes, one.held_bytes, "chunk.stats()");
-    if (read % 64) continue;
+    if (++bursts % 16) continue;
     o1 = ops.load(std::memory_order_acquire);
     const perfloc::top_stats totals = top.stats();
     o2 = ops.load(std::memory_order_acquire);
