@@ -8,7 +8,6 @@
 #define BOOST_TEST_MODULE perfloc.scale
 #include <boost/test/unit_test.hpp>
 
-#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -21,6 +20,8 @@
 
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include "tags.hpp"
 
 import perfloc;
 
@@ -244,16 +245,13 @@ BOOST_AUTO_TEST_CASE(small_regions_of_a_thread_at_work_are_never_handed_to_anoth
         while (chunks.size() < limit) {
           chunks.push_back(me == 0 ? chunk_at_one_site(top) : perfloc::process_chunk{top});
           auto* p = static_cast<std::uint32_t*>(chunks.back().allocate(bytes));
-          std::fill_n(p, words, me << 28 | round << 8 | static_cast<std::uint32_t>(chunks.size()));
+          perfloc_test::write_tag(p, words, me, round, chunks.size());
           tagged.push_back(p);
         }
       } catch (const std::bad_alloc&) {
         if (chunks.size() > tagged.size()) chunks.pop_back();  // opened, but its allocation was refused
       }
-      for (std::size_t i = 0; i < tagged.size(); ++i) {
-        const std::uint32_t tag = me << 28 | round << 8 | static_cast<std::uint32_t>(i + 1);
-        if (std::count(tagged[i], tagged[i] + words, tag) != static_cast<std::ptrdiff_t>(words)) ++overwritten;
-      }
+      overwritten += perfloc_test::overwritten_tags(tagged, words, me, round);
       filled[me] += tagged.size();
       // A round counts when it had a chunk: the other thread may hold the whole top for a while (never
       // after its last round, so this ends).
