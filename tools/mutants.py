@@ -17,6 +17,9 @@ setup error.
   tools/dev mutants NAME...              a subset, by name (--list shows them)
   tools/dev mutants --timeout 1200 ...   seconds per mutation, build and tests (default 1800)
   tools/dev mutants --exclude REGEX      skip CTest tests matching REGEX (e.g. perfloc.consumer)
+  tools/dev mutants --only TEST ...      build and run only this CTest test (repeatable; also its build
+                                         target, e.g. perfloc.tests.limits): a tsan mutation without a
+                                         sanitizer build of the whole suite. The verdict says so.
   tools/dev mutants --no-baseline        skip the run of the unmutated suite (which must pass)
 
   tools/dev mutants --log DIR ...        keep each run's output (NAME.log) and verdict (NAME.json) in DIR
@@ -134,9 +137,12 @@ def failing_tests(output):
     return failed
 
 
-def run_suite(work, env, timeout, exclude, jobs, build_jobs, preset="debug"):
+def run_suite(work, env, timeout, exclude, jobs, build_jobs, preset="debug", only=()):
     started = time.monotonic()
-    status, output = run(["cmake", "--build", "--preset", preset, "-j", str(build_jobs)], work, env, timeout)
+    build = ["cmake", "--build", "--preset", preset, "-j", str(build_jobs)]
+    for target in only:  # a CTest test of the suite is named after its executable's target
+        build += ["--target", target]
+    status, output = run(build, work, env, timeout)
     if status is None:
         return "timeout (build)", {}, output
     if status != 0:
@@ -147,6 +153,8 @@ def run_suite(work, env, timeout, exclude, jobs, build_jobs, preset="debug"):
     command = ["ctest", "--preset", preset, "--output-on-failure", "-j", str(jobs), "--timeout", str(int(left))]
     if exclude:
         command += ["-E", exclude]
+    if only:
+        command += ["-R", "^(" + "|".join(re.escape(name) for name in only) + ")$"]
     status, output = run(command, work, env, left + 30)
     failed = failing_tests(output)
     if status is None:
@@ -187,6 +195,8 @@ def print_markdown(log_dirs, mutations):
             which = "the mutation did not compile (broken, not caught)"
         elif v["verdict"] not in ("failed", "passed"):
             which += f" ({v['verdict']}: the count may be incomplete)"
+        if v.get("only"):
+            which += f" (only {', '.join(v['only'])} run)"
         if v.get("preset", "debug") != m.get("preset", "debug"):
             which += f" (run with the {v.get('preset', 'debug')} preset; the mutation now names {m['preset']})"
         print(f"| {name} | {m['module']} | {'yes' if killed else '**NO**'} | {len(v['tests'])} | {which} "
@@ -205,6 +215,8 @@ def main():
     parser.add_argument("--exclude", default="", help="CTest tests to skip (a regex for ctest -E)")
     parser.add_argument("--jobs", type=int, default=1, help="ctest -j")
     parser.add_argument("--build-jobs", type=int, default=2, help="parallel build jobs (a shared machine: few)")
+    parser.add_argument("--only", action="append", default=[], metavar="TEST",
+                        help="build and run only this CTest test (repeatable), e.g. perfloc.tests.limits")
     parser.add_argument("--no-baseline", action="store_true", help="do not run the unmutated suite first")
     parser.add_argument("--log", type=Path, help="directory for each run's build and test output")
     parser.add_argument("--markdown", type=Path, nargs="+", metavar="LOGDIR",
@@ -248,12 +260,13 @@ def main():
     # so that batches of mutations run one after another do not each pay for a run of the whole suite.
     for preset in presets if not args.no_baseline else []:
         passed_marker = work.parent / ("baseline-passed" if preset == "debug" else f"baseline-passed-{preset}")
-        baseline_key = f"{head} {args.exclude}"
+        baseline_key = f"{head} {args.exclude} {' '.join(args.only)}".rstrip()
         if passed_marker.exists() and passed_marker.read_text() == baseline_key:
             say(f"baseline ({preset}): passed before at {head[:12]} (exclude '{args.exclude}'), not run again")
             continue
         say(f"baseline ({preset}): the unmutated suite")
-        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs, preset)
+        verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs, preset,
+                                            args.only)
         (log_dir / f"baseline-{preset}.log").write_text(output)
         if verdict != "passed":
             say(f"baseline ({preset}) {verdict}: {', '.join(describe(failed)) or 'see the log'}; fix the suite first")
@@ -269,7 +282,7 @@ def main():
         started = time.monotonic()
         try:
             verdict, failed, output = run_suite(work, env, args.timeout, args.exclude, args.jobs, args.build_jobs,
-                                                m.get("preset", "debug"))
+                                                m.get("preset", "debug"), args.only)
         finally:
             path.write_text(original)
         (log_dir / f"{m['name']}.log").write_text(output)
@@ -281,6 +294,7 @@ def main():
             "name": m["name"], "module": m["module"], "preset": m.get("preset", "debug"), "caught": caught,
             "verdict": verdict, "tests": tests,
             "seconds": round(time.monotonic() - started), "commit": head, "exclude": args.exclude,
+            "only": args.only,
             "date": time.strftime("%Y-%m-%d", time.gmtime())}, indent=1) + "\n")
         rows.append((m["name"], caught, verdict, tests, time.monotonic() - started))
         say(f"    {'caught' if caught else 'BROKEN' if verdict == 'build failed' else 'SURVIVED'} ({verdict}) by "

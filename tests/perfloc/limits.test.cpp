@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "death.hpp"
+#include "tags.hpp"
 
 import perfloc;
 
@@ -155,17 +156,13 @@ BOOST_AUTO_TEST_CASE(blocks_reclaimed_from_a_thread_at_work_are_never_handed_out
         for (;;) {
           perfloc::process_chunk& chunk = chunks.emplace_back(top);
           auto* p = static_cast<std::uint32_t*>(chunk.allocate(words * sizeof(std::uint32_t)));
-          const std::uint32_t tag = me << 28 | round << 8 | static_cast<std::uint32_t>(chunks.size());
-          std::fill_n(p, words, tag);
+          perfloc_test::write_tag(p, words, me, round, chunks.size());
           patterns.push_back(p);
         }
       } catch (const std::bad_alloc&) {
         if (chunks.size() > patterns.size()) chunks.pop_back();  // opened, but its allocation was refused
       }
-      for (std::size_t i = 0; i < patterns.size(); ++i) {
-        const std::uint32_t tag = me << 28 | round << 8 | static_cast<std::uint32_t>(i + 1);
-        if (std::count(patterns[i], patterns[i] + words, tag) != static_cast<std::ptrdiff_t>(words)) ++overwritten;
-      }
+      overwritten += perfloc_test::overwritten_tags(patterns, words, me, round);
       chunks_filled += patterns.size();
       patterns.clear();
       while (!chunks.empty()) chunks.pop_back();

@@ -312,24 +312,30 @@ BOOST_AUTO_TEST_CASE(statistics_read_from_other_threads_are_never_impossible) {
 }
 
 BOOST_AUTO_TEST_CASE(a_chunk_read_from_another_thread_shows_only_states_it_passed_through) {
-  // The owner takes 64 bytes and gives them back, over and over: the bump steps forward and back, so the
-  // chunk is at every moment in one of two states, 0 or 64 bytes in use, in its one block. Every read from
-  // another thread must be one of them. A read that mixes the figures from before and after a step counts
-  // the 64 bytes twice (128) or subtracts them once too often (a wrapped number near 2^64). The reads are
-  // many and cheap so that some land in the middle of a step whatever the machine; they count only while
-  // the owner is stepping (both loops are bounded by counts: the reader's and the owner's).
+  // The owner keeps a first piece of 64 bytes (32-byte aligned: no alignment gap follows), then takes five
+  // more and gives them back, over and over: three on the fast path, a 32-byte aligned one (the slow path
+  // moves the cursor after three bumps), one more, then five steps back. The chunk is at every moment in
+  // one of six states, 64 to 384 bytes in use in steps of 64, in its one block. Every read from another
+  // thread must be one of them. A read that mixes the figures from before and after the cursor's move or
+  // the first step back counts the bumped bytes twice (448 or more) or subtracts them once too often (a
+  // wrapped number near 2^64). The reads are many and cheap so that some land in the middle of a change
+  // whatever the machine; they count only while the owner is stepping (both loops are bounded by counts:
+  // the reader's and the owner's).
   perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 * MiB, .retain_bytes = 64 * MiB}};
-  constexpr std::uint64_t reads = 3'000'000, steps = 3'000'000;
+  constexpr std::uint64_t reads = 3'000'000, steps = 600'000;  // a step: five takes, five give-backs
   std::atomic<const perfloc::process_chunk*> published{nullptr};
   std::atomic<std::uint64_t> stepped{0};
   std::atomic<bool> done{false};
   std::size_t held = 0;
   std::thread owner([&] {
     perfloc::process_chunk chunk{top, "stepping"};
+    chunk.allocate(64, 32);
     held = chunk.stats().held_bytes;
     published.store(&chunk, std::memory_order_release);
+    void* taken[5];
     for (std::uint64_t n = 1; !done.load(std::memory_order_acquire); ++n) {  // the reads come before the release
-      chunk.deallocate(chunk.allocate(64), 64);
+      for (int i = 0; i < 5; ++i) taken[i] = chunk.allocate(64, i == 3 ? 32 : 16);
+      for (int i = 5; i-- > 0;) chunk.deallocate(taken[i], 64);
       stepped.store(n, std::memory_order_relaxed);
     }
   });
@@ -340,8 +346,8 @@ BOOST_AUTO_TEST_CASE(a_chunk_read_from_another_thread_shows_only_states_it_passe
   while (read < reads || stepped.load(std::memory_order_relaxed) < steps) {
     const perfloc::chunk_stats s = chunk->stats();
     ++read;
-    const bool possible = (s.in_use_bytes == 0 || s.in_use_bytes == 64) && s.held_bytes == held && s.blocks == 1 &&
-                          s.peak_in_use_bytes <= 64;
+    const bool possible = s.in_use_bytes % 64 == 0 && s.in_use_bytes >= 64 && s.in_use_bytes <= 384 &&
+                          s.held_bytes == held && s.blocks == 1 && s.peak_in_use_bytes <= 384;
     if (!possible && !impossible++)
       first = std::to_string(s.in_use_bytes) + " in use (peak " + std::to_string(s.peak_in_use_bytes) + "), " +
               std::to_string(s.held_bytes) + " held in " + std::to_string(s.blocks) + " blocks";
@@ -350,6 +356,102 @@ BOOST_AUTO_TEST_CASE(a_chunk_read_from_another_thread_shows_only_states_it_passe
   owner.join();
   BOOST_TEST_MESSAGE(read << " reads during " << stepped.load() << " steps");
   BOOST_TEST(held == 64 * KiB);  // the first block
+  BOOST_TEST(impossible == 0u, impossible << " of " << read << " reads show a state the chunk never had, the first: "
+                                          << first);
+}
+
+BOOST_AUTO_TEST_CASE(readings_from_another_thread_follow_the_owners_operations_as_the_chunk_grows_and_shrinks) {
+  // The same promise seen another way. The owner runs a script of operations over and over, each taking or
+  // giving back a piece of 64 bytes, and counts them: up to 1500 pieces (the chunk grows past its first
+  // block), then down to none, in groups of three times two takes on the fast path and a 32-byte aligned one
+  // (the slow path: the cursor moves after two bumps), three takes more, then eleven or thirteen give-backs
+  // (the bump steps back after four bumps). A reading torn in those changes is off by two pieces or more,
+  // more than one operation changes: the script makes such tears visible. After `op` operations
+  // the chunk holds held_after[op % period] pieces, so a reading taken between two loads of the count,
+  // o1 <= o2, must show 64 times the pieces held after some op in [o1, o2 + 1] (the next operation may be
+  // under way). The reader reads chunk.stats() in bursts of four (more of its time in reads), and after every
+  // 16th burst top.stats() and for_each_chunk too (the chunk is the top's only one). A reading that mixes the figures from before and after a change counts
+  // bytes twice or none, or subtracts across blocks. Bounded by counts: the reader's and the owner's.
+  enum step : std::uint8_t { take, take_aligned, give_back };
+  std::vector<step> script;
+  std::vector<std::size_t> held_after{0};  // pieces held after each operation of a pass, from the one before
+  const auto add = [&](step s, int times) {
+    for (int i = 0; i < times; ++i) {
+      script.push_back(s);
+      held_after.push_back(held_after.back() + (s == give_back ? -1 : 1));
+    }
+  };
+  constexpr std::size_t pieces = 1500;
+  const auto takes = [&] {
+    for (int i = 0; i < 3; ++i) add(take, 2), add(take_aligned, 1);
+    add(take, 3);
+  };
+  while (held_after.back() < pieces) takes(), add(give_back, 11);
+  while (held_after.back() > 0) takes(), add(give_back, 13);
+  const std::uint64_t period = script.size();  // held_after[period] == held_after[0] == 0
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 64 * MiB, .retain_bytes = 64 * MiB}};
+  constexpr std::uint64_t reads = 4'000'000, passes = 50;
+  std::atomic<const perfloc::process_chunk*> published{nullptr};
+  std::atomic<std::uint64_t> ops{0};
+  std::atomic<bool> done{false};
+  std::thread owner([&] {
+    perfloc::process_chunk chunk{top, "growing"};
+    std::vector<void*> taken;
+    published.store(&chunk, std::memory_order_release);
+    std::uint64_t op = 0;
+    while (!done.load(std::memory_order_acquire)) {  // the reads come before the release
+      for (const step s : script) {
+        if (s == give_back) {
+          chunk.deallocate(taken.back(), 64);
+          taken.pop_back();
+        } else {
+          taken.push_back(chunk.allocate(64, s == take_aligned ? 32 : 16));
+        }
+        ops.store(++op, std::memory_order_release);
+      }
+    }
+  });
+  const perfloc::process_chunk* chunk;
+  while (!(chunk = published.load(std::memory_order_acquire))) std::this_thread::yield();
+  std::uint64_t read = 0, bursts = 0, impossible = 0;
+  std::string first;
+  const auto check = [&](std::uint64_t o1, std::uint64_t o2, std::size_t in_use, std::size_t held,
+                         const char* what) {
+    ++read;
+    std::size_t low = pieces + 1, high = 0;
+    for (std::uint64_t op = o1; op <= o2 + 1 && op <= o1 + period; ++op) {
+      low = std::min(low, held_after[op % period]);
+      high = std::max(high, held_after[op % period]);
+    }
+    const bool possible = in_use % 64 == 0 && in_use / 64 >= low && in_use / 64 <= high && in_use <= held;
+    if (!possible && !impossible++)
+      first = std::string(what) + ": " + std::to_string(in_use) + " bytes in use (" + std::to_string(low * 64) +
+              " to " + std::to_string(high * 64) + " possible), " + std::to_string(held) + " held";
+  };
+  while (read < reads || ops.load(std::memory_order_relaxed) < passes * period) {
+    std::uint64_t o1 = ops.load(std::memory_order_acquire);
+    perfloc::chunk_stats s[4];
+    for (perfloc::chunk_stats& one : s) one = chunk->stats();
+    std::uint64_t o2 = ops.load(std::memory_order_acquire);
+    for (const perfloc::chunk_stats& one : s) check(o1, o2, one.in_use_bytes, one.held_bytes, "chunk.stats()");
+    if (++bursts % 16) continue;
+    o1 = ops.load(std::memory_order_acquire);
+    const perfloc::top_stats totals = top.stats();
+    o2 = ops.load(std::memory_order_acquire);
+    check(o1, o2, totals.in_use_bytes, totals.committed_bytes, "top.stats()");
+    o1 = ops.load(std::memory_order_acquire);
+    std::size_t in_use = 0, held = 0;
+    top.for_each_chunk([&](const perfloc::chunk_summary& c) {
+      in_use += c.in_use_bytes;
+      held += c.held_bytes;
+    });
+    o2 = ops.load(std::memory_order_acquire);
+    check(o1, o2, in_use, held, "for_each_chunk");
+  }
+  done = true;
+  owner.join();
+  BOOST_TEST_MESSAGE(read << " reads during " << ops.load() << " operations");
+  BOOST_TEST(held_after.back() == 0u);
   BOOST_TEST(impossible == 0u, impossible << " of " << read << " reads show a state the chunk never had, the first: "
                                           << first);
 }

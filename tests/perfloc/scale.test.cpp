@@ -9,15 +9,20 @@
 #include <boost/test/unit_test.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <new>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include <sys/resource.h>
 #include <unistd.h>
+
+#include "tags.hpp"
 
 import perfloc;
 
@@ -231,6 +236,57 @@ BOOST_AUTO_TEST_CASE(small_chunks_of_a_thread_that_exited_go_back_when_released)
   BOOST_TEST(top.stats().committed_bytes > before + 100 * slab_bytes);  // the setup: many slabs
   chunks.clear();  // released here, after their home thread exited: nobody drains its cache any more
   BOOST_TEST(top.stats().committed_bytes <= before + metas_of(count));
+}
+
+BOOST_AUTO_TEST_CASE(small_regions_of_a_thread_at_work_are_never_handed_to_another) {
+  // One thread opens small chunks from a taught site (regions of its cache's slabs), tags each, checks the
+  // tags and releases them, round after round; another fills a 2 MiB top with one-block chunks until it
+  // refuses, tags, checks and releases them. Each fill ends where the top has nothing left but what the
+  // other thread's cache holds (slabs whose regions are all free, free blocks): the next request takes
+  // it back, often while that thread is opening or releasing a region. A slab or block taken from a cache
+  // its owner is editing belongs to both: one thread's tags over the other's, or a broken list.
+  // ThreadSanitizer reports the race itself (tools/dev tsan). Bounded by rounds that had a chunk.
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 2 * MiB, .max_reserved_bytes = 2 * MiB,
+                                              .retain_bytes = 2 * MiB}};
+  teach_site(top, state_bytes);
+  constexpr std::uint32_t rounds = 2000;
+  constexpr std::size_t words = 64;  // 256 bytes tagged in each chunk
+  std::atomic<int> overwritten{0};
+  std::atomic<std::size_t> filled[2]{};
+  const auto fill_and_check = [&](std::uint32_t me, std::size_t limit, std::size_t bytes) {
+    std::vector<perfloc::process_chunk> chunks;
+    std::vector<std::uint32_t*> tagged;
+    chunks.reserve(limit);
+    tagged.reserve(limit);
+    for (std::uint32_t round = 0; round < rounds;) {
+      try {
+        while (chunks.size() < limit) {
+          chunks.push_back(me == 0 ? chunk_at_one_site(top) : perfloc::process_chunk{top});
+          auto* p = static_cast<std::uint32_t*>(chunks.back().allocate(bytes));
+          perfloc_test::write_tag(p, words, me, round, chunks.size());
+          tagged.push_back(p);
+        }
+      } catch (const std::bad_alloc&) {
+        if (chunks.size() > tagged.size()) chunks.pop_back();  // opened, but its allocation was refused
+      }
+      overwritten += perfloc_test::overwritten_tags(tagged, words, me, round);
+      filled[me] += tagged.size();
+      // A round counts when it had a chunk: the other thread may hold the whole top for a while (never
+      // after its last round, so this ends).
+      if (tagged.empty()) std::this_thread::yield();
+      else ++round;
+      tagged.clear();
+      chunks.clear();
+    }
+  };
+  std::thread small(fill_and_check, 0, 64, state_bytes), big(fill_and_check, 1, 64, 48 * KiB);
+  small.join();
+  big.join();
+  BOOST_TEST_MESSAGE(filled[0].load() << " small and " << filled[1].load() << " one-block chunks in " << rounds
+                                      << " rounds each");
+  BOOST_TEST(overwritten.load() == 0);
+  BOOST_TEST(filled[0].load() >= rounds);
+  BOOST_TEST(filled[1].load() >= rounds);
 }
 
 // A server's rounds: each round's chunks are released before the next opens as many. The first round takes
