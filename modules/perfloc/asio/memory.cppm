@@ -55,8 +55,8 @@ inline spin_lock& lock_of(allocator<std::byte> chunk) noexcept {
 static_assert(chunk_lock_count == 1u << 6);
 
 /// Free lists of operation memory in size classes of 64 B to 1 KiB, refilled from the chunk (bigger operations
-/// are the chunk's: its freed spans are reused too). Steps of 64 bytes where most operations fall (a timer
-/// wait, a socket read: 150 to 200 bytes), each free list a word of the spawn state. Asio gives
+/// are the chunk's: its freed spans are reused too). Steps of 64 bytes where most operations fall (a socket
+/// read's 192 bytes, a timer wait's a little over 192), each free list a word of the spawn state. Asio gives
 /// operation memory back before it runs the handler, on whichever thread completed the operation, and
 /// operations running in parallel may allocate and free at the same time: every access is under the chunk's
 /// lock (lock_of). In steady state only the free lists are touched, so a coroutine looping over operations
