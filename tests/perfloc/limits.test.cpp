@@ -9,7 +9,6 @@
 #define BOOST_TEST_MODULE perfloc.limits
 #include <boost/test/unit_test.hpp>
 
-#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
