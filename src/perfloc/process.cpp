@@ -157,13 +157,13 @@ bool chunk_header::ensure_span_lists() noexcept {
   // Bumped from the current block, outside what is in use; a free in a block too full for them is not reused
   // until the chunk grows or is released (at most a small first region's worth).
   if (span_lists) return true;
-  constexpr std::size_t bytes = span_class_count * sizeof(std::byte*);
   std::byte* const bump = child_meta::load(meta->bump);
-  if (static_cast<std::size_t>(end - bump) < bytes + min_alignment) return false;
-  track::internal_access(bump, bytes);
+  if (static_cast<std::size_t>(end - bump) < span_lists_bytes + min_alignment) return false;
+  track::internal_access(bump, span_lists_bytes);
   span_lists = reinterpret_cast<std::byte**>(bump);
-  meta->move_cursor(bump + bytes);
-  if (child_meta::load(meta->fast_limit) < bump + bytes) child_meta::store(meta->fast_limit, bump + bytes);
+  meta->move_cursor(bump + span_lists_bytes);
+  if (child_meta::load(meta->fast_limit) < bump + span_lists_bytes)
+    child_meta::store(meta->fast_limit, bump + span_lists_bytes);
   return true;
 }
 
@@ -418,7 +418,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   // What its site learns: what it used of its first region, or, when it grew, its peak.
   const bool grew = chunk->more_blocks || chunk->own_blocks;
   const std::size_t used = grew ? std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed), meta->in_use())
-                                : static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
+                                : first_region_use(chunk, meta);
   if (grew) chunk->give_back_blocks();
   block_header* first = chunk->first_block();
   const bool whole = chunk->region_class == whole_block_region;

@@ -181,6 +181,57 @@ BOOST_AUTO_TEST_CASE(a_site_gets_the_smallest_documented_region_that_holds_what_
   }
 }
 
+// A coroutine's frame is freed before its chunk is released: a free out of order at the end of a chunk's life,
+// when nothing is allocated after it, costs the site nothing: its chunks get the region of what they use.
+BOOST_AUTO_TEST_CASE(a_site_whose_chunks_free_out_of_order_as_they_end_gets_the_region_of_what_they_use) {
+  constexpr std::size_t documented[] = {1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 6144, 8192};
+  constexpr std::size_t most_header = 256, last = 64;
+  for (std::size_t used = 160; used + most_header <= 8 * KiB; used = used * 5 / 4 + 16) {
+    perfloc::top_chunk top;
+    for (unsigned i = 0; i < votes_to_shrink; ++i) {
+      perfloc::process_chunk chunk = chunk_at_one_site(top);
+      void* first = chunk.allocate(used - last);
+      chunk.allocate(last);
+      chunk.deallocate(first, used - last);  // not the latest: kept for reuse
+    }
+    perfloc::process_chunk chunk = chunk_at_one_site(top);
+    void* first = chunk.allocate(used - last);
+    std::memset(first, 0x5a, used - last);
+    std::memset(chunk.allocate(last), 0xa5, last);
+    chunk.deallocate(first, used - last);
+    const std::size_t fits = *std::ranges::find_if(documented, [&](std::size_t r) { return r >= used + most_header; });
+    BOOST_TEST(chunk.stats().blocks == 1u, "used " << used);
+    BOOST_TEST(chunk.stats().held_bytes <= fits, "used " << used);
+  }
+}
+
+// A chunk that frees out of order and then allocates again reuses what it freed: its site's region has room for
+// that reuse, so its chunks never grow a block.
+BOOST_AUTO_TEST_CASE(a_site_whose_chunks_reuse_freed_memory_keeps_a_region_where_the_reuse_fits) {
+  constexpr std::size_t last = 64;
+  for (std::size_t used = 160; used + 256 <= 8 * KiB; used = used * 5 / 4 + 16) {
+    perfloc::top_chunk top;
+    const std::size_t half = used / 2 / 16 * 16;
+    const auto run = [&](perfloc::process_chunk& chunk) {
+      for (int round = 0; round < 4; ++round) {
+        void* a = chunk.allocate(half);
+        void* b = chunk.allocate(last);
+        std::memset(a, round, half);
+        std::memset(b, round, last);
+        chunk.deallocate(a, half);  // not the latest: the next round's `a` takes it
+      }
+    };
+    for (unsigned i = 0; i < 2 * votes_to_shrink; ++i) {
+      perfloc::process_chunk chunk = chunk_at_one_site(top);
+      run(chunk);
+    }
+    perfloc::process_chunk chunk = chunk_at_one_site(top);
+    run(chunk);
+    BOOST_TEST(chunk.stats().blocks == 1u, "used " << used);
+    BOOST_TEST(chunk.stats().held_bytes < 64 * KiB, "used " << used);
+  }
+}
+
 BOOST_AUTO_TEST_CASE(a_chunk_that_outgrows_its_small_region_keeps_what_it_holds_and_teaches_its_site) {
   perfloc::top_chunk top;
   teach_site(top, state_bytes);

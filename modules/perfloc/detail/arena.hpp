@@ -792,6 +792,7 @@ struct object_layout {
 /// Classes: exact 16-byte steps up to 256 bytes, then four per power of two, the last one open-ended.
 inline constexpr unsigned exact_span_classes = 16;  ///< 16, 32, ..., 256 bytes
 inline constexpr unsigned span_class_count = 64;    ///< one bit each in chunk_header::span_mask
+inline constexpr std::size_t span_lists_bytes = span_class_count * sizeof(std::byte*);  ///< their heads
 
 /// The class a span of `span_bytes` (a multiple of 16) is filed in: every span in class c is at least
 /// span_class_floor(c) bytes, and smaller than the next class's floor.
@@ -959,6 +960,16 @@ inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noe
   site_most_used[site] = 0;
 }
 
+/// What a chunk that stayed in its first region used of it, for its site to learn: up to the bump, less the span
+/// lists when they are the last thing bumped (made at a free as the chunk ended, a coroutine's frame say). A
+/// region without room for them drops that free, which costs nothing when nothing is allocated after it.
+[[gnu::always_inline]] inline std::size_t first_region_use(const chunk_header* chunk, const child_meta* meta) noexcept {
+  std::byte* bump = child_meta::load(meta->bump);
+  const auto* lists = reinterpret_cast<std::byte*>(chunk->span_lists);
+  if (lists && lists + span_lists_bytes == bump) bump -= span_lists_bytes;
+  return static_cast<std::size_t>(bump - chunk->first_free);
+}
+
 /// What a chunk in a region of the class would have fit in a smaller one (chunk_header::shrink_below).
 constexpr std::uint32_t shrink_below_of(unsigned region_class) noexcept {
   return region_class ? static_cast<std::uint32_t>(region_payload_of(region_class - 1) + 1) : 0;
@@ -1087,7 +1098,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   top_state* top = chunk->top;
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
-  const auto used = static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
+  const std::size_t used = first_region_use(chunk, meta);
   if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || top->release_hook || cache != meta->home ||
       binding.top != top || binding.id != top->id || used < chunk->shrink_below) [[unlikely]]
     return release_chunk_slow(chunk);  // learns what the chunk used
