@@ -572,6 +572,18 @@ asio::awaitable<bool> serve_request(typename Heap::request& memory, server_conte
   co_return true;
 }
 
+/// What a socket the idle wait found readable has: a byte to read; the end (closed by the peer, reset, or shut
+/// down past its deadline); or nothing (with several threads on one epoll, a readiness event can outlive the
+/// bytes that caused it). A function of its own, so that its locals stay out of the session's frame.
+enum class readable { bytes, end, nothing };
+[[gnu::noinline]] readable peek(connection_socket& socket) {
+  char byte;
+  beast::error_code error;
+  socket.receive(asio::buffer(&byte, 1), connection_socket::message_peek, error);  // non-blocking (session)
+  if (error == asio::error::would_block) return readable::nothing;
+  return error ? readable::end : readable::bytes;
+}
+
 /// Serves one connection until it closes. With perfloc_heap the first parameter is the connection's chunk,
 /// so this frame is allocated in it. What an idle connection holds is this frame (its deadline; the socket
 /// lives in the entry frame, in the lambda that started the session, and this frame holds a reference: one
@@ -584,13 +596,20 @@ template <class Heap>
 asio::awaitable<void> session(typename Heap::connection& connection, server_context& context,
                               connection_socket& socket) {
   deadlines::entry deadline{context.timeouts, socket.native_handle()};  // leaves the list before the socket closes
+  {
+    beast::error_code ignored;
+    socket.non_blocking(true, ignored);  // the idle wait's peek returns would_block rather than blocking
+  }
   std::optional<typename Heap::request> next;  // a pipelined request's memory, holding its first bytes
   first_bytes bytes;
   for (;;) {
     if (!next) {  // wait for the next request's first bytes, reading none of them here
       deadline.expire_after(context.options.idle_timeout);
       auto [error] = co_await socket.async_wait(connection_socket::wait_read, asio::as_tuple(Heap::token));
-      if (error) co_return;  // cancelled; a peer gone, a reset or a deadline passed shows in the request's read
+      if (error) co_return;
+      const readable what = peek(socket);
+      if (what == readable::nothing) continue;  // a stale readiness event: wait again
+      if (what == readable::end) co_return;     // no request chunk is opened for a connection that ended
     }
     deadline.expire_after(context.options.idle_timeout);  // the whole request: a slow sender is closed
     if (!context.begin_request()) co_return;              // shutting down: serve no new request
