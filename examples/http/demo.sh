@@ -15,10 +15,11 @@
 # connection beyond the most it has had open at once. Server CPU time per request = its user + system time
 # over the rounds (/proc/PID/stat) over the same requests: unlike requests/s and latency, which follow the share
 # of the CPUs that wrk and the neighbours leave the server, it says what a request costs it. Peak RSS (VmHWM)
-# after the rounds. Then,
+# after the rounds; the perfloc server's just before its picture, in the middle of its last round (the picture
+# pages in about 0.8 MiB of library code that the requests never run). Then,
 # for each server, IDLE keep-alive connections (examples/http/idle_clients.py: one request each, then idle):
 # its resident bytes (VmRSS) with them open, minus before, per connection. The perfloc server writes the top
-# chunk's picture (SIGUSR1) in the middle of its middle round and, at SIGTERM, prints the release hook's
+# chunk's picture (SIGUSR1) in the middle of its last round and, at SIGTERM, prints the release hook's
 # histogram of bytes per request and its report.
 #
 # On a 2-CPU machine the loaded server and wrk have a CPU each. Everything runs niced: on a shared machine the
@@ -102,8 +103,14 @@ for ((round = 1; round <= rounds; ++round)); do
   echo "  round $round of $rounds..."
   for heap in "${heaps[@]}"; do
     picture=
-    if [[ $heap == perfloc ]] && ((round == (rounds + 1) / 2)); then
-      (sleep "$(awk -v s="$seconds" 'BEGIN { print s / 2 }')" && kill -USR1 "${pid[perfloc]}") &
+    if [[ $heap == perfloc ]] && ((round == rounds)); then
+      # The picture pages in library code the requests never run (about 0.8 MiB of libstdc++ and libc text,
+      # resident from then on): the perfloc server's peak RSS is read just before it, in its last round.
+      (
+        sleep "$(awk -v s="$seconds" 'BEGIN { print s / 2 }')"
+        status_kib "${pid[perfloc]}" VmHWM >"$work/perfloc.peak_before_picture"
+        kill -USR1 "${pid[perfloc]}"
+      ) &
       picture=$!
     fi
     load "$heap" "${seconds}s" >"$work/$heap.wrk"
@@ -119,6 +126,7 @@ for heap in "${heaps[@]}"; do
   requests=$(($(json_number requests <"$work/$heap.after") - $(json_number requests <"$work/$heap.before")))
   calls=$(($(json_number heap_calls <"$work/$heap.after") - $(json_number heap_calls <"$work/$heap.before")))
   peak_kib=$(status_kib "${pid[$heap]}" VmHWM)
+  [[ -s $work/$heap.peak_before_picture ]] && peak_kib=$(cat "$work/$heap.peak_before_picture")
   # The server's CPU time per request over the rounds: what a request costs the server, whatever the share
   # of the CPUs the neighbours and wrk leave it (requests/s and latency move with those).
   cpu_us=$(awk -v t="$(($(cpu_ticks "${pid[$heap]}") - $(cat "$work/$heap.cpu")))" -v hz="$(getconf CLK_TCK)" \

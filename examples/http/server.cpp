@@ -12,15 +12,16 @@
 //
 // Where the memory goes (perfloc): each connection is a coroutine started by perfloc::co_spawn, labelled
 // "connection". Its chunk holds what an idle keep-alive connection needs and nothing more: the coroutine's
-// entry frame and the session's frame (its first parameter is the chunk: the socket, its deadline and the
-// idle wait's 96 bytes are locals in it), and the idle wait's read operation (perfloc::use_chunk, reused wait
-// after wait). When a request's first bytes arrive, a chunk labelled "request" is opened and everything about
+// entry frame (with the socket) and the session's frame (its first parameter is the chunk; its deadline is a
+// local in it), and the idle wait's operation (perfloc::use_chunk, reused wait after wait), which waits until
+// the socket is readable and reads nothing. When a request's first bytes arrive, a chunk labelled "request" is
+// opened and everything about
 // the request lives there: the frame of serve_request (its first parameter is that chunk) with the parser and
 // the response, the buffer the request is read into, the parsed fields and body and the response's
 // (std::pmr allocators on the chunk's resource), and the memory of the request's reads and writes (use_chunk
 // bound to a perfloc::allocator of the request's chunk). So no request, however large, leaves anything in
 // its connection's chunk or grows it: connection chunks learn a first region that fits an idle connection
-// (2.5 KiB). A pipelined request's first bytes, read with the one before, are copied into its own chunk,
+// (2 KiB). A pipelined request's first bytes, read with the one before, are copied into its own chunk,
 // opened before the previous one is released. The request chunk is released when the response has been
 // written, the connection chunk when the coroutine ends: on close, error, timeout, disconnect, or at
 // shutdown. With --heap global the same session runs with asio::co_spawn, asio::use_awaitable and
@@ -457,16 +458,11 @@ bhttp::status status_for(const beast::error_code& error) {
 
 // ---- A connection ---------------------------------------------------------------------------------------
 
-/// How many bytes the idle wait reads: a typical request's header (wrk's are about 60 bytes, curl's about 80)
-/// or its start. They are copied into the request's buffer, in the request's memory; the rest is read there.
-constexpr std::size_t idle_read_bytes = 96;
-
-/// The bytes a request starts with: what the idle wait read (in the connection's frame), or what the request
-/// before it read past its own end (pipelining), kept in this request's memory until its buffer takes them.
+/// The bytes a pipelined request starts with: what the request before it read past its own end, kept in this
+/// request's memory until its buffer takes them (none: data is null).
 struct first_bytes {
-  const char* data = nullptr;
+  char* data = nullptr;
   std::size_t size = 0;
-  bool in_request_memory = false;
 };
 
 /// Serves one request in `memory` (with perfloc_heap its chunk: this frame, the buffer the request is read
@@ -484,7 +480,7 @@ asio::awaitable<bool> serve_request(typename Heap::request& memory, server_conte
   beast::basic_flat_buffer<pmr_allocator> buffer{pmr_allocator{resource}};
   buffer.commit(
       asio::buffer_copy(buffer.prepare(std::max<std::size_t>(bytes.size, 1024)), asio::buffer(bytes.data, bytes.size)));
-  if (bytes.in_request_memory) resource->deallocate(const_cast<char*>(bytes.data), bytes.size, 1);
+  if (bytes.data) resource->deallocate(bytes.data, bytes.size, 1);
   bytes = {};
 
   request_parser parser{std::piecewise_construct, std::make_tuple(pmr_allocator{resource}),
@@ -571,30 +567,49 @@ asio::awaitable<bool> serve_request(typename Heap::request& memory, server_conte
   if (buffer.size() > 0) {  // the next request has started (pipelining): its bytes go to its own memory
     next.emplace(Heap::open_request(context));
     auto* copy = static_cast<char*>(Heap::resource(*next)->allocate(buffer.size(), 1));
-    bytes = {copy, asio::buffer_copy(asio::buffer(copy, buffer.size()), buffer.data()), true};
+    bytes = {copy, asio::buffer_copy(asio::buffer(copy, buffer.size()), buffer.data())};
   }
   co_return true;
 }
 
+/// What a socket the idle wait found readable has: a byte to read; the end (closed by the peer, reset, or shut
+/// down past its deadline); or nothing (with several threads on one epoll, a readiness event can outlive the
+/// bytes that caused it). A function of its own, so that its locals stay out of the session's frame.
+enum class readable { bytes, end, nothing };
+[[gnu::noinline]] readable peek(connection_socket& socket) {
+  char byte;
+  beast::error_code error;
+  socket.receive(asio::buffer(&byte, 1), connection_socket::message_peek, error);  // non-blocking (session)
+  if (error == asio::error::would_block) return readable::nothing;
+  return error ? readable::end : readable::bytes;
+}
+
 /// Serves one connection until it closes. With perfloc_heap the first parameter is the connection's chunk,
-/// so this frame is allocated in it. What an idle connection holds is this frame (the socket, its deadline,
-/// the idle wait's few bytes) and the idle wait's operation: everything about a request is in the request's
+/// so this frame is allocated in it. What an idle connection holds is this frame (its deadline; the socket
+/// lives in the entry frame, in the lambda that started the session, and this frame holds a reference: one
+/// copy, not two) and the idle wait's operation, which reads nothing (a buffer for the first bytes would take
+/// room in every idle connection): everything about a request is in the request's
 /// memory, opened when its first bytes arrive and released when it is answered, so that requests, whatever
 /// they are, never grow the connection's chunk (and the chunks opened here learn a first region that fits
 /// an idle connection).
 template <class Heap>
 asio::awaitable<void> session(typename Heap::connection& connection, server_context& context,
-                              connection_socket socket) {
+                              connection_socket& socket) {
   deadlines::entry deadline{context.timeouts, socket.native_handle()};  // leaves the list before the socket closes
+  {
+    beast::error_code ignored;
+    socket.non_blocking(true, ignored);  // the idle wait's peek returns would_block rather than blocking
+  }
   std::optional<typename Heap::request> next;  // a pipelined request's memory, holding its first bytes
   first_bytes bytes;
-  std::array<char, idle_read_bytes> idle_read;
   for (;;) {
-    if (!next) {  // wait for the next request's first bytes
+    if (!next) {  // wait for the next request's first bytes, reading none of them here
       deadline.expire_after(context.options.idle_timeout);
-      auto [error, n] = co_await socket.async_read_some(asio::buffer(idle_read), asio::as_tuple(Heap::token));
-      if (error) co_return;  // closed by the peer, reset, idle timeout, or shutdown
-      bytes = {idle_read.data(), n, false};
+      auto [error] = co_await socket.async_wait(connection_socket::wait_read, asio::as_tuple(Heap::token));
+      if (error) co_return;
+      const readable what = peek(socket);
+      if (what == readable::nothing) continue;  // a stale readiness event: wait again
+      if (what == readable::end) co_return;     // no request chunk is opened for a connection that ended
     }
     deadline.expire_after(context.options.idle_timeout);  // the whole request: a slow sender is closed
     if (!context.begin_request()) co_return;              // shutting down: serve no new request
@@ -613,11 +628,14 @@ void start_session(server_context& context, const asio::any_io_executor& executo
     perfloc::co_spawn(
         context.top, "connection", executor,
         [&context, s = std::move(socket)](perfloc::process_chunk& connection) mutable {
-          return session<perfloc_heap>(connection, context, std::move(s));
+          return session<perfloc_heap>(connection, context, s);
         },
         asio::detached);
   } else {
-    asio::co_spawn(executor, session<global_heap>(no_connection_memory, context, std::move(socket)), asio::detached);
+    asio::co_spawn(
+        executor,
+        [&context, s = std::move(socket)]() mutable { return session<global_heap>(no_connection_memory, context, s); },
+        asio::detached);
   }
 }
 

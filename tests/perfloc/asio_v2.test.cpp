@@ -17,6 +17,7 @@
 #endif
 #endif
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -433,5 +434,70 @@ BOOST_AUTO_TEST_CASE(a_coroutines_chunk_starts_with_a_small_spawn_state_and_entr
   BOOST_TEST(at_start <= 768u);
 #else
   BOOST_TEST(at_start <= 640u);
+#endif
+}
+
+// What a co_await with use_chunk keeps in the awaiting coroutine's frame until the operation completes: the
+// operation object it returns, and Asio's awaiter's copy of it (README, "perfloc.asio"). At most 80 bytes each;
+// each was 112 (96 bytes in place for the operation), 224 per co_await in every frame.
+BOOST_AUTO_TEST_CASE(an_operation_awaited_with_use_chunk_keeps_at_most_80_bytes_in_the_frame) {
+  asio::io_context ctx;
+  asio::steady_timer timer(ctx);
+  char bytes[16];
+  asio::ip::tcp::socket socket(ctx);
+  const std::size_t sizes[] = {sizeof(decltype(timer.async_wait(perfloc::use_chunk))),
+                               sizeof(decltype(asio::post(perfloc::use_chunk))),
+                               sizeof(decltype(socket.async_read_some(asio::buffer(bytes), perfloc::use_chunk))),
+                               sizeof(decltype(asio::async_write(socket, asio::buffer(bytes), perfloc::use_chunk)))};
+  for (const std::size_t size : sizes) BOOST_TEST(size <= 80u);
+}
+
+namespace {
+/// An initiation as large as the largest common ones of Asio's (72 bytes) that posts its handler.
+struct large_initiation {
+  asio::any_io_executor executor;
+  std::array<char, 16> payload;
+  template <class Handler>
+  void operator()(Handler&& handler) const {
+    asio::post(executor, std::forward<Handler>(handler));
+  }
+};
+}  // namespace
+
+// The largest common initiations stay in place in the operation object (no heap call per operation): 72 bytes,
+// what a post or dispatch to a strand of any_io_executor or asio::co_spawn with an any_io_executor carries, here
+// an operation of the test's own whose initiation is that large and posts its handler; and a post to an
+// any_io_executor (56 bytes).
+BOOST_AUTO_TEST_CASE(operations_with_initiations_up_to_72_bytes_awaited_with_use_chunk_make_no_heap_call) {
+#if defined(PERFLOC_TEST_UNDER_SANITIZER)
+  BOOST_TEST_MESSAGE("not counted under a sanitizer: its runtime owns malloc");
+#else
+  asio::io_context ctx(1);
+  perfloc::top_chunk top;
+  const asio::any_io_executor plain = ctx.get_executor();
+  static_assert(sizeof(large_initiation) == 72);
+  auto large_operation = [&](auto token) {
+    return asio::async_initiate<decltype(token), void()>(large_initiation{plain, {}}, token);
+  };
+  constexpr int rounds = 1000;
+  long calls = -1;
+  int awaited = 0;
+  perfloc::co_spawn(top, ctx, [&](perfloc::process_chunk&) -> asio::awaitable<void> {
+    for (int warm = 0; warm < 2; ++warm) {  // the operation memory's free lists
+      co_await large_operation(perfloc::use_chunk);
+      co_await asio::post(plain, perfloc::use_chunk);
+    }
+    const long before = perfloc_heap_calls::count.load();
+    for (int i = 0; i < rounds; ++i) {
+      co_await large_operation(perfloc::use_chunk);
+      co_await asio::post(plain, perfloc::use_chunk);
+      awaited += 2;
+    }
+    calls = perfloc_heap_calls::count.load() - before;
+  }, asio::detached);
+  ctx.run();
+  BOOST_TEST(awaited == 2 * rounds);
+  BOOST_TEST(calls == 0);
+  BOOST_TEST(top.stats().live_chunks == 0u);
 #endif
 }
