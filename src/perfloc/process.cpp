@@ -158,9 +158,10 @@ bool chunk_header::ensure_span_lists() noexcept {
   // until the chunk grows or is released (at most a small first region's worth).
   if (span_lists) return true;
   std::byte* const bump = child_meta::load(meta->bump);
-  if (static_cast<std::size_t>(end - bump) < span_lists_bytes + min_alignment) return false;
+  if (static_cast<std::size_t>(end - bump) < span_lists_bytes) return false;
   track::internal_access(bump, span_lists_bytes);
   span_lists = reinterpret_cast<std::byte**>(bump);
+  allocated_after_lists = false;
   meta->move_cursor(bump + span_lists_bytes);
   if (child_meta::load(meta->fast_limit) < bump + span_lists_bytes)
     child_meta::store(meta->fast_limit, bump + span_lists_bytes);
@@ -333,6 +334,7 @@ void* chunk_header::allocate_slow(std::size_t bytes, std::size_t alignment) {
   if (!admitted) throw std::bad_alloc();
   if (alignment < min_alignment) alignment = min_alignment;
   const std::size_t n = footprint(bytes);
+  if (span_lists) allocated_after_lists = true;  // first_region_use
   if (admitted > large_request_bytes) return allocate_own_block(bytes, n, alignment);  // may_need_own_block
 
   std::byte* p = nullptr;

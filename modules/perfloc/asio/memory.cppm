@@ -55,9 +55,10 @@ inline spin_lock& lock_of(allocator<std::byte> chunk) noexcept {
 static_assert(chunk_lock_count == 1u << 6);
 
 /// Free lists of operation memory in size classes of 64 B to 1 KiB, refilled from the chunk (bigger operations
-/// are the chunk's: its freed spans are reused too). A class of 208 bytes where most operations fall (a socket
-/// read's 192 bytes, a timer wait's 200: 256 would waste 56 bytes of every idle coroutine's chunk), each free
-/// list a word of the spawn state. Asio gives
+/// are the chunk's: its freed spans are reused too). Classes fitted where most operations fall (release,
+/// Boost 1.81: a socket's readiness wait 160 bytes, a socket read 192, a timer wait 200), since an idle
+/// coroutine keeps one and its chunk's region is rounded up from there; each free list a word of the spawn
+/// state. Asio gives
 /// operation memory back before it runs the handler, on whichever thread completed the operation, and
 /// operations running in parallel may allocate and free at the same time: every access is under the chunk's
 /// lock (lock_of). In steady state only the free lists are touched, so a coroutine looping over operations
@@ -67,8 +68,8 @@ class op_recycler {
  public:
   inline explicit op_recycler(spin_lock& lock) noexcept : lock_(&lock) {}
 
-  static constexpr unsigned class_count = 7;
-  static constexpr std::size_t class_bytes[class_count] = {64, 128, 208, 256, 384, 512, 1024};
+  static constexpr unsigned class_count = 8;
+  static constexpr std::size_t class_bytes[class_count] = {64, 128, 160, 208, 256, 384, 512, 1024};
   static constexpr std::size_t max_bytes = class_bytes[class_count - 1];
 
   inline void* allocate(process_chunk& chunk, std::size_t bytes, std::size_t alignment) {

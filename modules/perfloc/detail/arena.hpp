@@ -849,6 +849,7 @@ struct chunk_header {
   /// say) do not all fall in the same cache sets, as they would at one offset in 64 KiB-aligned blocks.
   std::byte* first_free;
   std::size_t freed_since_merge;  ///< bytes kept as spans since the last merge_spans (valid under span_mask)
+  bool allocated_after_lists;  ///< an allocation came after span_lists were made (valid once they are)
   /// The std::pmr view of this chunk, made on first use. Builds that check handles make each chunk of a
   /// shell's its resource in the next slot, so that a pmr container left from an earlier chunk does not find
   /// the new chunk's resource at its address (it is caught unless four chunks later made theirs there).
@@ -891,7 +892,7 @@ struct chunk_header {
 
 /// Allocation starts right after the header (16-aligned, as every bump): in a small region every byte counts.
 inline constexpr std::size_t chunk_header_bytes = round_up(sizeof(chunk_header), min_alignment);
-static_assert(chunk_header_bytes <= 192);
+static_assert(chunk_header_bytes == (PERFLOC_CHECK_HANDLES ? 160 : 112));  // the README's figure (release)
 
 /// What a first region of the class leaves for allocation (a whole block: without its colour).
 constexpr std::size_t region_payload_of(unsigned region_class) noexcept {
@@ -960,14 +961,18 @@ inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noe
   site_most_used[site] = 0;
 }
 
-/// What a chunk that stayed in its first region used of it, for its site to learn: up to the bump, less the span
-/// lists when they are the last thing bumped (made at a free as the chunk ended, a coroutine's frame say). A
-/// region without room for them drops that free, which costs nothing when nothing is allocated after it.
+/// What a chunk that stayed in its first region used of it, for its site to learn: the most it had in use at
+/// once (a temporary given back before the end counts), or up to the bump if more. The bump leaves out the span
+/// lists when nothing was allocated after they were made (at a free as the chunk ended, a coroutine's frame
+/// say; the next allocation after a free takes the slow path, which notes it): a region without room for them
+/// drops that free, which costs nothing when nothing is allocated after it.
 [[gnu::always_inline]] inline std::size_t first_region_use(const chunk_header* chunk, const child_meta* meta) noexcept {
   std::byte* bump = child_meta::load(meta->bump);
   const auto* lists = reinterpret_cast<std::byte*>(chunk->span_lists);
-  if (lists && lists + span_lists_bytes == bump) bump -= span_lists_bytes;
-  return static_cast<std::size_t>(bump - chunk->first_free);
+  if (lists && lists + span_lists_bytes == bump && !chunk->allocated_after_lists) bump -= span_lists_bytes;
+  const auto extent = static_cast<std::size_t>(bump - chunk->first_free);
+  const std::size_t peak = meta->peak_in_use_bytes.load(std::memory_order_relaxed);
+  return extent > peak ? extent : peak;
 }
 
 /// What a chunk in a region of the class would have fit in a smaller one (chunk_header::shrink_below).
