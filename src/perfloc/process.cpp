@@ -142,6 +142,19 @@ std::byte* sort_by_address(std::byte* list) {
   return sorted;
 }
 
+/// What a chunk that stayed in its first region used of it, for its site to learn: the most it had in use at
+/// once (a temporary given back before the end counts), or up to the bump if more. The bump leaves out the span
+/// lists when nothing was allocated after they were made (at a free as the chunk ended, a coroutine's frame
+/// say; the next allocation after a free takes the slow path, which notes it): a region without room for them
+/// drops that free, which costs nothing when nothing is allocated after it.
+std::size_t first_region_use(const chunk_header* chunk, const child_meta* meta) noexcept {
+  std::byte* bump = child_meta::load(meta->bump);
+  const auto* lists = reinterpret_cast<std::byte*>(chunk->span_lists);
+  if (lists && lists + span_lists_bytes == bump && !chunk->allocated_after_lists) bump -= span_lists_bytes;
+  return std::max(static_cast<std::size_t>(bump - chunk->first_free),
+                  meta->peak_in_use_bytes.load(std::memory_order_relaxed));
+}
+
 }  // namespace
 
 void chunk_header::file_span(std::byte* start, std::size_t n) noexcept {

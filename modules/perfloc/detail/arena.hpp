@@ -961,20 +961,6 @@ inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noe
   site_most_used[site] = 0;
 }
 
-/// What a chunk that stayed in its first region used of it, for its site to learn: the most it had in use at
-/// once (a temporary given back before the end counts), or up to the bump if more. The bump leaves out the span
-/// lists when nothing was allocated after they were made (at a free as the chunk ended, a coroutine's frame
-/// say; the next allocation after a free takes the slow path, which notes it): a region without room for them
-/// drops that free, which costs nothing when nothing is allocated after it.
-[[gnu::always_inline]] inline std::size_t first_region_use(const chunk_header* chunk, const child_meta* meta) noexcept {
-  std::byte* bump = child_meta::load(meta->bump);
-  const auto* lists = reinterpret_cast<std::byte*>(chunk->span_lists);
-  if (lists && lists + span_lists_bytes == bump && !chunk->allocated_after_lists) bump -= span_lists_bytes;
-  const auto extent = static_cast<std::size_t>(bump - chunk->first_free);
-  const std::size_t peak = meta->peak_in_use_bytes.load(std::memory_order_relaxed);
-  return extent > peak ? extent : peak;
-}
-
 /// What a chunk in a region of the class would have fit in a smaller one (chunk_header::shrink_below).
 constexpr std::uint32_t shrink_below_of(unsigned region_class) noexcept {
   return region_class ? static_cast<std::uint32_t>(region_payload_of(region_class - 1) + 1) : 0;
@@ -1103,9 +1089,11 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   top_state* top = chunk->top;
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
-  const std::size_t used = first_region_use(chunk, meta);
-  if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || top->release_hook || cache != meta->home ||
-      binding.top != top || binding.id != top->id || used < chunk->shrink_below) [[unlikely]]
+  // Without span lists, what the chunk used (first_region_use, process.cpp) is at least up to the bump: under
+  // shrink_below, its site has something to learn. With them, the slow path works it out.
+  const auto used = static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
+  if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || chunk->span_lists || top->release_hook ||
+      cache != meta->home || binding.top != top || binding.id != top->id || used < chunk->shrink_below) [[unlikely]]
     return release_chunk_slow(chunk);  // learns what the chunk used
   cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
   std::atomic_signal_fence(std::memory_order_seq_cst);
