@@ -137,6 +137,18 @@ void teach_site(perfloc::top_chunk& top, std::size_t bytes) {
   for (unsigned i = 0; i < votes_to_shrink; ++i) chunk_at_one_site(top).allocate(bytes);
 }
 
+/// Runs `run` in chunk after chunk of the site, 4 lessons' worth: how many grew a block after the first lesson.
+template <class Run>
+std::size_t chunks_that_grew(perfloc::top_chunk& top, const Run& run) {
+  std::size_t grew = 0;
+  for (unsigned i = 0; i < 4 * votes_to_shrink; ++i) {
+    perfloc::process_chunk chunk = chunk_at_one_site(top);
+    run(chunk);
+    if (i > votes_to_shrink && chunk.stats().blocks != 1) ++grew;
+  }
+  return grew;
+}
+
 /// `n` chunks from the site, each holding `state_bytes` written.
 std::vector<perfloc::process_chunk> open_small_chunks(perfloc::top_chunk& top, std::size_t n) {
   std::vector<perfloc::process_chunk> chunks;
@@ -221,13 +233,7 @@ BOOST_AUTO_TEST_CASE(a_site_whose_chunks_give_back_a_temporary_before_they_end_k
       chunk.deallocate(t, temporary);  // the latest: the bump steps back
       chunk.deallocate(a, first);      // not the latest: kept for reuse
     };
-    std::size_t grew = 0;
-    for (unsigned i = 0; i < 4 * votes_to_shrink; ++i) {
-      perfloc::process_chunk chunk = chunk_at_one_site(top);
-      run(chunk);
-      if (i > votes_to_shrink && chunk.stats().blocks != 1) ++grew;  // after the site's first lesson
-    }
-    BOOST_TEST(grew == 0u, "used " << used);
+    BOOST_TEST(chunks_that_grew(top, run) == 0u, "used " << used);
   }
 }
 
@@ -247,13 +253,7 @@ BOOST_AUTO_TEST_CASE(a_site_whose_chunks_reuse_freed_memory_keeps_a_region_where
         std::memset(a, round, half);
       }
     };
-    std::size_t grew = 0;
-    for (unsigned i = 0; i < 4 * votes_to_shrink; ++i) {
-      perfloc::process_chunk chunk = chunk_at_one_site(top);
-      run(chunk);
-      if (i > votes_to_shrink && chunk.stats().blocks != 1) ++grew;  // after the site's first lesson
-    }
-    BOOST_TEST(grew == 0u, "used " << used);
+    BOOST_TEST(chunks_that_grew(top, run) == 0u, "used " << used);
   }
 }
 
