@@ -58,12 +58,12 @@ static_assert(chunk_lock_count == 1u << 6);
 /// are the chunk's: its freed spans are reused too). Classes fitted where most operations fall (release,
 /// Boost 1.81: a socket's readiness wait 160 bytes, a socket read 192, a timer wait 200), since an idle
 /// coroutine keeps one and its chunk's region is rounded up from there; each free list a word of the spawn
-/// state. Asio gives
-/// operation memory back before it runs the handler, on whichever thread completed the operation, and
-/// operations running in parallel may allocate and free at the same time: every access is under the chunk's
-/// lock (lock_of). In steady state only the free lists are touched, so a coroutine looping over operations
-/// stays at a constant footprint. The chunk itself is touched here (under the lock) only while the coroutine
-/// is suspended on the operation asking for memory, so it never races with the coroutine's own use of it.
+/// state. Asio gives operation memory back before it runs the handler, on whichever thread completed the
+/// operation, and operations running in parallel may allocate and free at the same time: every access is under
+/// the chunk's lock (lock_of). In steady state only the free lists are touched, so a coroutine looping over
+/// operations stays at a constant footprint. The chunk itself is touched here (under the lock) only while the
+/// coroutine is suspended on the operation asking for memory, so it never races with the coroutine's own use
+/// of it.
 class op_recycler {
  public:
   inline explicit op_recycler(spin_lock& lock) noexcept : lock_(&lock) {}

@@ -87,7 +87,8 @@ inline void execute_in_chunk(spawn_state<Executor>* state, Blocking blocking, Ha
 /// The entry point's own waits: its first dispatch and, when the coroutine completes inside its launch, a post
 /// through the spawn executor, with the handler's memory from the chunk. Frame-less and small on purpose: each
 /// co_await keeps the awaited object, Asio's awaiter (a copy of it) and ours in the entry frame, and with a
-/// chunk_operation (type-erased, then 96 bytes inline) those were about 300 bytes per wait in every coroutine's chunk.
+/// chunk_operation (type-erased, then 96 bytes inline) those were about 300 bytes per wait in every coroutine's
+/// chunk.
 template <class Executor, class Blocking>
 struct spawn_resume {
   using perfloc_frame_less = void;
