@@ -142,17 +142,15 @@ std::byte* sort_by_address(std::byte* list) {
   return sorted;
 }
 
-/// What a chunk that stayed in its first region used of it, for its site to learn: the most it had in use at
-/// once (a temporary given back before the end counts), or up to the bump if more. The bump leaves out the span
-/// lists when nothing was allocated after they were made (at a free as the chunk ended, a coroutine's frame
-/// say; the next allocation after a free takes the slow path, which notes it): a region without room for them
-/// drops that free, which costs nothing when nothing is allocated after it.
-std::size_t first_region_use(const chunk_header* chunk, const child_meta* meta) noexcept {
+/// How far the bump went in a chunk's first region, for its site to learn, less the span lists when nothing was
+/// allocated after they were made (at a free as the chunk ended, a coroutine's frame say; the next allocation
+/// after a free takes the slow path, which notes it): a region without room for them drops that free, which
+/// costs nothing when nothing is allocated after it.
+std::size_t first_region_extent(const chunk_header* chunk, const child_meta* meta) noexcept {
   std::byte* bump = child_meta::load(meta->bump);
   const auto* lists = reinterpret_cast<std::byte*>(chunk->span_lists);
   if (lists && lists + span_lists_bytes == bump && !chunk->allocated_after_lists) bump -= span_lists_bytes;
-  return std::max(static_cast<std::size_t>(bump - chunk->first_free),
-                  meta->peak_in_use_bytes.load(std::memory_order_relaxed));
+  return static_cast<std::size_t>(bump - chunk->first_free);
 }
 
 }  // namespace
@@ -347,7 +345,7 @@ void* chunk_header::allocate_slow(std::size_t bytes, std::size_t alignment) {
   if (!admitted) throw std::bad_alloc();
   if (alignment < min_alignment) alignment = min_alignment;
   const std::size_t n = footprint(bytes);
-  if (span_lists) allocated_after_lists = true;  // first_region_use
+  allocated_after_lists = true;  // read once span lists exist (first_region_extent)
   if (admitted > large_request_bytes) return allocate_own_block(bytes, n, alignment);  // may_need_own_block
 
   std::byte* p = nullptr;
@@ -430,10 +428,11 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   meta->objects_destroyed.store(meta->objects_made.load(std::memory_order_relaxed), std::memory_order_relaxed);
   top_state* top = chunk->top;
   if (top->release_hook) call_release_hook(chunk);
-  // What its site learns: what it used of its first region, or, when it grew, its peak.
+  // What its site learns: the most it had in use at once (a temporary given back before the end counts), or
+  // more if its first region's bump went further, or when it grew, what it has in use now if more.
   const bool grew = chunk->more_blocks || chunk->own_blocks;
-  const std::size_t used = grew ? std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed), meta->in_use())
-                                : first_region_use(chunk, meta);
+  const std::size_t used = std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed),
+                                    grew ? meta->in_use() : first_region_extent(chunk, meta));
   if (grew) chunk->give_back_blocks();
   block_header* first = chunk->first_block();
   const bool whole = chunk->region_class == whole_block_region;

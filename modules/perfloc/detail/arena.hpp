@@ -849,7 +849,7 @@ struct chunk_header {
   /// say) do not all fall in the same cache sets, as they would at one offset in 64 KiB-aligned blocks.
   std::byte* first_free;
   std::size_t freed_since_merge;  ///< bytes kept as spans since the last merge_spans (valid under span_mask)
-  bool allocated_after_lists;  ///< an allocation came after span_lists were made (valid once they are)
+  bool allocated_after_lists;  ///< an allocation came after span_lists were made (read once they are)
   /// The std::pmr view of this chunk, made on first use. Builds that check handles make each chunk of a
   /// shell's its resource in the next slot, so that a pmr container left from an earlier chunk does not find
   /// the new chunk's resource at its address (it is caught unless four chunks later made theirs there).
@@ -1089,8 +1089,8 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   top_state* top = chunk->top;
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
-  // Without span lists, what the chunk used (first_region_use, process.cpp) is at least up to the bump: under
-  // shrink_below, its site has something to learn. With them, the slow path works it out.
+  // Without span lists, what its site learns (release_chunk_slow) is at least up to the bump: at or above
+  // shrink_below, there is nothing to learn. With them, the slow path works it out.
   const auto used = static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
   if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || chunk->span_lists || top->release_hook ||
       cache != meta->home || binding.top != top || binding.id != top->id || used < chunk->shrink_below) [[unlikely]]
