@@ -137,6 +137,15 @@ void teach_site(perfloc::top_chunk& top, std::size_t bytes) {
   for (unsigned i = 0; i < votes_to_shrink; ++i) chunk_at_one_site(top).allocate(bytes);
 }
 
+/// The small first regions' sizes (README), and the most a region keeps for its headers (256 in debug builds).
+constexpr std::size_t documented_regions[] = {1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 6144, 8192};
+constexpr std::size_t most_header = 256;
+
+/// The smallest documented region with room for `used` bytes after its headers.
+std::size_t smallest_region_holding(std::size_t used) {
+  return *std::ranges::find_if(documented_regions, [&](std::size_t r) { return r >= used + most_header; });
+}
+
 /// Runs `run` in chunk after chunk of the site, 4 lessons' worth: how many grew a block after the first lesson.
 template <class Run>
 std::size_t chunks_that_grew(perfloc::top_chunk& top, const Run& run) {
@@ -179,17 +188,15 @@ BOOST_AUTO_TEST_CASE(chunks_that_use_little_get_small_regions) {
 // What an idle chunk costs is its region: the rounding up to the next documented class, after the header, is all
 // it pays beyond what it uses. A site taught each use gets the smallest documented region with room for it.
 BOOST_AUTO_TEST_CASE(a_site_gets_the_smallest_documented_region_that_holds_what_its_chunks_use) {
-  constexpr std::size_t documented[] = {1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 6144, 8192};
-  constexpr std::size_t most_header = 256;
   for (std::size_t used = 16; used + most_header <= 8 * KiB; used = used * 5 / 4 + 16) {
     perfloc::top_chunk top;  // a site of its own: a new top's thread cache learns afresh
     teach_site(top, used);
     perfloc::process_chunk chunk = chunk_at_one_site(top);
     std::memset(chunk.allocate(used), 0x5a, used);
-    const std::size_t fits = *std::ranges::find_if(documented, [&](std::size_t r) { return r >= used + most_header; });
+    const std::size_t fits = smallest_region_holding(used);
     BOOST_TEST(chunk.stats().blocks == 1u, "used " << used);  // no block more: it fit its region
     BOOST_TEST(chunk.stats().held_bytes <= fits, "used " << used);
-    BOOST_TEST(std::ranges::count(documented, chunk.stats().held_bytes) == 1, "used " << used);
+    BOOST_TEST(std::ranges::count(documented_regions, chunk.stats().held_bytes) == 1, "used " << used);
   }
 }
 
@@ -197,8 +204,7 @@ BOOST_AUTO_TEST_CASE(a_site_gets_the_smallest_documented_region_that_holds_what_
 // when nothing is allocated after it, costs the site nothing: its chunks get the region of what they use, from a
 // site's first chunk (a whole block) or from a region that held 512 bytes more (the span lists).
 BOOST_AUTO_TEST_CASE(a_site_whose_chunks_free_out_of_order_as_they_end_gets_the_region_of_what_they_use) {
-  constexpr std::size_t documented[] = {1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 6144, 8192};
-  constexpr std::size_t most_header = 256, last = 64;
+  constexpr std::size_t last = 64;
   for (std::size_t used = 160; used + most_header <= 8 * KiB; used = used * 5 / 4 + 16) {
     for (const std::size_t taught_more : {std::size_t{0}, std::size_t{512}}) {
       perfloc::top_chunk top;
@@ -214,8 +220,7 @@ BOOST_AUTO_TEST_CASE(a_site_whose_chunks_free_out_of_order_as_they_end_gets_the_
       std::memset(first, 0x5a, used - last);
       std::memset(chunk.allocate(last), 0xa5, last);
       chunk.deallocate(first, used - last);
-      const std::size_t fits =
-          *std::ranges::find_if(documented, [&](std::size_t r) { return r >= used + most_header; });
+      const std::size_t fits = smallest_region_holding(used);
       BOOST_TEST(chunk.stats().blocks == 1u, "used " << used << ", taught " << taught_more << " more");
       BOOST_TEST(chunk.stats().held_bytes <= fits, "used " << used << ", taught " << taught_more << " more");
     }
