@@ -437,7 +437,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   block_header* first = chunk->first_block();
   const bool whole = chunk->region_class == whole_block_region;
   const cache_binding& binding = current_binding;
-  if (binding.cache == meta->home && binding.top == top && binding.id == top->id) {  // where it was opened
+  if (binding.cache == meta->home && binding.id == top->id) {  // where it was opened
     cache_section section(binding.cache);
     binding.cache->learn(chunk, used);
     leave_live_list(binding.cache, meta);
@@ -676,7 +676,7 @@ bool chunk_contains(chunk_header* chunk, const void* p) noexcept {
 
 void check_outlives(chunk_header* owner, const void* object) noexcept {
   const cache_binding& binding = current_binding;
-  if (binding.top != owner->top || binding.id != owner->top->id || owner->meta->home != binding.cache) return;
+  if (binding.id != owner->top->id || owner->meta->home != binding.cache) return;
   // The live list is newest first: every chunk before the owner's was opened after it on this thread.
   for (child_meta* m = binding.cache->live.next.load(std::memory_order_relaxed); m != owner->meta && m != &binding.cache->live;
        m = m->next.load(std::memory_order_relaxed)) {

@@ -994,7 +994,7 @@ thread_cache* bind_cache(top_state* top) {
   auto& entries = this_thread_caches.entries;
   for (const auto& e : entries)
     if (e.top == top && e.id == top->id) {
-      current_binding = {top, top->id, e.cache};
+      current_binding = {top->id, e.cache};
       return e.cache;
     }
   if (entries.size() >= 8) {  // forget the caches of tops destroyed since (a thread that makes many tops)
@@ -1020,7 +1020,7 @@ thread_cache* bind_cache(top_state* top) {
     }
   }
   entries.push_back({top, top->id, cache});
-  current_binding = {top, top->id, cache};
+  current_binding = {top->id, cache};
   return cache;
 }
 

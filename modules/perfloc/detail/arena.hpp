@@ -674,10 +674,11 @@ bool is_live_meta(const void* meta) noexcept;  ///< debug checks: does a live to
 inline std::atomic<top_state*> default_top_state{nullptr};
 
 /// The calling thread's last used cache. Constant-initialized and trivial, so that importers reach it
-/// directly, without a TLS wrapper call.
+/// directly, without a TLS wrapper call. A top's id is unique among all tops ever created and never 0, so
+/// `binding.id == top->id` alone says the binding is this top's (a new top at a dead one's address has a new
+/// id): the fast paths compare ids only.
 struct cache_binding {
-  top_state* top = nullptr;
-  std::uint64_t id = 0;
+  std::uint64_t id = 0;  ///< 0: no binding
   thread_cache* cache = nullptr;
 };
 inline thread_local constinit cache_binding current_binding{};
@@ -685,7 +686,7 @@ inline thread_local constinit cache_binding current_binding{};
 /// The calling thread's cache of `top`; nullptr past the thread's thread_local teardown (at exit).
 inline thread_cache* cache_for(top_state* top) {
   const cache_binding& binding = current_binding;
-  if (binding.top == top && binding.id == top->id) [[likely]] return binding.cache;
+  if (binding.id == top->id) [[likely]] return binding.cache;  // ids: see cache_binding
   return bind_cache(top);
 }
 
@@ -1054,7 +1055,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
                                                   const std::source_location& where) {
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
-  if (binding.top != top || binding.id != top->id || !label.empty() || top->release_hook) [[unlikely]]
+  if (binding.id != top->id || !label.empty() || top->release_hook) [[unlikely]]
     return open_chunk_slow(top, label, where);
   // enter_cache, but a pending reclaim is waited for on the slow path: the fast path calls nothing, so it
   // saves no registers.
@@ -1093,7 +1094,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   // shrink_below, there is nothing to learn. With them, the slow path works it out.
   const auto used = static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
   if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || chunk->span_lists || top->release_hook ||
-      cache != meta->home || binding.top != top || binding.id != top->id || used < chunk->shrink_below) [[unlikely]]
+      cache != meta->home || binding.id != top->id || used < chunk->shrink_below) [[unlikely]]
     return release_chunk_slow(chunk);  // learns what the chunk used
   cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
   std::atomic_signal_fence(std::memory_order_seq_cst);
