@@ -142,15 +142,17 @@ std::byte* sort_by_address(std::byte* list) {
   return sorted;
 }
 
-/// How far the bump went in a chunk's first region, for its site to learn, less the span lists when nothing was
+/// How far the bump went in a chunk's first region (before a step back too, once span lists exist: a temporary
+/// given back above a freed span), for its site to learn, less the span lists when nothing was
 /// allocated after they were made (at a free as the chunk ended, a coroutine's frame say; the next allocation
 /// after a free takes the slow path, which notes it): a region without room for them drops that free, which
 /// costs nothing when nothing is allocated after it.
 std::size_t first_region_extent(const chunk_header* chunk, const child_meta* meta) noexcept {
   std::byte* bump = child_meta::load(meta->bump);
   const auto* lists = reinterpret_cast<std::byte*>(chunk->span_lists);
-  if (lists && lists + span_lists_bytes == bump && !chunk->allocated_after_lists) bump -= span_lists_bytes;
-  return static_cast<std::size_t>(bump - chunk->first_free);
+  if (!lists) return static_cast<std::size_t>(bump - chunk->first_free);
+  if (lists + span_lists_bytes == bump && !chunk->allocated_after_lists) bump -= span_lists_bytes;
+  return std::max<std::size_t>(static_cast<std::size_t>(bump - chunk->first_free), chunk->stepped_back_from);
 }
 
 }  // namespace
@@ -173,6 +175,7 @@ bool chunk_header::ensure_span_lists() noexcept {
   track::internal_access(bump, span_lists_bytes);
   span_lists = reinterpret_cast<std::byte**>(bump);
   allocated_after_lists = false;
+  stepped_back_from = 0;
   meta->move_cursor(bump + span_lists_bytes);
   if (child_meta::load(meta->fast_limit) < bump + span_lists_bytes)
     child_meta::store(meta->fast_limit, bump + span_lists_bytes);
@@ -261,6 +264,7 @@ void chunk_header::merge_spans() noexcept {
   const auto close_run = [&] {
     if (!run_end) return;
     if (run_end == child_meta::load(meta->bump)) {
+      note_step_back(run_end);
       child_meta::store(meta->fast_limit, run_start);  // the caller resumes bumping
       meta->move_cursor(run_start);  // one change: a reader never sees the bump back and counted_to not
     } else {

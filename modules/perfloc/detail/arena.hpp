@@ -851,6 +851,10 @@ struct chunk_header {
   std::byte* first_free;
   std::size_t freed_since_merge;  ///< bytes kept as spans since the last merge_spans (valid under span_mask)
   bool allocated_after_lists;  ///< an allocation came after span_lists were made (read once they are)
+  /// Once span_lists are made: the furthest the bump was from first_free before it stepped back (a LIFO free, a
+  /// merge), which what is in use at the release does not show (first_region_extent). Only read of a chunk that
+  /// stayed in its first region.
+  std::uint32_t stepped_back_from;
   /// The std::pmr view of this chunk, made on first use. Builds that check handles make each chunk of a
   /// shell's its resource in the next slot, so that a pmr container left from an earlier chunk does not find
   /// the new chunk's resource at its address (it is caught unless four chunks later made theirs there).
@@ -867,6 +871,13 @@ struct chunk_header {
   bool free_own_block(std::byte* p, std::size_t n) noexcept;  ///< false if p is not in an own block
   void keep_span(std::byte* start, std::size_t n, bool freed) noexcept;  ///< freed: by deallocate
   bool ensure_span_lists() noexcept;
+  /// The bump steps back from `bump`: with span lists, its site must still learn how far it went.
+  void note_step_back(const std::byte* bump) noexcept {
+    if (!span_lists) return;
+    const auto extent = static_cast<std::uint32_t>(std::bit_cast<std::uintptr_t>(bump) -
+                                                   std::bit_cast<std::uintptr_t>(first_free));
+    if (extent > stepped_back_from) stepped_back_from = extent;
+  }
   void run_cleanups() noexcept;
   void give_back_blocks() noexcept;
   void file_span(std::byte* start, std::size_t n) noexcept;
@@ -995,6 +1006,7 @@ inline void child_meta::deallocate(void* p, std::size_t bytes, std::size_t align
   std::byte* now = load(bump);
   const bool latest = start + n == now;
   if (latest && load(fast_limit) == now) store(fast_limit, start);  // stay on the slow path
+  if (latest) chunk->note_step_back(now);
   give_back(n, latest ? start : now);  // one change for readers: settled, uncounted, stepped back
   if (!latest) chunk->keep_span(start, n, true);
 }
