@@ -221,6 +221,32 @@ auto async_allocate_on_threads(asio::thread_pool& pool, Token&& token) {
       token);
 }
 
+/// An operation that parks its handler, holding no work on any executor (a user's own async API that keeps
+/// handlers in a list); `complete()` runs it.
+class parking {
+ public:
+  template <class Token>
+  auto wait(Token&& token) {
+    return asio::async_initiate<Token, void()>(
+        [this](auto handler) { parked_ = std::make_unique<parked<decltype(handler)>>(std::move(handler)); }, token);
+  }
+  bool holds() const noexcept { return parked_ != nullptr; }
+  void complete() { std::exchange(parked_, nullptr)->run(); }
+
+ private:
+  struct parked_base {
+    virtual ~parked_base() = default;
+    virtual void run() = 0;
+  };
+  template <class Handler>
+  struct parked : parked_base {
+    explicit parked(Handler&& h) : handler(std::move(h)) {}
+    void run() override { std::move(handler)(); }
+    Handler handler;
+  };
+  std::unique_ptr<parked_base> parked_;
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------------------
@@ -281,6 +307,38 @@ BOOST_AUTO_TEST_CASE(co_spawn_takes_coroutines_of_a_concrete_executor_type) {
   asio::io_context ctx;
   a_coroutine_on_its_own_executor_type_gets_its_chunk(ctx, ctx.get_executor());
   a_coroutine_on_its_own_executor_type_gets_its_chunk(ctx, asio::make_strand(ctx));
+}
+
+// As asio::co_spawn: while a perfloc coroutine lives, its io_context has outstanding work, so run() does not
+// return under it even when what it waits on holds none (here an operation that parks its handler). poll()
+// stops an io_context that has no work left: it must not stop this one. Once the coroutine has completed,
+// the work is gone with its chunk.
+BOOST_AUTO_TEST_CASE(a_perfloc_coroutine_keeps_its_io_context_busy_while_it_waits_on_what_holds_no_work) {
+  for (const bool chunk_parameter : {false, true}) {
+    asio::io_context ctx;
+    perfloc::top_chunk top;
+    parking parking;
+    bool resumed = false, done = false;
+    auto body = [&]() -> asio::awaitable<void> {
+      co_await parking.wait(perfloc::use_chunk);
+      resumed = true;
+    };
+    if (chunk_parameter)
+      perfloc::co_spawn(
+          top, ctx, [&](perfloc::process_chunk&) { return body(); }, [&](std::exception_ptr) { done = true; });
+    else
+      perfloc::co_spawn(top, ctx, body, [&](std::exception_ptr) { done = true; });
+    ctx.poll();
+    BOOST_TEST_REQUIRE(parking.holds());
+    BOOST_TEST(!ctx.stopped(), "the io_context ran out of work with the coroutine waiting");
+    BOOST_TEST(top.stats().live_chunks == 1u);
+    asio::post(ctx, [&] { parking.complete(); });
+    ctx.restart();
+    ctx.run();  // returns: the coroutine completed, and its work went with it
+    BOOST_TEST(resumed);
+    BOOST_TEST(done);
+    BOOST_TEST(top.stats().live_chunks == 0u);
+  }
 }
 
 BOOST_AUTO_TEST_CASE(co_spawn_delivers_exceptions_void_results_and_move_only_results) {

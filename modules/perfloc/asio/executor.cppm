@@ -20,12 +20,21 @@ concept polymorphic_executor = requires(const E& e) {
   e.target_type();
 };
 
-/// The executor types perfloc reaches behind a polymorphic executor.
+/// The executor types perfloc reaches behind a polymorphic executor, each also in its form that keeps its
+/// context's outstanding work (a coroutine's spawn state keeps its executor so: perfloc.asio:memory).
 template <class... Executors>
 struct executor_list {};
+/// The type of an executor that keeps its context's outstanding work (asio::execution::outstanding_work.tracked).
+template <class Executor>
+using tracked = std::decay_t<decltype(asio::prefer(std::declval<const Executor&>(),
+                                                   asio::execution::outstanding_work.tracked))>;
 using known_executors = executor_list<asio::io_context::executor_type, asio::thread_pool::executor_type,
                                       asio::strand<asio::io_context::executor_type>,
-                                      asio::strand<asio::thread_pool::executor_type>>;
+                                      asio::strand<asio::thread_pool::executor_type>,
+                                      tracked<asio::io_context::executor_type>,
+                                      tracked<asio::thread_pool::executor_type>,
+                                      tracked<asio::strand<asio::io_context::executor_type>>,
+                                      tracked<asio::strand<asio::thread_pool::executor_type>>>;
 
 /// Calls `f(*target)` for the first type in `list` that `ex` holds; returns whether one did.
 template <class Polymorphic, class... Known, class Function>

@@ -137,8 +137,9 @@ class derived_frame : public Frame {
   }
 };
 
-/// Keeps an executor's context running while a coroutine of perfloc::co_spawn lives (Asio's own co_spawn does the
-/// same). Asio 1.26's make_co_spawn_work_guard is gone in 1.28.1; the class it made is on every version.
+/// Keeps a handler's executor's context running until the handler has run (perfloc.asio:spawn's
+/// handler_work_guard; the coroutine's own context is kept running by its spawn state). Asio 1.26's
+/// make_co_spawn_work_guard is gone in 1.28.1; the class it made is on every version.
 template <class Executor>
 inline asio_detail::co_spawn_work_guard<Executor> make_spawn_work_guard(const Executor& ex) {
   return asio_detail::co_spawn_work_guard<Executor>(ex);

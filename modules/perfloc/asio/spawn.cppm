@@ -78,7 +78,7 @@ inline void execute_in_chunk(spawn_state<Executor>* state, Blocking blocking, Ha
   const auto run = [&](const auto& ex) {
     asio::prefer(ex, blocking, asio::execution::allocator(memory)).execute(std::move(handler));
   };
-  if constexpr (polymorphic_executor<Executor>) {
+  if constexpr (polymorphic_executor<typename spawn_state<Executor>::executor_type>) {
     if (visit_known(state->executor, known_executors{}, run)) return;
   }
   run(state->executor);
@@ -164,9 +164,9 @@ inline constexpr bool has_own_executor =
     !std::is_same_v<typename asio::associated_executor<Handler, asio::system_executor>::type, asio::system_executor>;
 
 /// The handler's executor, kept busy until the handler has run (Asio's handler_work). A handler without an
-/// executor of its own completes through the spawn executor, which the entry point's spawn_work keeps busy
-/// already: then this is empty, instead of a second copy of the executor and a second work guard in every
-/// coroutine's entry frame (96 bytes with any_io_executor).
+/// executor of its own completes through the spawn executor, which the spawn state keeps busy already
+/// (perfloc.asio:memory): then this is empty, instead of a second copy of the executor and a second work
+/// guard in every coroutine's entry frame (96 bytes with any_io_executor).
 template <class Handler, class Executor, bool = has_own_executor<Handler>>
 class handler_work_guard {
   using executor_type = asio::associated_executor_t<Handler, Executor>;
@@ -188,6 +188,24 @@ class handler_work_guard<Handler, Executor, false> {
   inline const Executor& executor(const Executor& spawn_executor) const noexcept { return spawn_executor; }
 };
 
+/// Hands the coroutine's result or exception to its handler through the handler's executor. Out of line on
+/// purpose: inlined into spawn_entry, the dispatch's locals (executor copies, Asio's operation pointers, the
+/// bound handler: 176 bytes of the HTTP example's connections) were laid out in the entry frame, which every
+/// coroutine's chunk keeps as long as the coroutine lives; here they are on the stack of its last resume.
+template <class T, class HandlerExecutor, class Handler, class Result>
+[[gnu::noinline]] void complete_spawn(const HandlerExecutor& handler_executor, Handler&& handler, std::exception_ptr e,
+                                      Result& result) {
+  if constexpr (std::is_void_v<T>)
+    dispatch_known(handler_executor, [handler = std::move(handler), e]() mutable { std::move(handler)(e); });
+  else if (e)
+    dispatch_known(handler_executor,
+                   [handler = std::move(handler), e]() mutable { std::move(handler)(e, T()); });
+  else
+    dispatch_known(handler_executor, [handler = std::move(handler), t = std::move(*result)]() mutable {
+      std::move(handler)(std::exception_ptr(), std::move(t));
+    });
+}
+
 /// Asio 1.38's co_spawn_entry_point, with the chunk. The factory's coroutine is awaited inside the try
 /// block, so a cancellation that arrives before its first resume (Asio's await_transform throws
 /// operation_aborted when it is co_awaited) reaches the handler like any other error. A coroutine still
@@ -200,9 +218,9 @@ template <class T, class Executor, class F, class Handler>
 asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry(spawn_params<Executor>& params,
                                                                                  F factory, Handler handler) {
   // The body starts inside launch(), while `params` is alive.
-  spawn_state<Executor>* state = params.state;
-  auto spawn_work = make_spawn_work_guard(state->executor);
-  const handler_work_guard<Handler, Executor> handler_work(handler, state->executor);
+  spawn_state<Executor>* state = params.state;  // its executor keeps the context's work (spawn_state)
+  const handler_work_guard<Handler, typename spawn_state<Executor>::executor_type> handler_work(handler,
+                                                                                              state->executor);
 
   co_await spawn_resume<Executor, asio::execution::blocking_t::possibly_t>{state};
 
@@ -223,16 +241,7 @@ asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry
   else
     check_outside_chunk(state->chunk, e, result ? std::addressof(*result) : nullptr, result ? sizeof(T) : 0);
 #endif
-  const auto& handler_executor = handler_work.executor(state->executor);
-  if constexpr (std::is_void_v<T>)
-    dispatch_known(handler_executor, [handler = std::move(handler), e]() mutable { std::move(handler)(e); });
-  else if (e)
-    dispatch_known(handler_executor,
-                   [handler = std::move(handler), e]() mutable { std::move(handler)(e, T()); });
-  else
-    dispatch_known(handler_executor, [handler = std::move(handler), t = std::move(*result)]() mutable {
-      std::move(handler)(std::exception_ptr(), std::move(t));
-    });
+  complete_spawn<T>(handler_work.executor(state->executor), std::move(handler), e, result);
 }
 
 /// The handler placed in the caller's cancellation slot: it forwards to the spawn's own signal, whose slot
