@@ -16,7 +16,8 @@
 //
 // Small first regions come from slabs: a 64 KiB block a thread cache cuts into regions of one class (carve_slab),
 // each with a meta attached for the slab's life; the slab goes back to the top when all its regions are free
-// (give_region), except one per class that the cache keeps, counted in the budget like its free blocks.
+// (give_region), except one per class that the cache keeps, counted in the budget like its free blocks, and
+// those it keeps as free 64 KiB blocks while it has room for them: carve_slab takes those first.
 //
 // Thread caches live in the meta region, are bound to a thread on first use and orphaned when it exits;
 // a new thread adopts an orphan before a new cache is made, so their number stays that of the threads.
@@ -416,17 +417,29 @@ child_meta* take_meta_locked(top_state* top, thread_cache* cache) {
   return meta;
 }
 
+void detach_meta(child_meta*& free_metas, block_header* first);
+void attach_meta(thread_cache* cache, block_header* first, child_meta* meta);
+
 /// Cuts a 64 KiB block into small regions of one class for `cache`, each with a meta attached, and lists the
 /// slab. As many regions as metas could be had (at least one). Caller holds the mutex and owns the cache.
+/// The block is one of the cache's free 64 KiB blocks if it has one (most likely a slab an earlier wave of
+/// chunks emptied, its pages still backed), else the top's.
 void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
-  block_header* block = take_block_locked(top, 0, cache);  // may throw: nothing was taken
+  block_header* block = nullptr;
+  const bool cached = cache->count_of(0);
+  if (cached) {
+    block = cache->pop_free(0);
+    detach_meta(cache->free_metas, block);  // its meta serves one of the regions
+  } else {
+    block = take_block_locked(top, 0, cache);  // may throw: nothing was taken
+  }
   const std::size_t region_bytes = region_bytes_of(region_class);
   const auto most = static_cast<unsigned>((granule_bytes - slab_header_bytes) / region_bytes);
   auto* at = reinterpret_cast<std::byte*>(block);
   // Every page of the slab is written below (a header per region): one call backs them all, where a burst
   // of chunks would otherwise take a page fault per page (most of a burst of coroutines' spawn time, perf on
-  // bench/idle.hpp).
-  os::populate(at, granule_bytes);
+  // bench/idle.hpp). A cached block's pages are backed already, most likely (an emptied slab's).
+  if (!cached) os::populate(at, granule_bytes);
   track::internal_access(at, slab_header_bytes);
   const block_header whole = *block;
   auto* slab = ::new (static_cast<void*>(at)) slab_header{};
@@ -481,7 +494,9 @@ void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
 
 /// Takes a slab whose regions are all free out of its cache's list and gives it to the top; the metas of its
 /// regions go to `free_metas`. Caller holds the mutex.
-void give_slab_locked(top_state* top, thread_cache* cache, slab_header* slab, child_meta*& free_metas) {
+/// Takes a slab whose regions are all free out of its cache's list; the metas of its regions go to
+/// `free_metas`. Returns its block, a plain 64 KiB block again. Caller holds the mutex.
+block_header* unlist_slab(thread_cache* cache, slab_header* slab, child_meta*& free_metas) {
   auto* prev = reinterpret_cast<slab_header*>(slab->block.prev);
   auto* next = reinterpret_cast<slab_header*>(slab->block.next);
   if (prev) prev->block.next = slab->block.next;
@@ -496,7 +511,27 @@ void give_slab_locked(top_state* top, thread_cache* cache, slab_header* slab, ch
   block_header* block = &slab->block;
   block->next = block->prev = nullptr;
   set_block_owner(block, nullptr);
-  give_block_locked(top, block);
+  return block;
+}
+
+/// Takes a slab whose regions are all free out of its cache's list and gives it to the top; the metas of its
+/// regions go to `free_metas`. Caller holds the mutex.
+void give_slab_locked(top_state* top, thread_cache* cache, slab_header* slab, child_meta*& free_metas) {
+  give_block_locked(top, unlist_slab(cache, slab, free_metas));
+}
+
+/// Keeps a slab whose regions are all free as a free 64 KiB block of its cache (a shell, one of its regions'
+/// metas attached), which has room for one: the next slab of any class is carved from it again (carve_slab),
+/// so that waves of chunks that fill more than one slab do not take slabs from the top and give them back
+/// each time, nor spread over blocks whose pages were not backed yet. Caller holds the mutex and owns the
+/// cache.
+void keep_slab_as_shell(thread_cache* cache, slab_header* slab) {
+  block_header* block = unlist_slab(cache, slab, cache->free_metas);
+  child_meta* meta = cache->free_metas;
+  cache->free_metas = meta->free_next;
+  track::taken_back(block->payload(), block->bytes - sizeof(block_header));
+  attach_meta(cache, block, meta);
+  cache->push_free(block, 0);
 }
 
 /// A shell leaves its cache: its meta goes to `free_metas` (the cache's own, or the top's when another thread
@@ -949,6 +984,9 @@ void refill_region(thread_cache* cache, unsigned region_class) {
   carve_slab(cache->top, cache, region_class);
 }
 
+// A slab whose regions are all free and that is not kept for its class becomes a free 64 KiB block of the
+// cache when the cache has room for one and the caller owns it (keep_slab_as_shell); otherwise it goes back to
+// the top.
 void give_region(thread_cache* cache, block_header* region, bool top_locked) noexcept {
   cache->keep_small_region(region);
   slab_header* slab = slab_of(region);
@@ -960,9 +998,11 @@ void give_region(thread_cache* cache, block_header* region, bool top_locked) noe
     head = slab;
   }
   if (slab->free_count != slab->region_count) return;  // (keep_small_region counted it empty otherwise)
-  if (head == slab && !slab->block.next && !cache->orphaned.load(std::memory_order_relaxed)) return;  // kept
+  const bool orphaned = cache->orphaned.load(std::memory_order_relaxed);
+  if (head == slab && !slab->block.next && !orphaned) return;  // kept
   if (top_locked) return give_slab_locked(cache->top, cache, slab, cache->free_metas);
   std::lock_guard lock(cache->top->mutex);
+  if (!orphaned && cache->count_of(0) < cached_block_limit(0)) return keep_slab_as_shell(cache, slab);
   give_slab_locked(cache->top, cache, slab, cache->free_metas);
 }
 
