@@ -75,8 +75,11 @@ class launch_scope {
 template <class Executor, class Blocking, class Handler>
 inline void execute_in_chunk(spawn_state<Executor>* state, Blocking blocking, Handler&& handler) {
   const operation_allocator<void> memory(state);
+  // Untracked first: the state's executor is tracked (it keeps the context's work while the coroutine lives),
+  // and each tracked copy the preferences make would count work in and out (two atomic operations each).
   const auto run = [&](const auto& ex) {
-    asio::prefer(ex, blocking, asio::execution::allocator(memory)).execute(std::move(handler));
+    asio::prefer(ex, asio::execution::outstanding_work.untracked, blocking, asio::execution::allocator(memory))
+        .execute(std::move(handler));
   };
   if constexpr (polymorphic_executor<typename spawn_state<Executor>::executor_type>) {
     if (visit_known(state->executor, known_executors{}, run)) return;
