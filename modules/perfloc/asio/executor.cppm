@@ -28,13 +28,15 @@ struct executor_list {};
 template <class Executor>
 using tracked = std::decay_t<decltype(asio::prefer(std::declval<const Executor&>(),
                                                    asio::execution::outstanding_work.tracked))>;
-using known_executors = executor_list<asio::io_context::executor_type, asio::thread_pool::executor_type,
-                                      asio::strand<asio::io_context::executor_type>,
-                                      asio::strand<asio::thread_pool::executor_type>,
-                                      tracked<asio::io_context::executor_type>,
-                                      tracked<asio::thread_pool::executor_type>,
+// The tracked forms first: a coroutine's own executor is one of them (each type tried costs a type_info
+// comparison behind the polymorphic executor).
+using known_executors = executor_list<tracked<asio::io_context::executor_type>,
                                       tracked<asio::strand<asio::io_context::executor_type>>,
-                                      tracked<asio::strand<asio::thread_pool::executor_type>>>;
+                                      tracked<asio::thread_pool::executor_type>,
+                                      tracked<asio::strand<asio::thread_pool::executor_type>>,
+                                      asio::io_context::executor_type, asio::thread_pool::executor_type,
+                                      asio::strand<asio::io_context::executor_type>,
+                                      asio::strand<asio::thread_pool::executor_type>>;
 
 /// Calls `f(*target)` for the first type in `list` that `ex` holds; returns whether one did.
 template <class Polymorphic, class... Known, class Function>
@@ -53,7 +55,11 @@ inline bool visit_known(const Polymorphic& ex, executor_list<Known...>, Function
 template <class Ex, class Function>
 inline void dispatch_known(const Ex& ex, Function&& f) {
   if constexpr (polymorphic_executor<Ex>) {
-    if (visit_known(ex, known_executors{}, [&](const auto& known) { asio::dispatch(known, std::move(f)); })) return;
+    // Untracked: copies of a tracked executor count work in and out (the handler's work is kept elsewhere).
+    const auto run = [&](const auto& known) {
+      asio::dispatch(asio::prefer(known, asio::execution::outstanding_work.untracked), std::move(f));
+    };
+    if (visit_known(ex, known_executors{}, run)) return;
   }
   asio::dispatch(ex, std::move(f));
 }
