@@ -229,9 +229,11 @@ BOOST_AUTO_TEST_CASE(a_site_whose_chunks_free_out_of_order_as_they_end_gets_the_
   }
 }
 
-// A request's chunk gives back a temporary (a serializer's buffer, say) and then frees out of order as it ends:
-// its site learns the room the temporary took, and its next chunks hold it without growing.
-BOOST_AUTO_TEST_CASE(a_site_whose_chunks_give_back_a_temporary_before_they_end_keeps_room_for_it) {
+/// Runs, at sizes from 320 bytes to 8 KiB, chunks that allocate `first` and `last`, bump a temporary and give it
+/// back (the latest: the bump steps back), and free `first` out of order, before the temporary or after it;
+/// checks that no chunk of the site grows a block once it has learned.
+namespace {
+void check_sites_keep_room_for_a_temporary(bool free_out_of_order_first) {
   constexpr std::size_t last = 64;
   for (std::size_t used = 320; used + 256 <= 8 * KiB; used = used * 5 / 4 + 16) {
     perfloc::top_chunk top;
@@ -240,34 +242,28 @@ BOOST_AUTO_TEST_CASE(a_site_whose_chunks_give_back_a_temporary_before_they_end_k
       void* a = chunk.allocate(first);
       std::memset(a, 1, first);
       std::memset(chunk.allocate(last), 2, last);
+      if (free_out_of_order_first) chunk.deallocate(a, first);  // kept for reuse, too small for the temporary
       void* t = chunk.allocate(temporary);
       std::memset(t, 3, temporary);
       chunk.deallocate(t, temporary);  // the latest: the bump steps back
-      chunk.deallocate(a, first);      // not the latest: kept for reuse
+      if (!free_out_of_order_first) chunk.deallocate(a, first);  // not the latest: kept for reuse
     };
     BOOST_TEST(chunks_that_grew(top, run) == 0u, "used " << used);
   }
+}
+}  // namespace
+
+// A request's chunk gives back a temporary (a serializer's buffer, say) and then frees out of order as it ends:
+// its site learns the room the temporary took, and its next chunks hold it without growing.
+BOOST_AUTO_TEST_CASE(a_site_whose_chunks_give_back_a_temporary_before_they_end_keeps_room_for_it) {
+  check_sites_keep_room_for_a_temporary(false);
 }
 
 // A chunk that frees out of order, then bumps a temporary too big for what it freed and gives it back (a step back
 // of the bump): its site learns the room the temporary took above the freed span and the span lists, which
 // neither what is in use at the end nor its peak in use (the freed span was not in use then) counts.
 BOOST_AUTO_TEST_CASE(a_site_whose_chunks_give_back_a_temporary_after_freeing_out_of_order_keeps_room_for_it) {
-  constexpr std::size_t last = 64;
-  for (std::size_t used = 320; used + 256 <= 8 * KiB; used = used * 5 / 4 + 16) {
-    perfloc::top_chunk top;
-    const std::size_t first = used / 4 / 16 * 16, temporary = used - first - last;
-    const auto run = [&](perfloc::process_chunk& chunk) {
-      void* a = chunk.allocate(first);
-      std::memset(a, 1, first);
-      std::memset(chunk.allocate(last), 2, last);
-      chunk.deallocate(a, first);  // not the latest: kept for reuse, too small for the temporary
-      void* t = chunk.allocate(temporary);
-      std::memset(t, 3, temporary);
-      chunk.deallocate(t, temporary);  // the latest: the bump steps back
-    };
-    BOOST_TEST(chunks_that_grew(top, run) == 0u, "used " << used);
-  }
+  check_sites_keep_room_for_a_temporary(true);
 }
 
 // A chunk that frees out of order and then allocates again reuses what it freed, without bumping anything more:
