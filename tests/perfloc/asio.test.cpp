@@ -963,9 +963,12 @@ BOOST_AUTO_TEST_CASE(operation_memory_given_back_on_several_threads_at_once_is_s
   }, asio::detached);
   ctx.run();
   pool.join();
-  // Reused, not grown: each of 4 threads holds at most one block of each class used (64..512 B) at a time.
+  // Reused, not grown: each of 4 threads holds at most one block at a time, so a class never has more than 4
+  // blocks. The sizes asked for (32..480 B) fall in six of the recycler's classes (op_recycler::class_bytes):
+  // 64, 128, 160, 256, 384 and 512 B. All four threads in one class at once is rare but happens (seen under
+  // TSan: 4 960 bytes, past a bound that left out the 160 and 384 B classes).
   BOOST_TEST(after > before);
-  BOOST_TEST(after - before <= 4u * (64 + 128 + 256 + 512) + 1024);
+  BOOST_TEST(after - before <= 4u * (64 + 128 + 160 + 256 + 384 + 512) + 1024);
 }
 
 BOOST_AUTO_TEST_CASE(thousands_of_coroutines_on_a_multi_threaded_io_context) {
