@@ -8,8 +8,8 @@
 //    is the last step of that destruction (after the promise and the parameter copies, which live in the
 //    chunk), so nothing of the chunk is touched after it is released.
 //  * use_chunk: as use_awaitable, without a coroutine frame per operation (a frame-less awaiter, see
-//    perfloc.asio:shims), with the coroutine's operation recycler (perfloc.asio:memory) as the handler's
-//    associated allocator: no heap call per operation, however many coroutines wait at once.
+//    perfloc.asio:shims), with the coroutine's chunk (perfloc.asio:memory) as the handler's associated
+//    allocator: no heap call per operation, however many coroutines wait at once.
 //  * this_coro::chunk(): a frame-less awaiter that is ready at once. It neither suspends (an operation
 //    completing inline would nest the stack once per co_await: a loop of 100 000 overflows 8 MiB) nor
 //    allocates, and it is not subject to Asio's cancellation check, so cleanup code of a cancelled coroutine
