@@ -57,13 +57,9 @@ static_assert(chunk_lock_count == 1u << 6);
 
 /// What a perfloc coroutine keeps beside its entry frame, at the start of its own chunk.
 struct spawn_state_base {
-  inline spawn_state_base(process_chunk&& c, std::shared_ptr<void> signal) noexcept
-      : chunk(std::move(c)), forwarded_signal(std::move(signal)) {}
+  inline explicit spawn_state_base(process_chunk&& c) noexcept : chunk(std::move(c)) {}
 
   process_chunk chunk;  ///< the handle; it never moves (this object lives in the chunk it owns)
-  /// The spawn's own cancellation signal when emits are forwarded through an executor (spawn_cancellation):
-  /// the coroutine's cancellation state lives in it, so it lives as long as the coroutine too.
-  std::shared_ptr<void> forwarded_signal;
 
   /// Operation memory, from the chunk and given back to it: the chunk steps its bump back over the latest
   /// allocation (an operation awaited alone: the next one, or whatever the coroutine allocates next, takes the
@@ -88,9 +84,8 @@ struct spawn_state_base {
 template <class Executor>
 struct spawn_state : spawn_state_base {
   using executor_type = tracked<Executor>;
-  inline spawn_state(process_chunk&& c, std::shared_ptr<void> signal, const Executor& ex)
-      : spawn_state_base(std::move(c), std::move(signal)),
-        executor(asio::prefer(ex, asio::execution::outstanding_work.tracked)) {}
+  inline spawn_state(process_chunk&& c, const Executor& ex)
+      : spawn_state_base(std::move(c)), executor(asio::prefer(ex, asio::execution::outstanding_work.tracked)) {}
   /// The spawn executor, the coroutine's own: launch operations and, for a handler without an executor of its
   /// own, the completion run through it. Tracked, it is also the coroutine's work guard: its context's run()
   /// does not return while the coroutine lives (Asio's co_spawn keeps a tracked copy for that in its entry
