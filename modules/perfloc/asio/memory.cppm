@@ -3,12 +3,11 @@
 // use_chunk handlers carry operation_allocator, whose memory comes from the coroutine's chunk and goes back to
 // it. Asio frees operation memory on the completing thread, and frames of parallel children are made and freed
 // on the threads they run on, so everything perfloc does to a chunk from another thread is under the chunk's
-// lock (lock_of). The spawn state (what a perfloc coroutine keeps beside
-// its entry frame, at the start of its chunk) owns the chunk handle.
+// lock (lock_of). The spawn state (what a perfloc coroutine keeps beside its entry frame, at the start of its
+// chunk) owns the chunk handle.
 module;
 
 #include "perfloc/detail/asio.hpp"
-#include "perfloc/detail/track.hpp"
 
 export module perfloc.asio:memory;
 

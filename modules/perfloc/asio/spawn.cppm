@@ -249,9 +249,9 @@ asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry
 /// The handler placed in the caller's cancellation slot: it forwards to the spawn's own signal, whose slot
 /// holds the coroutine's cancellation state. As Asio 1.38's co_spawn_cancellation_handler: for a handler
 /// without an associated executor the emit is forwarded at once; otherwise it is dispatched through the
-/// spawn executor, and the signal is shared by that dispatched emit, this handler and the coroutine (the
-/// spawn state keeps a reference), so a caller's signal destroyed right after emit leaves nothing dangling
-/// (Asio 1.26 kept the signal inside this handler: asio issue 1332).
+/// spawn executor, and the signal is shared by that dispatched emit, this handler and the coroutine (its
+/// chunk keeps a reference: spawn_params), so a caller's signal destroyed right after emit leaves nothing
+/// dangling (Asio 1.26 kept the signal inside this handler: asio issue 1332).
 template <class Handler, class Executor, class = void>
 class spawn_cancellation {
  public:
@@ -259,7 +259,7 @@ class spawn_cancellation {
       : signal_(std::make_shared<asio::cancellation_signal>()), executor_(ex) {}
 
   inline asio::cancellation_slot slot() noexcept { return signal_->slot(); }
-  inline std::shared_ptr<void> shared_signal() const noexcept { return signal_; }
+  inline const std::shared_ptr<asio::cancellation_signal>* shared_signal() const noexcept { return &signal_; }
 
   inline void operator()(asio::cancellation_type_t type) {
     asio::dispatch(executor_, [signal = signal_, type] { signal->emit(type); });
@@ -276,7 +276,7 @@ class spawn_cancellation<Handler, Executor, std::enable_if_t<!has_own_executor<H
   inline spawn_cancellation(const Handler&, const Executor&) noexcept {}
 
   inline asio::cancellation_slot slot() noexcept { return signal_.slot(); }
-  inline std::shared_ptr<void> shared_signal() const noexcept { return nullptr; }
+  inline const std::shared_ptr<asio::cancellation_signal>* shared_signal() const noexcept { return nullptr; }
 
   inline void operator()(asio::cancellation_type_t type) { signal_.emit(type); }
 
