@@ -3,7 +3,7 @@
 // The only module that includes Asio, through perfloc/detail/asio.hpp (which Asio, and the version check).
 // One partition per concern, in modules/perfloc/asio/:
 //
-//   :memory    operation memory: the per-coroutine recycler behind use_chunk, the chunk's lock, the spawn state
+//   :memory    operation memory (use_chunk's: from the coroutine's chunk and back), the chunk's lock, the spawn state
 //   :executor  the executor types reached behind any_io_executor (perfloc's own launches and completions)
 //   :shims     the Asio internals reached into (the awaitable frame's thread and coroutine, promises derived
 //              from Asio's, which threads perfloc started, frame-less awaiters)

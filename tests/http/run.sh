@@ -156,12 +156,12 @@ idle_connections() {
     check "idle connections: a connection chunk each (and /stats' own)" 8 "$(figure chunks_by_label connection <<<"$idle_stats")"
     check "idle connections: no request chunk but /stats' own" 1 "$(figure chunks_by_label request <<<"$idle_stats")"
     # Nothing a request used stays in its connection's chunk, and none ever held more than it holds idle: every
-    # connection chunk, whatever its requests, holds what the largest peak of any of them is, so that the
-    # chunks opened where connections start learn a first region that fits an idle connection.
+    # idle connection chunk, whatever its requests, holds what the largest peak of any of them is, so that the
+    # chunks opened where connections start learn a first region that fits an idle connection. /stats' own
+    # connection, in the middle of its request, holds less: its idle wait's memory went back to its chunk when
+    # the wait completed. What it holds is measured below, once it is the only connection.
     in_use=$(figure in_use_by_label connection <<<"$idle_stats")
     peak=$(figure max_peak_by_label connection <<<"$idle_stats")
-    check "idle connections: each holds its largest peak, whatever its requests (8 x max peak)" \
-      "$((8 * peak))" "$in_use"
   fi
   # Idle, then a request: each connection still answers, and closes when asked.
   for fd in "${idle_fds[@]}"; do
@@ -169,6 +169,19 @@ idle_connections() {
     check "idle connection $fd, then a request: answered" 'HTTP/1.1 200 OK' "$(answer_on "$fd")"
     exec {fd}<&-
   done
+  if [[ $idle_stats == *'"heap":"perfloc"'* ]]; then
+    # The server closes the connections after their answers, possibly after the client read them: ask again,
+    # up to 100 times, until /stats' own connection is the only one.
+    for ((i = 0; i < 100; ++i)); do
+      alone_stats=$(curl -s "$url/stats")
+      (($(figure chunks_by_label connection <<<"$alone_stats") == 1)) && break
+      sleep 0.1
+    done
+    stats_own=$(figure in_use_by_label connection <<<"$alone_stats")
+    check "idle connections: /stats' own connection holds less than the largest peak" 1 "$((stats_own < peak))"
+    check "idle connections: each holds its largest peak, whatever its requests (7 x max peak + /stats' own)" \
+      "$((7 * peak + stats_own))" "$in_use"
+  fi
   kill -TERM "$pid"
   wait "$pid" || fail "idle connections' server: exit status $?"
   pid=

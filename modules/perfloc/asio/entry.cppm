@@ -8,8 +8,8 @@
 //    is the last step of that destruction (after the promise and the parameter copies, which live in the
 //    chunk), so nothing of the chunk is touched after it is released.
 //  * use_chunk: as use_awaitable, without a coroutine frame per operation (a frame-less awaiter, see
-//    perfloc.asio:shims), with the coroutine's operation recycler (perfloc.asio:memory) as the handler's
-//    associated allocator: no heap call per operation, however many coroutines wait at once.
+//    perfloc.asio:shims), with the coroutine's chunk (perfloc.asio:memory) as the handler's associated
+//    allocator: no heap call per operation, however many coroutines wait at once.
 //  * this_coro::chunk(): a frame-less awaiter that is ready at once. It neither suspends (an operation
 //    completing inline would nest the stack once per co_await: a loop of 100 000 overflows 8 MiB) nor
 //    allocates, and it is not subject to Asio's cancellation check, so cleanup code of a cancelled coroutine
@@ -37,7 +37,11 @@ struct spawn_params {
   const Executor* executor;
   std::source_location where;
   std::string_view label;
-  std::shared_ptr<void> forwarded_signal;  ///< moved into the spawn state
+  /// The spawn's own cancellation signal when emits are forwarded through an executor (spawn_cancellation),
+  /// else null: the coroutine's cancellation state lives in it, so the chunk keeps a reference as long as the
+  /// coroutine lives (an object made in it, destroyed when the chunk is released, right after the spawn
+  /// state), not the spawn state: 16 bytes less in every other coroutine's chunk.
+  const std::shared_ptr<asio::cancellation_signal>* forwarded_signal = nullptr;
   spawn_state<Executor>* state = nullptr;
   asio_detail::awaitable_frame<asio_detail::awaitable_thread_entry_point, Executor>* frame = nullptr;
 };
@@ -55,7 +59,7 @@ class entry_promise
 
  public:
   template <class... Args>
-  inline entry_promise(spawn_params<Executor>& params, Args&...) noexcept : state_(params.state) {
+  inline entry_promise(spawn_params<Executor>& params, Args&...) noexcept {
     static_assert(alignof(entry_promise) == alignof(frame_type),
                   "Asio's handles to the base promise need its alignment");
     params.frame = this;
@@ -75,7 +79,11 @@ class entry_promise
     state->~spawn_state();
   }  // `chunk` is released here; nothing in it is touched afterwards
 
-  inline spawn_state<Executor>* state() const noexcept { return state_; }
+  /// Right before the frame (open_frame): found from the frame's address, not kept in it.
+  inline spawn_state<Executor>* state() const noexcept {
+    void* frame = std::coroutine_handle<entry_promise>::from_promise(const_cast<entry_promise&>(*this)).address();
+    return reinterpret_cast<spawn_state<Executor>*>(static_cast<std::byte*>(frame) - state_bytes);
+  }
 
  private:
   /// Out of line on purpose: clang 19 reports a stack-use-after-scope (a false positive) when a local of an
@@ -86,12 +94,10 @@ class entry_promise
     process_chunk chunk = params.label.empty() ? process_chunk{*params.top, params.where}
                                                : process_chunk{*params.top, params.label, params.where};
     void* memory = chunk.allocate(state_bytes + frame_bytes, alignof(std::max_align_t));
-    params.state = ::new (memory)
-        spawn_state<Executor>(std::move(chunk), std::move(params.forwarded_signal), *params.executor);
+    if (params.forwarded_signal) chunk.make<std::shared_ptr<asio::cancellation_signal>>(*params.forwarded_signal);
+    params.state = ::new (memory) spawn_state<Executor>(std::move(chunk), *params.executor);
     return static_cast<std::byte*>(memory) + state_bytes;
   }
-
-  spawn_state<Executor>* state_;
 };
 
 /// The spawn state of the perfloc coroutine that `frame` belongs to, or null for a thread perfloc did not
@@ -146,13 +152,14 @@ class chunk_op_handler : public thread_base<Executor> {
   using allocator_type = operation_allocator<void>;
   using result_type = std::tuple<Args...>*;
 
-  inline chunk_op_handler(thread_base<Executor>* thread, frame_base<Executor>* frame, result_type& result,
+  /// `result` may be null for a completion without arguments (nothing is handed over then).
+  inline chunk_op_handler(thread_base<Executor>* thread, frame_base<Executor>* frame, result_type* result,
                           spawn_state<Executor>* state)
-      : thread_base<Executor>(std::move(*thread)), frame_(frame), result_(&result), state_(state) {}
+      : thread_base<Executor>(std::move(*thread)), frame_(frame), result_(result), state_(state) {}
 
   inline void operator()(Args... args) {
     std::tuple<Args...> values(std::move(args)...);
-    *result_ = &values;
+    if constexpr (sizeof...(Args) != 0) *result_ = &values;
     frame_->attach_thread(this);
     frame_->clear_cancellation_slot();
     this->pump();
@@ -248,7 +255,7 @@ class chunk_operation<Executor, void(Results...)> {
    private:
     inline void initiate() {
       spawn_state<Executor>* state = state_of(frame_);
-      op_->ops_->start(op_->storage_, handler_type(frame_->detach_thread(), frame_, result_, state));
+      op_->ops_->start(op_->storage_, handler_type(frame_->detach_thread(), frame_, &result_, state));
     }
 
     chunk_operation* op_;

@@ -1,14 +1,13 @@
 // perfloc.asio:memory — the memory of Asio operations, taken from the coroutine's chunk.
 //
-// use_chunk handlers carry operation_allocator, whose memory comes from a per-coroutine recycler (op_recycler:
-// size classes, refilled from the chunk). Asio frees operation memory on the completing thread, and frames of
-// parallel children are made and freed on the threads they run on, so everything perfloc does to a chunk from
-// another thread is under the chunk's lock (lock_of). The spawn state (what a perfloc coroutine keeps beside
-// its entry frame, at the start of its chunk) owns the chunk handle and the recycler.
+// use_chunk handlers carry operation_allocator, whose memory comes from the coroutine's chunk and goes back to
+// it. Asio frees operation memory on the completing thread, and frames of parallel children are made and freed
+// on the threads they run on, so everything perfloc does to a chunk from another thread is under the chunk's
+// lock (lock_of). The spawn state (what a perfloc coroutine keeps beside its entry frame, at the start of its
+// chunk) owns the chunk handle.
 module;
 
 #include "perfloc/detail/asio.hpp"
-#include "perfloc/detail/track.hpp"
 
 export module perfloc.asio:memory;
 
@@ -55,91 +54,37 @@ inline spin_lock& lock_of(allocator<std::byte> chunk) noexcept {
 }
 static_assert(chunk_lock_count == 1u << 6);
 
-/// Free lists of operation memory in size classes of 64 B to 1 KiB, refilled from the chunk (bigger operations
-/// are the chunk's: its freed spans are reused too). Classes fitted where most operations fall (release,
-/// Boost 1.81: a socket's readiness wait 160 bytes, a socket read 192, a timer wait 200), since an idle
-/// coroutine keeps one and its chunk's region is rounded up from there; each free list a word of the spawn
-/// state. Asio gives operation memory back before it runs the handler, on whichever thread completed the
-/// operation, and operations running in parallel may allocate and free at the same time: every access is under
-/// the chunk's lock (lock_of). In steady state only the free lists are touched, so a coroutine looping over
-/// operations stays at a constant footprint. The chunk itself is touched here (under the lock) only while the
-/// coroutine is suspended on the operation asking for memory, so it never races with the coroutine's own use
-/// of it. The lock is found from the chunk each time (lock_of), not kept: a word less in every coroutine's chunk.
-class op_recycler {
- public:
-  static constexpr unsigned class_count = 8;
-  static constexpr std::size_t class_bytes[class_count] = {64, 128, 160, 208, 256, 384, 512, 1024};
-  static constexpr std::size_t max_bytes = class_bytes[class_count - 1];
+/// What a perfloc coroutine keeps beside its entry frame, at the start of its own chunk.
+struct spawn_state_base {
+  inline explicit spawn_state_base(process_chunk&& c) noexcept : chunk(std::move(c)) {}
 
-  inline void* allocate(process_chunk& chunk, std::size_t bytes, std::size_t alignment) {
-    if (bytes <= max_bytes && alignment <= alignof(std::max_align_t)) [[likely]] {
-      const unsigned size_class = class_of(bytes);
-      std::lock_guard guard(lock_of(allocator<std::byte>(chunk)));
-      if (node* n = free_[size_class]) {
-        free_[size_class] = n->next;
-        track::handed_out(n, bytes_of(size_class));
-        return n;
-      }
-      return chunk.allocate(bytes_of(size_class), alignof(std::max_align_t));
-    }
+  process_chunk chunk;  ///< the handle; it never moves (this object lives in the chunk it owns)
+
+  /// Operation memory, from the chunk and given back to it: the chunk steps its bump back over the latest
+  /// allocation (an operation awaited alone: the next one, or whatever the coroutine allocates next, takes the
+  /// same bytes) and reuses other freed spans at their sizes, so a coroutine looping over operations stays at
+  /// a constant footprint. No free lists of our own: an idle coroutine (one operation outstanding, the entry
+  /// point's first dispatch given back) would keep their heads, 64 bytes, and the dispatch's 64 bytes, in its
+  /// chunk. Asio gives operation memory back before it runs the handler, on whichever thread completed the
+  /// operation, and operations running in parallel may allocate and free at the same time: every access is
+  /// under the chunk's lock (lock_of), and the chunk is touched from here only while the coroutine is
+  /// suspended on operations (it resumes through their handlers), so never at once with its own use of it.
+  /// The lock is found from the chunk each time (lock_of), not kept: a word less in every coroutine's chunk.
+  inline void* allocate_operation(std::size_t bytes, std::size_t alignment) {
     std::lock_guard guard(lock_of(allocator<std::byte>(chunk)));
     return chunk.allocate(bytes, alignment);
   }
-
-  inline void deallocate(process_chunk& chunk, void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    if (bytes <= max_bytes && alignment <= alignof(std::max_align_t)) [[likely]] {
-      const unsigned size_class = class_of(bytes);
-      auto* n = static_cast<node*>(p);
-      std::lock_guard guard(lock_of(allocator<std::byte>(chunk)));
-      n->next = free_[size_class];
-      free_[size_class] = n;
-      // The link stays readable; the rest is reported if used after Asio gave it back.
-      track::taken_back(reinterpret_cast<std::byte*>(n) + sizeof(node), bytes_of(size_class) - sizeof(node));
-      return;
-    }
+  inline void deallocate_operation(void* p, std::size_t bytes, std::size_t alignment) noexcept {
     std::lock_guard guard(lock_of(allocator<std::byte>(chunk)));
     chunk.deallocate(p, bytes, alignment);
-  }
-
- private:
-  struct node {
-    node* next;
-  };
-  static constexpr unsigned class_of(std::size_t bytes) noexcept {  // folds: Asio's sizes are constants
-    unsigned size_class = 0;
-    while (class_bytes[size_class] < bytes) ++size_class;
-    return size_class;
-  }
-  static constexpr std::size_t bytes_of(unsigned size_class) noexcept { return class_bytes[size_class]; }
-
-  node* free_[class_count] = {};
-};
-
-/// What a perfloc coroutine keeps beside its entry frame, at the start of its own chunk.
-struct spawn_state_base {
-  inline spawn_state_base(process_chunk&& c, std::shared_ptr<void> signal) noexcept
-      : chunk(std::move(c)), forwarded_signal(std::move(signal)) {}
-
-  process_chunk chunk;  ///< the handle; it never moves (this object lives in the chunk it owns)
-  op_recycler operations;
-  /// The spawn's own cancellation signal when emits are forwarded through an executor (spawn_cancellation):
-  /// the coroutine's cancellation state lives in it, so it lives as long as the coroutine too.
-  std::shared_ptr<void> forwarded_signal;
-
-  inline void* allocate_operation(std::size_t bytes, std::size_t alignment) {
-    return operations.allocate(chunk, bytes, alignment);
-  }
-  inline void deallocate_operation(void* p, std::size_t bytes, std::size_t alignment) noexcept {
-    operations.deallocate(chunk, p, bytes, alignment);
   }
 };
 
 template <class Executor>
 struct spawn_state : spawn_state_base {
   using executor_type = tracked<Executor>;
-  inline spawn_state(process_chunk&& c, std::shared_ptr<void> signal, const Executor& ex)
-      : spawn_state_base(std::move(c), std::move(signal)),
-        executor(asio::prefer(ex, asio::execution::outstanding_work.tracked)) {}
+  inline spawn_state(process_chunk&& c, const Executor& ex)
+      : spawn_state_base(std::move(c)), executor(asio::prefer(ex, asio::execution::outstanding_work.tracked)) {}
   /// The spawn executor, the coroutine's own: launch operations and, for a handler without an executor of its
   /// own, the completion run through it. Tracked, it is also the coroutine's work guard: its context's run()
   /// does not return while the coroutine lives (Asio's co_spawn keeps a tracked copy for that in its entry

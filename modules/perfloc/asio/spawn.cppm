@@ -92,20 +92,18 @@ inline void execute_in_chunk(spawn_state<Executor>* state, Blocking blocking, Ha
 /// co_await keeps the awaited object, Asio's awaiter (a copy of it) and ours in the entry frame, and with a
 /// chunk_operation (type-erased, then 96 bytes inline) those were about 300 bytes per wait in every coroutine's
 /// chunk.
+/// Empty, and its awaiter holds only the frame (the entry frame, whose spawn state is right before it): every
+/// word here is a word of every coroutine's entry frame, twice.
 template <class Executor, class Blocking>
 struct spawn_resume {
   using perfloc_frame_less = void;
   using handler_type = chunk_op_handler<Executor>;
 
-  spawn_state<Executor>* state;
-
   /// Selects Asio's "function taking the frame" overload; never called.
   inline thread_base<Executor>* operator()(frame_base<Executor>*) const noexcept { return nullptr; }
 
   struct awaiter {
-    spawn_state<Executor>* state;
     frame_base<Executor>* frame;
-    typename handler_type::result_type result = nullptr;
 
     inline bool await_ready() const noexcept { return false; }
     inline void await_suspend(std::coroutine_handle<>) noexcept {
@@ -115,10 +113,11 @@ struct spawn_resume {
     inline void await_resume() const noexcept {}
 
     inline void dispatch() {
-      execute_in_chunk(state, Blocking{}, handler_type(frame->detach_thread(), frame, result, state));
+      spawn_state<Executor>* state = static_cast<entry_promise<Executor>*>(frame)->state();
+      execute_in_chunk(state, Blocking{}, handler_type(frame->detach_thread(), frame, nullptr, state));
     }
   };
-  inline awaiter make_awaiter(frame_base<Executor>* frame) const noexcept { return {state, frame}; }
+  inline awaiter make_awaiter(frame_base<Executor>* frame) const noexcept { return {frame}; }
 };
 
 #ifndef NDEBUG
@@ -225,7 +224,7 @@ asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry
   const handler_work_guard<Handler, typename spawn_state<Executor>::executor_type> handler_work(handler,
                                                                                               state->executor);
 
-  co_await spawn_resume<Executor, asio::execution::blocking_t::possibly_t>{state};
+  co_await spawn_resume<Executor, asio::execution::blocking_t::possibly_t>{};
 
   std::exception_ptr e = nullptr;
   std::optional<std::conditional_t<std::is_void_v<T>, std::monostate, T>> result;
@@ -237,7 +236,7 @@ asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry
   } catch (...) {
     e = std::current_exception();
   }
-  if (launch_scope::launching(state)) co_await spawn_resume<Executor, asio::execution::blocking_t::never_t>{state};
+  if (launch_scope::launching(state)) co_await spawn_resume<Executor, asio::execution::blocking_t::never_t>{};
 #ifndef NDEBUG
   if constexpr (std::is_void_v<T>)
     check_outside_chunk(state->chunk, e, nullptr, 0);
@@ -250,9 +249,9 @@ asio::awaitable<asio_detail::awaitable_thread_entry_point, Executor> spawn_entry
 /// The handler placed in the caller's cancellation slot: it forwards to the spawn's own signal, whose slot
 /// holds the coroutine's cancellation state. As Asio 1.38's co_spawn_cancellation_handler: for a handler
 /// without an associated executor the emit is forwarded at once; otherwise it is dispatched through the
-/// spawn executor, and the signal is shared by that dispatched emit, this handler and the coroutine (the
-/// spawn state keeps a reference), so a caller's signal destroyed right after emit leaves nothing dangling
-/// (Asio 1.26 kept the signal inside this handler: asio issue 1332).
+/// spawn executor, and the signal is shared by that dispatched emit, this handler and the coroutine (its
+/// chunk keeps a reference: spawn_params), so a caller's signal destroyed right after emit leaves nothing
+/// dangling (Asio 1.26 kept the signal inside this handler: asio issue 1332).
 template <class Handler, class Executor, class = void>
 class spawn_cancellation {
  public:
@@ -260,7 +259,7 @@ class spawn_cancellation {
       : signal_(std::make_shared<asio::cancellation_signal>()), executor_(ex) {}
 
   inline asio::cancellation_slot slot() noexcept { return signal_->slot(); }
-  inline std::shared_ptr<void> shared_signal() const noexcept { return signal_; }
+  inline const std::shared_ptr<asio::cancellation_signal>* shared_signal() const noexcept { return &signal_; }
 
   inline void operator()(asio::cancellation_type_t type) {
     asio::dispatch(executor_, [signal = signal_, type] { signal->emit(type); });
@@ -277,7 +276,7 @@ class spawn_cancellation<Handler, Executor, std::enable_if_t<!has_own_executor<H
   inline spawn_cancellation(const Handler&, const Executor&) noexcept {}
 
   inline asio::cancellation_slot slot() noexcept { return signal_.slot(); }
-  inline std::shared_ptr<void> shared_signal() const noexcept { return nullptr; }
+  inline const std::shared_ptr<asio::cancellation_signal>* shared_signal() const noexcept { return nullptr; }
 
   inline void operator()(asio::cancellation_type_t type) { signal_.emit(type); }
 
