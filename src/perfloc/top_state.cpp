@@ -470,8 +470,9 @@ void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
     chunk->meta = meta;
     chunk->top = top;
     chunk->region_class = static_cast<std::uint8_t>(region_class);
-    chunk->shrink_below = shrink_below_of(region_class);
     chunk->first_free = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
+    chunk->learn_below = learn_below_of(region_class, chunk->first_free);
+    chunk->empty_for_open();
     meta->chunk = chunk;
     slab->owners[count] = meta;
     track::taken_back(region->payload(), region_bytes - sizeof(block_header));
@@ -619,9 +620,10 @@ void attach_meta(thread_cache* cache, block_header* first, child_meta* meta) {
   header->meta = meta;
   header->top = cache->top;
   header->region_class = whole_block_region;
-  header->shrink_below = shrink_below_of(whole_block_region);
   const std::size_t colour = (reinterpret_cast<std::uintptr_t>(first) / granule_bytes) % 16 * 64;
   header->first_free = reinterpret_cast<std::byte*>(header) + chunk_header_bytes + colour;
+  header->learn_below = learn_below_of(whole_block_region, header->first_free);
+  header->empty_for_open();
   meta->chunk = header;
   meta->home = cache;
   set_block_owner(first, meta);
@@ -771,6 +773,7 @@ top_state* create_top(const top_settings& wanted) {
   std::byte* const base = first.base;
   auto* top = ::new (static_cast<void*>(base)) top_state{};
   top->id = next_top_id.fetch_add(1, std::memory_order_relaxed);
+  top->fast_key = top->id;  // no release hook yet (top_chunk's constructor may add one)
   top->settings = settings;
   top->max_request_bytes = settings.max_reserved_bytes / 2;
   first.frontier = base + header_bytes;
@@ -930,12 +933,13 @@ block_header* refill_block(thread_cache* cache, unsigned size_class) {
   return take_block_locked(top, size_class, cache);
 }
 
-child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std::source_location& where) {
+child_meta* open_chunk_at_exit(top_state* top, std::string_view label, std::source_location where) {
   std::lock_guard lock(top->mutex);
   thread_cache* cache = top->exit_cache;
   if (!cache) {
     cache = ::new (take_meta_slot(top, sizeof(thread_cache))) thread_cache();
     cache->top = top;
+    cache->fast_key = top->fast_key;
     cache->next_in_top = top->caches;
     top->caches = cache;
     top->exit_cache = cache;
@@ -1055,6 +1059,7 @@ thread_cache* bind_cache(top_state* top) {
     if (!cache) {
       cache = ::new (take_meta_slot(top, sizeof(thread_cache))) thread_cache();
       cache->top = top;
+      cache->fast_key = top->fast_key;
       cache->next_in_top = top->caches;
       top->caches = cache;
     }
