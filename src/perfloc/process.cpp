@@ -414,7 +414,7 @@ child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_
   thread_cache* cache = cache_for(top);
   if (!cache) return open_chunk_at_exit(top, label, where);  // past this thread's thread_local teardown
   cache_section section(cache);
-  if (cache->released_elsewhere.load(std::memory_order_relaxed)) drain_released_elsewhere(cache);
+  if (cache->attention.load(std::memory_order_relaxed) & ~thread_cache::reclaim_bit) drain_released_elsewhere(cache);
   const unsigned site = site_of(where);
   const unsigned region_class = cache->site_class[site];
   block_header* first = cache->take_region(region_class);

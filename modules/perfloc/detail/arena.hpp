@@ -406,7 +406,7 @@ static_assert(sizeof(chunk_ref) == sizeof(void*));
 ///
 /// Its free blocks can be taken by another thread when the top would otherwise fail a request (see
 /// reclaim_caches in top_state.cpp): the owner edits them only between enter_cache and leave_cache, which
-/// mark the cache `busy`; a reclaiming thread sets `reclaim_pending`, makes every thread see it with an
+/// mark the cache `busy`; a reclaiming thread sets `attention`'s reclaim_bit, makes every thread see it with an
 /// asymmetric barrier (os::heavy_barrier), and takes the blocks of a cache that is not busy. The owner pays
 /// two plain stores and one load for it; the reclaimer pays a system call, once per failing request.
 struct thread_cache {
@@ -414,8 +414,12 @@ struct thread_cache {
   block_header* free_blocks[cached_block_classes]{};
   std::atomic<std::uint8_t> free_block_count[cached_block_classes]{};  ///< one writer at a time; read by the top
   std::atomic<bool> busy{false};             ///< the owner is editing free_blocks
-  std::atomic<bool> reclaim_pending{false};  ///< a reclaimer wants free_blocks: take the slow path
-  std::atomic<child_meta*> released_elsewhere{nullptr};  ///< metas of chunks other threads released
+  /// Bit 0 (reclaim_bit): a reclaimer wants free_blocks, take the slow path. The rest: the stack of metas of
+  /// chunks other threads released (metas are 64-aligned). One word, so that the open's fast path tests
+  /// both with one load; every change is a read-modify-write that keeps the other part.
+  std::atomic<std::uintptr_t> attention{0};
+  static constexpr std::uintptr_t reclaim_bit = 1;
+  bool reclaim_pending(std::memory_order order) const noexcept { return attention.load(order) & reclaim_bit; }
   top_state* top = nullptr;
   std::uint64_t fast_key = 0;  ///< its top's fast_key, on this line: the release's fast path reads it here
   child_meta* free_metas = nullptr;
@@ -505,7 +509,7 @@ void wait_for_reclaim(thread_cache* cache) noexcept;
 [[gnu::always_inline]] inline void enter_cache(thread_cache* cache) noexcept {
   cache->busy.store(true, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (cache->reclaim_pending.load(std::memory_order_acquire)) [[unlikely]] wait_for_reclaim(cache);
+  if (cache->reclaim_pending(std::memory_order_acquire)) [[unlikely]] wait_for_reclaim(cache);
 }
 [[gnu::always_inline]] inline void leave_cache(thread_cache* cache) noexcept {
   std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -1112,8 +1116,8 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   std::atomic_signal_fence(std::memory_order_seq_cst);
   const unsigned site = site_of(where);
   block_header* first = nullptr;
-  if (cache->reclaim_pending.load(std::memory_order_acquire) ||
-      cache->released_elsewhere.load(std::memory_order_relaxed) ||
+  // One load: a pending reclaim, or metas released elsewhere to take back first.
+  if (cache->attention.load(std::memory_order_acquire) ||
       !(first = cache->take_region(cache->site_class[site]))) [[unlikely]] {
     leave_cache(cache);
     return open_chunk_slow(top, {}, where);
@@ -1164,7 +1168,7 @@ inline child_meta* open_chunk(top_state* top, std::string_view label, std::sourc
   slab_header* const slab = slab_of(first);
   const unsigned free_count = whole ? 0 : slab->free_count;
   const unsigned region_count = whole ? 0 : slab->region_count;
-  if (cache->reclaim_pending.load(std::memory_order_acquire) ||
+  if (cache->reclaim_pending(std::memory_order_acquire) ||
       (whole ? cache->count_of(0) >= cached_block_limit(0)
              : !cache->can_keep_small_region(slab, free_count, region_count))) [[unlikely]] {
     leave_cache(cache);
