@@ -81,14 +81,14 @@ class process_chunk {
  public:
   /// Opens a chunk from default_top().
   inline explicit process_chunk(std::source_location where = std::source_location::current())
-      : meta_(detail::open_chunk(detail::default_state(), {}, where)) {}
+      : meta_(detail::open_chunk(detail::default_state(), where)) {}
   /// Opens a labelled chunk from default_top(); the label (up to 47 bytes, copied) shows in statistics,
   /// reports and leak reports.
   inline explicit process_chunk(std::string_view label, std::source_location where = std::source_location::current())
       : meta_(detail::open_chunk(detail::default_state(), label, where)) {}
   /// Opens a chunk from another top chunk.
   inline explicit process_chunk(top_chunk& top, std::source_location where = std::source_location::current())
-      : meta_(detail::open_chunk(state_of(top), {}, where)) {}
+      : meta_(detail::open_chunk(state_of(top), where)) {}
   inline process_chunk(top_chunk& top, std::string_view label,
                 std::source_location where = std::source_location::current())
       : meta_(detail::open_chunk(state_of(top), label, where)) {}

@@ -105,6 +105,7 @@ class top_chunk {
       }
       state_->release_hook_cleanup = [](void* hook) noexcept { delete static_cast<release_function*>(hook); };
       state_->release_hook = &call_on_release;
+      state_->fast_key = detail::no_fast_key;  // open and release take their general paths, which call it
     }
   }
   ~top_chunk() { detail::destroy_top(state_); }

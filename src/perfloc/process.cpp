@@ -410,11 +410,11 @@ bool chunk_header::free_own_block(std::byte* p, std::size_t n) noexcept {
   return true;
 }
 
-child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where) {
+child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_location where) {
   thread_cache* cache = cache_for(top);
   if (!cache) return open_chunk_at_exit(top, label, where);  // past this thread's thread_local teardown
   cache_section section(cache);
-  if (cache->released_elsewhere.load(std::memory_order_relaxed)) drain_released_elsewhere(cache);
+  if (cache->attention.load(std::memory_order_relaxed) & ~thread_cache::reclaim_bit) drain_released_elsewhere(cache);
   const unsigned site = site_of(where);
   const unsigned region_class = cache->site_class[site];
   block_header* first = cache->take_region(region_class);
@@ -438,6 +438,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   const std::size_t used = std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed),
                                     grew ? meta->in_use() : first_region_extent(chunk, meta));
   if (grew) chunk->give_back_blocks();
+  chunk->empty_for_open();  // before the region is free again: the next open does not write these
   block_header* first = chunk->first_block();
   const bool whole = chunk->region_class == whole_block_region;
   const cache_binding& binding = current_binding;

@@ -385,7 +385,9 @@ void add_slab_views(std::vector<block_view>& views, std::size_t reservation_inde
 /// block went elsewhere), a small region comes home with its meta (give_region). The caller owns the cache
 /// (inside enter_cache .. leave_cache) or holds the top's mutex (`top_locked`) for a cache no thread owns.
 void drain_locked_or_owned(thread_cache* cache, bool top_locked) noexcept {
-  child_meta* meta = cache->released_elsewhere.exchange(nullptr, std::memory_order_acquire);
+  // The stack, and the reclaim bit stays as it is.
+  auto* meta = reinterpret_cast<child_meta*>(cache->attention.fetch_and(thread_cache::reclaim_bit, std::memory_order_acquire) &
+                                             ~thread_cache::reclaim_bit);
   while (meta) {
     child_meta* next = meta->free_next;
     cache->unlink(meta);
@@ -470,8 +472,9 @@ void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
     chunk->meta = meta;
     chunk->top = top;
     chunk->region_class = static_cast<std::uint8_t>(region_class);
-    chunk->shrink_below = shrink_below_of(region_class);
     chunk->first_free = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
+    chunk->learn_below = learn_below_of(region_class, chunk->first_free);
+    chunk->empty_for_open();
     meta->chunk = chunk;
     slab->owners[count] = meta;
     track::taken_back(region->payload(), region_bytes - sizeof(block_header));
@@ -586,16 +589,16 @@ bool reclaim_caches(top_state* top) {
   for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
     if (cache->orphaned.load(std::memory_order_relaxed) || cache == top->exit_cache) continue;  // nothing cached, or used under the mutex
     if (!cached_bytes(cache)) continue;
-    cache->reclaim_pending.store(true, std::memory_order_seq_cst);
+    cache->attention.fetch_or(thread_cache::reclaim_bit, std::memory_order_seq_cst);
     marked = true;
   }
   if (!marked) return false;
   os::heavy_barrier();
   bool reclaimed = false;
   for (thread_cache* cache = top->caches; cache; cache = cache->next_in_top) {
-    if (!cache->reclaim_pending.load(std::memory_order_relaxed)) continue;
+    if (!cache->reclaim_pending(std::memory_order_relaxed)) continue;
     if (!cache->busy.load(std::memory_order_acquire)) reclaimed |= flush_blocks_locked(top, cache, top->free_metas);
-    cache->reclaim_pending.store(false, std::memory_order_release);
+    cache->attention.fetch_and(~thread_cache::reclaim_bit, std::memory_order_release);
   }
   return reclaimed;
 }
@@ -619,9 +622,10 @@ void attach_meta(thread_cache* cache, block_header* first, child_meta* meta) {
   header->meta = meta;
   header->top = cache->top;
   header->region_class = whole_block_region;
-  header->shrink_below = shrink_below_of(whole_block_region);
   const std::size_t colour = (reinterpret_cast<std::uintptr_t>(first) / granule_bytes) % 16 * 64;
   header->first_free = reinterpret_cast<std::byte*>(header) + chunk_header_bytes + colour;
+  header->learn_below = learn_below_of(whole_block_region, header->first_free);
+  header->empty_for_open();
   meta->chunk = header;
   meta->home = cache;
   set_block_owner(first, meta);
@@ -771,6 +775,7 @@ top_state* create_top(const top_settings& wanted) {
   std::byte* const base = first.base;
   auto* top = ::new (static_cast<void*>(base)) top_state{};
   top->id = next_top_id.fetch_add(1, std::memory_order_relaxed);
+  top->fast_key = top->id;  // no release hook yet (top_chunk's constructor may add one)
   top->settings = settings;
   top->max_request_bytes = settings.max_reserved_bytes / 2;
   first.frontier = base + header_bytes;
@@ -930,12 +935,13 @@ block_header* refill_block(thread_cache* cache, unsigned size_class) {
   return take_block_locked(top, size_class, cache);
 }
 
-child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std::source_location& where) {
+child_meta* open_chunk_at_exit(top_state* top, std::string_view label, std::source_location where) {
   std::lock_guard lock(top->mutex);
   thread_cache* cache = top->exit_cache;
   if (!cache) {
     cache = ::new (take_meta_slot(top, sizeof(thread_cache))) thread_cache();
     cache->top = top;
+    cache->fast_key = top->fast_key;
     cache->next_in_top = top->caches;
     top->caches = cache;
     top->exit_cache = cache;
@@ -959,7 +965,7 @@ void wait_for_reclaim(thread_cache* cache) noexcept {
     { std::lock_guard lock(cache->top->mutex); }  // the reclaimer holds it until it is done
     cache->busy.store(true, std::memory_order_relaxed);
     std::atomic_signal_fence(std::memory_order_seq_cst);
-  } while (cache->reclaim_pending.load(std::memory_order_acquire));
+  } while (cache->reclaim_pending(std::memory_order_acquire));
 }
 
 block_header* refill_shell(thread_cache* cache) {
@@ -1055,6 +1061,7 @@ thread_cache* bind_cache(top_state* top) {
     if (!cache) {
       cache = ::new (take_meta_slot(top, sizeof(thread_cache))) thread_cache();
       cache->top = top;
+      cache->fast_key = top->fast_key;
       cache->next_in_top = top->caches;
       top->caches = cache;
     }
@@ -1095,11 +1102,12 @@ void release_elsewhere(child_meta* meta, bool with_region) noexcept {
   meta->state.store(with_region ? meta_state::region_released_elsewhere : meta_state::released_elsewhere,
                     std::memory_order_relaxed);
   thread_cache* home = meta->home;
-  std::atomic<child_meta*>& stack = home->released_elsewhere;
-  child_meta* head = stack.load(std::memory_order_relaxed);
+  std::atomic<std::uintptr_t>& word = home->attention;  // the stack, and the reclaim bit kept as it is
+  std::uintptr_t head = word.load(std::memory_order_relaxed);
   do {
-    meta->free_next = head;
-  } while (!stack.compare_exchange_weak(head, meta, std::memory_order_seq_cst, std::memory_order_relaxed));
+    meta->free_next = reinterpret_cast<child_meta*>(head & ~thread_cache::reclaim_bit);
+  } while (!word.compare_exchange_weak(head, reinterpret_cast<std::uintptr_t>(meta) | (head & thread_cache::reclaim_bit),
+                                       std::memory_order_seq_cst, std::memory_order_relaxed));
   // A home whose thread has exited drains no more: take the region back for it (orphan() marks the cache
   // before its last drain, so one of the two sees the region).
   if (!with_region || !home->orphaned.load(std::memory_order_seq_cst)) return;

@@ -559,6 +559,25 @@ BOOST_AUTO_TEST_CASE(the_hook_sees_chunks_released_on_other_threads) {
   BOOST_TEST(bytes.load() == 50 * footprint(100));
 }
 
+BOOST_AUTO_TEST_CASE(the_hook_sees_chunks_without_a_label_that_open_and_release_at_home) {
+  // Chunks without a label, opened and released at one call site on one thread: once the site has learned
+  // its small region, open and release would take their fast paths; a top with a hook keeps them off those
+  // paths, so each release calls the hook, with the chunk's own lifetime (its open time was noted).
+  int calls = 0;
+  bool figures_right = true;
+  perfloc::top_chunk top{perfloc::top_options{.on_release = [&](const perfloc::chunk_summary& s) {
+    ++calls;
+    figures_right = figures_right && s.label.empty() && s.in_use_bytes == footprint(100) && s.blocks == 1u &&
+                    s.lifetime >= std::chrono::nanoseconds(0) && s.lifetime < std::chrono::seconds(60);
+  }}};
+  for (int i = 0; i < 40; ++i) {
+    perfloc::process_chunk chunk{top};
+    chunk.allocate(100);
+  }
+  BOOST_TEST(calls == 40);
+  BOOST_TEST(figures_right);
+}
+
 BOOST_AUTO_TEST_CASE(for_each_chunk_walks_safely_while_other_threads_open_and_release) {
   perfloc::top_chunk top;
   std::atomic<bool> done{false};

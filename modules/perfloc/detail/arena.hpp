@@ -406,7 +406,7 @@ static_assert(sizeof(chunk_ref) == sizeof(void*));
 ///
 /// Its free blocks can be taken by another thread when the top would otherwise fail a request (see
 /// reclaim_caches in top_state.cpp): the owner edits them only between enter_cache and leave_cache, which
-/// mark the cache `busy`; a reclaiming thread sets `reclaim_pending`, makes every thread see it with an
+/// mark the cache `busy`; a reclaiming thread sets `attention`'s reclaim_bit, makes every thread see it with an
 /// asymmetric barrier (os::heavy_barrier), and takes the blocks of a cache that is not busy. The owner pays
 /// two plain stores and one load for it; the reclaimer pays a system call, once per failing request.
 struct thread_cache {
@@ -414,9 +414,14 @@ struct thread_cache {
   block_header* free_blocks[cached_block_classes]{};
   std::atomic<std::uint8_t> free_block_count[cached_block_classes]{};  ///< one writer at a time; read by the top
   std::atomic<bool> busy{false};             ///< the owner is editing free_blocks
-  std::atomic<bool> reclaim_pending{false};  ///< a reclaimer wants free_blocks: take the slow path
-  std::atomic<child_meta*> released_elsewhere{nullptr};  ///< metas of chunks other threads released
+  /// Bit 0 (reclaim_bit): a reclaimer wants free_blocks, take the slow path. The rest: the stack of metas of
+  /// chunks other threads released (metas are 64-aligned). One word, so that the open's fast path tests
+  /// both with one load; every change is a read-modify-write that keeps the other part.
+  std::atomic<std::uintptr_t> attention{0};
+  static constexpr std::uintptr_t reclaim_bit = 1;
+  bool reclaim_pending(std::memory_order order) const noexcept { return attention.load(order) & reclaim_bit; }
   top_state* top = nullptr;
+  std::uint64_t fast_key = 0;  ///< its top's fast_key, on this line: the release's fast path reads it here
   child_meta* free_metas = nullptr;
   thread_cache* next_in_top = nullptr;     ///< all caches of the top (under the top's mutex)
   std::atomic<bool> orphaned{false};       ///< its thread has exited (written under the top's mutex)
@@ -487,6 +492,11 @@ struct thread_cache {
   /// would have all its regions free while another slab of its class is listed (give_region does both).
   inline bool can_keep_small_region(block_header* region) const noexcept;
   inline void keep_small_region(block_header* region) noexcept;
+  /// The same two, given the region's slab and what its counts were read as (the release's fast path reads
+  /// them once, before stores the compiler must assume alias them).
+  inline bool can_keep_small_region(const slab_header* slab, unsigned free_count, unsigned region_count) const noexcept;
+  inline void keep_small_region(block_header* region, slab_header* slab, unsigned free_count,
+                                unsigned region_count) noexcept;
   /// What a chunk released at home teaches its site: `used` is what it used of its region.
   inline void learn(const chunk_header* chunk, std::size_t used) noexcept;
 };
@@ -499,7 +509,7 @@ void wait_for_reclaim(thread_cache* cache) noexcept;
 [[gnu::always_inline]] inline void enter_cache(thread_cache* cache) noexcept {
   cache->busy.store(true, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
-  if (cache->reclaim_pending.load(std::memory_order_acquire)) [[unlikely]] wait_for_reclaim(cache);
+  if (cache->reclaim_pending(std::memory_order_acquire)) [[unlikely]] wait_for_reclaim(cache);
 }
 [[gnu::always_inline]] inline void leave_cache(thread_cache* cache) noexcept {
   std::atomic_signal_fence(std::memory_order_seq_cst);
@@ -603,6 +613,9 @@ struct pages_allocator {
 /// Lives at the start of reservation 0. Everything below the mutex is guarded by it.
 struct top_state {
   std::uint64_t id = 0;  ///< unique per top ever created: tells a stale thread binding from a new top
+  /// `id` when open_chunk and release_chunk may take their fast paths (no release hook), else no_fast_key,
+  /// which no binding holds: the fast paths compare the binding's id with it, one compare for both.
+  std::uint64_t fast_key = 0;
   top_settings settings{};
   std::size_t max_request_bytes = 0;  ///< the largest allocation this top can ever satisfy
 
@@ -644,7 +657,7 @@ live_view live_chunks(top_state* top);  ///< a snapshot of the children meta lis
 top_snapshot snapshot(top_state* top);   ///< blocks and live chunks, for pictures
 block_header* top_take_block(top_state* top, unsigned size_class);  ///< throws std::bad_alloc
 /// A chunk opened by a thread that has no cache any more (at exit), from the top's shared exit cache.
-child_meta* open_chunk_at_exit(top_state* top, std::string_view label, const std::source_location& where);
+child_meta* open_chunk_at_exit(top_state* top, std::string_view label, std::source_location where);
 /// From the top; when it is exhausted, gives this cache's free blocks back to it first and tries again.
 block_header* refill_block(thread_cache* cache, unsigned size_class);
 /// A new shell for an empty cache: a block from the top with a meta attached.
@@ -681,6 +694,8 @@ struct cache_binding {
   std::uint64_t id = 0;  ///< 0: no binding
   thread_cache* cache = nullptr;
 };
+/// top_state::fast_key of a top with a release hook: ids count up from 1 and never reach it.
+inline constexpr std::uint64_t no_fast_key = ~std::uint64_t{0};
 inline thread_local constinit cache_binding current_binding{};
 
 /// The calling thread's cache of `top`; nullptr past the thread's thread_local teardown (at exit).
@@ -828,7 +843,9 @@ struct own_block {
 /// The header of a process chunk, in its first block right after the block_header. (The allocation cursor
 /// is in the chunk's child_meta.)
 struct chunk_header {
-  // Written by every open: one cache line.
+  // One cache line. The fields from next_block_class on are written by every open; the six from `end` to
+  // `span_lists` are as an open wants them in a free region (the end of the first region, then nulls), so
+  // an open leaves them as they are (empty_for_open; the release's fast path is taken only when they are).
   std::byte* end;                 ///< end of the current block
   cleanup_record* cleanups;       ///< objects whose destructors run at release, newest first
   block_header* more_blocks;      ///< bump blocks after the first, newest first
@@ -842,7 +859,11 @@ struct chunk_header {
   std::uint8_t site;  ///< the call site that opened it (thread_cache::site_class)
   // Set once per region.
   std::uint8_t region_class;
-  std::uint32_t shrink_below;  ///< a chunk that used less would have fit the next smaller region (0: none)
+  /// The low 32 bits of first_free + shrink_below_of(region_class): a chunk whose bump ended below it would
+  /// have fit the next smaller region. A bump in the first region is less than 64 KiB away from it, so the
+  /// release's fast path tells below from not below by the sign of the 32-bit difference of the low halves
+  /// (exact modulo 2^32, wherever 4 GiB boundaries fall): one subtraction, no load of first_free.
+  std::uint32_t learn_below;
   child_meta* meta;
   top_state* top;
   /// Where allocation starts in the first region: after this header; in a whole block, plus a colour of 0..15
@@ -861,6 +882,17 @@ struct chunk_header {
   alignas(16) std::byte resource_storage[PERFLOC_CHECK_HANDLES ? 4 : 1][16];
 
   block_header* first_block() noexcept { return reinterpret_cast<block_header*>(this) - 1; }
+  /// What a free region's header holds, which open_region does not write: the current block is the first
+  /// region, no destructors to run, no more blocks, no spans. Where a region is made (carve_slab,
+  /// attach_meta: after its block_header) and in release_chunk_slow.
+  void empty_for_open() noexcept {
+    end = first_block()->end();
+    cleanups = nullptr;
+    more_blocks = nullptr;
+    own_blocks = nullptr;
+    span_mask = 0;
+    span_lists = nullptr;
+  }
 
   void* allocate_slow(std::size_t bytes, std::size_t alignment);  // src/perfloc/process.cpp
   /// Back to the fast path: fast_limit at end - 16, or at bump when the block is that full.
@@ -911,6 +943,14 @@ constexpr std::size_t region_payload_of(unsigned region_class) noexcept {
   return region_bytes_of(region_class) - sizeof(block_header) - chunk_header_bytes -
          (region_class == whole_block_region ? 15 * 64 : 0);
 }
+/// What a chunk in a region of the class would have fit in a smaller one: a chunk that used less.
+constexpr std::uint32_t shrink_below_of(unsigned region_class) noexcept {
+  return region_class ? static_cast<std::uint32_t>(region_payload_of(region_class - 1) + 1) : 0;
+}
+/// chunk_header::learn_below of a region of the class whose allocation starts at `first_free`.
+inline std::uint32_t learn_below_of(unsigned region_class, const std::byte* first_free) noexcept {
+  return static_cast<std::uint32_t>(std::bit_cast<std::uintptr_t>(first_free) + shrink_below_of(region_class));
+}
 /// The smallest region class whose regions hold `used` bytes.
 constexpr unsigned region_class_for(std::size_t used) noexcept {
   unsigned c = 0;
@@ -932,9 +972,11 @@ inline block_header* thread_cache::take_region(unsigned region_class) noexcept {
   if (!slab) return nullptr;
   block_header* region = slab->free_regions;
   slab->free_regions = region->next;
-  if (slab->free_count-- == slab->region_count)
+  const unsigned free_count = slab->free_count;  // read once: the stores below may alias it
+  slab->free_count = static_cast<std::uint16_t>(free_count - 1);
+  if (free_count == slab->region_count)
     empty_slabs.store(empty_slabs.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
-  if (!slab->free_count) {  // the slab leaves the list, of which it is the first
+  if (free_count == 1) {  // the slab leaves the list, of which it is the first
     auto* next = reinterpret_cast<slab_header*>(slab->block.next);
     slabs[region_class] = next;
     if (next) next->block.prev = nullptr;
@@ -942,25 +984,33 @@ inline block_header* thread_cache::take_region(unsigned region_class) noexcept {
   return region;
 }
 
-inline bool thread_cache::can_keep_small_region(block_header* region) const noexcept {
+inline bool thread_cache::can_keep_small_region(const slab_header* slab, unsigned free_count,
+                                                 unsigned region_count) const noexcept {
   // Listed, and not about to have all its regions free unless it is the only slab listed (kept then): a
   // thread that opens and releases one chunk at a time stays here.
-  const slab_header* slab = slab_of(region);
-  return slab->free_count && (slab->free_count + 1 != slab->region_count ||
-                              (slabs[slab->region_class] == slab && !slab->block.next));
+  return free_count && (free_count + 1 != region_count || (slabs[slab->region_class] == slab && !slab->block.next));
 }
-inline void thread_cache::keep_small_region(block_header* region) noexcept {
-  slab_header* slab = slab_of(region);
+inline bool thread_cache::can_keep_small_region(block_header* region) const noexcept {
+  const slab_header* slab = slab_of(region);
+  return can_keep_small_region(slab, slab->free_count, slab->region_count);
+}
+inline void thread_cache::keep_small_region(block_header* region, slab_header* slab, unsigned free_count,
+                                            unsigned region_count) noexcept {
   track::taken_back(region->payload(), region->bytes - sizeof(block_header));
   region->next = slab->free_regions;
   slab->free_regions = region;
-  if (++slab->free_count == slab->region_count)
+  slab->free_count = static_cast<std::uint16_t>(free_count + 1);
+  if (free_count + 1 == region_count)
     empty_slabs.store(empty_slabs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+}
+inline void thread_cache::keep_small_region(block_header* region) noexcept {
+  slab_header* slab = slab_of(region);
+  keep_small_region(region, slab, slab->free_count, slab->region_count);
 }
 
 inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noexcept {
   const unsigned site = chunk->site;
-  if (used < chunk->shrink_below) {  // it would have fit a smaller region
+  if (used < shrink_below_of(chunk->region_class)) {  // it would have fit a smaller region
     if (used > site_most_used[site]) site_most_used[site] = static_cast<std::uint32_t>(used);
     if (++site_votes[site] < site_votes_to_shrink) return;
     site_class[site] = static_cast<std::uint8_t>(region_class_for(site_most_used[site]));
@@ -973,10 +1023,6 @@ inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noe
   site_most_used[site] = 0;
 }
 
-/// What a chunk in a region of the class would have fit in a smaller one (chunk_header::shrink_below).
-constexpr std::uint32_t shrink_below_of(unsigned region_class) noexcept {
-  return region_class ? static_cast<std::uint32_t>(region_payload_of(region_class - 1) + 1) : 0;
-}
 
 
 /// The fast path: a pointer bump. Everything else (a full block, a freed span waiting for reuse, an
@@ -1026,17 +1072,13 @@ template <bool general>
   child_meta* meta = chunk->meta;  // the region's meta: meta->chunk == chunk, meta->home == cache
   const child_meta::change_scope change{meta};  // a walker still reading the meta's last chunk retries
   std::byte* first_free = chunk->first_free;
-  std::byte* const end = first->end();
-  chunk->end = end;
+  const std::size_t region_bytes = first->bytes;  // read once: the stores below may alias it
+  std::byte* const end = reinterpret_cast<std::byte*>(first) + region_bytes;  // chunk->end already (empty_for_open)
   child_meta::store(meta->bump, first_free);
   child_meta::store(meta->fast_limit, end - min_alignment);
   child_meta::store(meta->counted_to, first_free);
-  chunk->cleanups = nullptr;
-  chunk->more_blocks = nullptr;
-  chunk->own_blocks = nullptr;
-  chunk->span_lists = nullptr;
+  // end, cleanups, more_blocks, own_blocks, span_mask and span_lists are as wanted already (empty_for_open).
   chunk->next_block_class = 1;
-  chunk->span_mask = 0;
   chunk->resource_made = false;
   chunk->site = static_cast<std::uint8_t>(site);
 
@@ -1044,7 +1086,7 @@ template <bool general>
   meta->peak_in_use_bytes.store(0, std::memory_order_relaxed);
   meta->objects_made.store(0, std::memory_order_relaxed);
   meta->objects_destroyed.store(0, std::memory_order_relaxed);
-  meta->held_bytes.store(first->bytes, std::memory_order_relaxed);
+  meta->held_bytes.store(region_bytes, std::memory_order_relaxed);
   meta->blocks.store(1, std::memory_order_relaxed);
   meta->state.store(meta_state::live, std::memory_order_relaxed);
   meta->opened_at.store(std::bit_cast<std::uintptr_t>(where), std::memory_order_relaxed);
@@ -1056,34 +1098,37 @@ template <bool general>
 }
 
 // The general halves of open_chunk and release_chunk (src/perfloc/process.cpp).
-child_meta* open_chunk_slow(top_state* top, std::string_view label, const std::source_location& where);
+child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_location where);
 void release_chunk_slow(chunk_header* chunk) noexcept;
 
-/// Opens a process chunk from the calling thread's cache: no lock unless the cache must be refilled.
-/// The common case (a bound cache with a region of the class its site needs, no label, no release hook)
-/// calls nothing, so it saves no registers. Never inlined: the handle that receives the result then stays in a
-/// register at the call site. Returns the chunk's meta: the handle allocates through it.
-[[gnu::noinline]] inline child_meta* open_chunk(top_state* top, std::string_view label,
-                                                  const std::source_location& where) {
+/// Opens a process chunk without a label from the calling thread's cache: no lock unless the cache must be
+/// refilled. The common case (a bound cache with a region of the class its site needs, no release hook) calls
+/// nothing, so it saves no registers. Never inlined: the handle that receives the result then stays in a
+/// register at the call site. Returns the chunk's meta (never null): the handle allocates through it.
+[[gnu::noinline, gnu::returns_nonnull]] inline child_meta* open_chunk(top_state* top, std::source_location where) {
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
-  if (binding.id != top->id || !label.empty() || top->release_hook) [[unlikely]]
-    return open_chunk_slow(top, label, where);
+  // One compare: a binding of this top (see cache_binding), and no release hook (top_state::fast_key).
+  if (binding.id != top->fast_key) [[unlikely]] return open_chunk_slow(top, {}, where);
   // enter_cache, but a pending reclaim is waited for on the slow path: the fast path calls nothing, so it
   // saves no registers.
   cache->busy.store(true, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   const unsigned site = site_of(where);
   block_header* first = nullptr;
-  if (cache->reclaim_pending.load(std::memory_order_acquire) ||
-      cache->released_elsewhere.load(std::memory_order_relaxed) ||
+  // One load: a pending reclaim, or metas released elsewhere to take back first.
+  if (cache->attention.load(std::memory_order_acquire) ||
       !(first = cache->take_region(cache->site_class[site]))) [[unlikely]] {
     leave_cache(cache);
-    return open_chunk_slow(top, label, where);
+    return open_chunk_slow(top, {}, where);
   }
-  child_meta* meta = open_region<false>(cache, top, first, site, label, where);
+  child_meta* meta = open_region<false>(cache, top, first, site, {}, where);
   leave_cache(cache);
   return meta;
+}
+/// The same with a label, which takes the slow path when there is one.
+inline child_meta* open_chunk(top_state* top, std::string_view label, std::source_location where) {
+  return label.empty() ? open_chunk(top, where) : open_chunk_slow(top, label, where);
 }
 
 /// A release on the chunk's home thread, before its first region is free again (its meta attached).
@@ -1099,27 +1144,39 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
 /// other case is a tail call.
 [[gnu::noinline]] inline void release_chunk(child_meta* meta) noexcept {
   chunk_header* chunk = meta->chunk;
-  top_state* top = chunk->top;
   const cache_binding& binding = current_binding;
   thread_cache* cache = binding.cache;
   // Without span lists, what its site learns (release_chunk_slow) is at least up to the bump: at or above
-  // shrink_below, there is nothing to learn. With them, the slow path works it out.
-  const auto used = static_cast<std::size_t>(child_meta::load(meta->bump) - chunk->first_free);
-  if (chunk->cleanups || chunk->more_blocks || chunk->own_blocks || chunk->span_lists || top->release_hook ||
-      cache != meta->home || binding.id != top->id || used < chunk->shrink_below) [[unlikely]]
+  // learn_below, there is nothing to learn. With them, the slow path works it out.
+  const auto bump_low = static_cast<std::uint32_t>(std::bit_cast<std::uintptr_t>(child_meta::load(meta->bump)));
+  // Nothing to destroy, no more blocks, no span lists: one test of the four words or'ed together.
+  const std::uintptr_t more = reinterpret_cast<std::uintptr_t>(chunk->cleanups) |
+                              reinterpret_cast<std::uintptr_t>(chunk->more_blocks) |
+                              reinterpret_cast<std::uintptr_t>(chunk->own_blocks) |
+                              reinterpret_cast<std::uintptr_t>(chunk->span_lists);
+  // The meta's home cache is this thread's bound cache, and the binding is of the home's top (see
+  // cache_binding; the bound cache is read only once it is the home, so valid), which has no release hook
+  // (top_state::fast_key, copied into each of its caches).
+  if (more || cache != meta->home || binding.id != cache->fast_key ||
+      static_cast<std::int32_t>(bump_low - chunk->learn_below) < 0) [[unlikely]]
     return release_chunk_slow(chunk);  // learns what the chunk used
   cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
   std::atomic_signal_fence(std::memory_order_seq_cst);
   block_header* first = chunk->first_block();
   const bool whole = chunk->region_class == whole_block_region;
-  if (cache->reclaim_pending.load(std::memory_order_acquire) ||
-      (whole ? cache->count_of(0) >= cached_block_limit(0) : !cache->can_keep_small_region(first))) [[unlikely]] {
+  // A small region's slab and counts, read once (unused for a whole block).
+  slab_header* const slab = slab_of(first);
+  const unsigned free_count = whole ? 0 : slab->free_count;
+  const unsigned region_count = whole ? 0 : slab->region_count;
+  if (cache->reclaim_pending(std::memory_order_acquire) ||
+      (whole ? cache->count_of(0) >= cached_block_limit(0)
+             : !cache->can_keep_small_region(slab, free_count, region_count))) [[unlikely]] {
     leave_cache(cache);
     return release_chunk_slow(chunk);
   }
   leave_live_list(cache, meta);
   if (whole) cache->keep_shell(first);  // the cache has room: checked above
-  else cache->keep_small_region(first);
+  else cache->keep_small_region(first, slab, free_count, region_count);
   leave_cache(cache);
 }
 
