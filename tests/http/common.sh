@@ -22,6 +22,9 @@ check() {  # check NAME EXPECTED ACTUAL
 # start_server COMMAND...: runs the server in the background (output in $work/out and $work/err) and sets pid,
 # port and url from its `listening on` line; ends the script if that line does not come.
 start_server() {
+  # Emptied here, not by the redirection below: that happens in the child, which may not have run yet when the
+  # loop first reads the file, and a server started before (heap_calls.sh starts two) left its line there.
+  : >"$work/out"
   "$@" >"$work/out" 2>"$work/err" &
   pid=$!
   port=
