@@ -43,13 +43,18 @@ for heap in perfloc global; do
   before=$(heap_calls "$url")
   for ((r = 0; r < 3; ++r)); do round "$url" || fail "$heap: a request failed"; done
   after=$(heap_calls "$url")
-  calls=$((after - before))
-  echo "$heap server: $calls heap calls in 3 rounds of $requests_per_round requests (after two rounds of warm-up)"
-  if [[ $heap == perfloc ]]; then
-    ((calls == 0)) && pass "perfloc: no heap call in steady state" || fail "perfloc: $calls heap calls in steady state"
+  # An empty answer would read as 0 in the arithmetic below, and pass the perfloc check vacuously.
+  if [[ ! $before =~ ^[0-9]+$ || ! $after =~ ^[0-9]+$ ]]; then
+    fail "$heap: /stats gave no heap_calls ([$before], [$after])"
   else
-    ((calls >= 3 * requests_per_round)) && pass "global: at least one heap call per request" ||
-      fail "global: only $calls heap calls for $((3 * requests_per_round)) requests: the count misses them"
+    calls=$((after - before))
+    echo "$heap server: $calls heap calls in 3 rounds of $requests_per_round requests (after two rounds of warm-up)"
+    if [[ $heap == perfloc ]]; then
+      ((calls == 0)) && pass "perfloc: no heap call in steady state" || fail "perfloc: $calls heap calls in steady state"
+    else
+      ((calls >= 3 * requests_per_round)) && pass "global: at least one heap call per request" ||
+        fail "global: only $calls heap calls for $((3 * requests_per_round)) requests: the count misses them"
+    fi
   fi
   kill -TERM "$pid"
   wait "$pid" || fail "$heap: exit status $?"
