@@ -61,4 +61,51 @@ struct bump {
   };
 };
 
+/// The same bump pointer with its cursor in memory outside the scope (in the context, as perfloc keeps
+/// its cursor in the chunk's meta, where statistics read it from any thread): the workload's writes may
+/// alias it, so it is loaded and stored at every allocation. Not a target: it tells how much of perfloc's
+/// distance to `bump` is that store.
+struct bump_in_memory {
+  struct context : bump::context {
+    std::byte* next = nullptr;
+  };
+
+  class scope {
+   public:
+    static constexpr bool frees_at_end = true;
+    static constexpr bool runs_destructors = false;
+    static constexpr bool frees_individually = true;
+    static constexpr bool has_scope_object = false;
+
+    explicit scope(context& c) noexcept : context_(c) {
+      c.next = c.buffer;
+      asm volatile("" : : "r"(&c) : "memory");  // the cursor escapes, as a chunk's meta does
+    }
+    scope(const scope&) = delete;
+    scope& operator=(const scope&) = delete;
+
+    [[gnu::always_inline]] void* allocate(std::size_t n) {
+      n = (n + 15) & ~std::size_t{15};
+      std::byte* p = context_.next;
+      if (n > static_cast<std::size_t>(context_.buffer + bump::context::capacity - p)) [[unlikely]]
+        std::abort();
+      context_.next = p + n;
+      return p;
+    }
+    void deallocate(void*, std::size_t) noexcept {}
+
+    template <class T, class... A>
+    T* make(A&&... args) {
+      return ::new (allocate(sizeof(T))) T(std::forward<A>(args)...);
+    }
+    template <class T>
+    void release(T* p) noexcept {
+      p->~T();
+    }
+
+   private:
+    context& context_;
+  };
+};
+
 }  // namespace perfloc_bench

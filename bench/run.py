@@ -73,6 +73,7 @@ class Competitor:
 COMPETITORS = {
     "perfloc": Competitor("perfloc", "subject", "#d62728"),
     "bump": Competitor("bump pointer (limit)", "limit", "#7f7f7f"),
+    "bump-in-memory": Competitor("bump pointer, cursor stored at each allocation", "other", "#c7c7c7"),
     "pmr-reused": Competitor("pmr monotonic, one buffer reused", "reused", "#bcbd22"),
     "apr": Competitor("APR pools (private allocator)", "anchor", "#1f77b4"),
     "apr-global": Competitor("APR pools (global allocator)", "other", "#aec7e8"),
