@@ -9,11 +9,17 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <utility>
 
 namespace perfloc_bench {
 
-struct bump {
+/// The bump pointer; `cursor_in_memory`: its cursor and end in the context, not in the scope. There the
+/// workload's writes may alias them, so they are loaded and the cursor stored at every allocation, as
+/// perfloc keeps its cursor in the chunk's meta (where statistics read it from any thread): `bump-in-memory`,
+/// in no target, tells how much of perfloc's distance to `bump` is that store.
+template <bool cursor_in_memory>
+struct basic_bump {
   struct context {
     static constexpr std::size_t capacity = std::size_t{4} << 20;  // > 4096 objects of 256 B
     context() : buffer(static_cast<std::byte*>(::operator new(capacity, std::align_val_t{64}))) {
@@ -23,6 +29,8 @@ struct bump {
     context(const context&) = delete;
     context& operator=(const context&) = delete;
     std::byte* buffer;
+    std::byte* next = nullptr;  // the cursor and end of a scope with cursor_in_memory
+    std::byte* end = nullptr;
   };
 
   class scope {
@@ -32,7 +40,7 @@ struct bump {
     static constexpr bool frees_individually = true;  // release() is a no-op: the limit, not a real free
     static constexpr bool has_scope_object = false;
 
-    explicit scope(context& c) noexcept : next_(c.buffer), end_(c.buffer + context::capacity) {}
+    explicit scope(context& c) noexcept : next_(start(c)), end_(limit(c)) {}
     scope(const scope&) = delete;
     scope& operator=(const scope&) = delete;
 
@@ -56,56 +64,28 @@ struct bump {
     }
 
    private:
-    std::byte* next_;
-    std::byte* end_;
+    using cursor = std::conditional_t<cursor_in_memory, std::byte*&, std::byte*>;
+    static cursor start(context& c) noexcept {
+      if constexpr (!cursor_in_memory) {
+        return c.buffer;
+      } else {
+        c.next = c.buffer;
+        c.end = c.buffer + context::capacity;
+        asm volatile("" : : "r"(&c) : "memory");  // the context escapes, as a chunk's meta does
+        return c.next;
+      }
+    }
+    static cursor limit(context& c) noexcept {
+      if constexpr (cursor_in_memory) return c.end;
+      else return c.buffer + context::capacity;
+    }
+
+    cursor next_;
+    cursor end_;
   };
 };
 
-/// The same bump pointer with its cursor in memory outside the scope (in the context, as perfloc keeps
-/// its cursor in the chunk's meta, where statistics read it from any thread): the workload's writes may
-/// alias it, so it is loaded and stored at every allocation. Not a target: it tells how much of perfloc's
-/// distance to `bump` is that store.
-struct bump_in_memory {
-  struct context : bump::context {
-    std::byte* next = nullptr;
-  };
-
-  class scope {
-   public:
-    static constexpr bool frees_at_end = true;
-    static constexpr bool runs_destructors = false;
-    static constexpr bool frees_individually = true;
-    static constexpr bool has_scope_object = false;
-
-    explicit scope(context& c) noexcept : context_(c) {
-      c.next = c.buffer;
-      asm volatile("" : : "r"(&c) : "memory");  // the cursor escapes, as a chunk's meta does
-    }
-    scope(const scope&) = delete;
-    scope& operator=(const scope&) = delete;
-
-    [[gnu::always_inline]] void* allocate(std::size_t n) {
-      n = (n + 15) & ~std::size_t{15};
-      std::byte* p = context_.next;
-      if (n > static_cast<std::size_t>(context_.buffer + bump::context::capacity - p)) [[unlikely]]
-        std::abort();
-      context_.next = p + n;
-      return p;
-    }
-    void deallocate(void*, std::size_t) noexcept {}
-
-    template <class T, class... A>
-    T* make(A&&... args) {
-      return ::new (allocate(sizeof(T))) T(std::forward<A>(args)...);
-    }
-    template <class T>
-    void release(T* p) noexcept {
-      p->~T();
-    }
-
-   private:
-    context& context_;
-  };
-};
+using bump = basic_bump<false>;
+using bump_in_memory = basic_bump<true>;
 
 }  // namespace perfloc_bench
