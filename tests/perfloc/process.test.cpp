@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "death.hpp"
@@ -201,6 +202,59 @@ BOOST_AUTO_TEST_CASE(the_latest_allocation_is_given_back_by_stepping_the_bump_ba
   chunk.deallocate(a, 48);
   BOOST_TEST(chunk.allocate(48) == a);
   BOOST_TEST(chunk.stats().in_use_bytes == 48u);
+}
+
+// The handle, its allocator<T> copies, the pmr resource and destroy all move the one cursor in the chunk's
+// meta: after any of them moved it (forward, or a step back) the handle goes on from where it is, handing
+// out no byte twice, skipping none, and in_use stays exact. A handle that kept a copy of the cursor (to
+// bump from a register) would have to check it against the meta's at every allocation.
+BOOST_AUTO_TEST_CASE(the_handle_allocators_resource_and_destroy_move_one_cursor) {
+  perfloc::process_chunk chunk;
+  std::vector<std::pair<std::byte*, std::size_t>> spans;
+  std::size_t in_use = 0;
+  auto took = [&](void* p, std::size_t bytes) {
+    auto* start = static_cast<std::byte*>(p);
+    for (const auto& [other, n] : spans) BOOST_TEST((start + footprint(bytes) <= other || other + n <= start));
+    spans.emplace_back(start, footprint(bytes));
+    in_use += footprint(bytes);
+    BOOST_TEST(chunk.stats().in_use_bytes == in_use);
+  };
+  perfloc::allocator<std::byte> bytes{chunk};
+  std::pmr::memory_resource* resource = chunk.resource();
+  void* last = nullptr;
+  for (int round = 0; round < 3; ++round) {
+    took(chunk.allocate(32), 32);
+    void* a = bytes.allocate(48);
+    took(a, 48);
+    last = chunk.allocate(16);
+    took(last, 16);
+    BOOST_TEST(static_cast<std::byte*>(last) == static_cast<std::byte*>(a) + 48);  // right after, no gap
+    took(resource->allocate(64, 16), 64);
+    took(chunk.allocate(80), 80);
+  }
+  // A destroy that steps the bump back (the latest allocation): the handle takes the same bytes again.
+  int* made = bytes.make<int>(7);
+  void* start = reinterpret_cast<std::byte*>(made) - 8;  // after its 8-byte header
+  in_use += 16;
+  BOOST_TEST(chunk.stats().in_use_bytes == in_use);
+  perfloc::destroy(made);
+  in_use -= 16;
+  BOOST_TEST(chunk.stats().in_use_bytes == in_use);
+  void* again = chunk.allocate(16);
+  BOOST_TEST(again == start);
+  took(again, 16);
+  // The handle's own step back, then a move: the moved-to handle goes on from the same cursor.
+  void* latest = chunk.allocate(128);
+  chunk.deallocate(latest, 128);
+  BOOST_TEST(chunk.stats().in_use_bytes == in_use);
+  perfloc::process_chunk moved = std::move(chunk);
+  void* after_move = moved.allocate(128);
+  BOOST_TEST(after_move == latest);
+  in_use += 128;
+  BOOST_TEST(moved.stats().in_use_bytes == in_use);
+  BOOST_TEST(bytes.allocate(16) == static_cast<std::byte*>(after_move) + 128);
+  in_use += 16;
+  BOOST_TEST(moved.stats().in_use_bytes == in_use);
 }
 
 BOOST_AUTO_TEST_CASE(large_requests_get_their_own_block_and_give_it_back) {

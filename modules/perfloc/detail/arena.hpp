@@ -1031,11 +1031,20 @@ inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noe
 /// at end - 16, bytes <= end - 16 - bump, which keeps the new bump (16-aligned, as end is) at or below
 /// fast_limit. That invariant, fast_limit >= bump, is what keeps the subtraction from wrapping; the slow
 /// path keeps it with resume_bumping(). Two instructions fewer than testing 0 and the room apart.
+///
+/// The prefetch of the next allocation's first line pays for the cursor's store: where the objects written
+/// after allocation miss the first-level cache (K = 4096 in bench/workload.hpp's per_scope), a store to the
+/// meta's line between two stores to missing lines halved the throughput on an Intel Xeon (3.0 ns per
+/// allocation against the bump pointer's 1.4; a bump pointer with its cursor in a register but stored to
+/// memory at each allocation measured the same 3.0, with the prefetch 1.4). It is a hint (no fault, no
+/// access for sanitizers), one instruction, within the block (next <= fast_limit).
 inline void* child_meta::allocate(std::size_t bytes, std::size_t alignment) {
   std::byte* p = load(bump);
   const std::size_t last = bytes - 1;
   if (is_small_power_of_two(alignment) && last < static_cast<std::size_t>(load(fast_limit) - p)) [[likely]] {
-    store(bump, p + (last | (min_alignment - 1)) + 1);
+    std::byte* next = p + (last | (min_alignment - 1)) + 1;
+    store(bump, next);
+    __builtin_prefetch(next, 1, 3);
     track::handed_out(p, bytes);
     return p;
   }
