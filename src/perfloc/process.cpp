@@ -417,10 +417,10 @@ child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_
   if (cache->attention.load(std::memory_order_relaxed) & ~thread_cache::reclaim_bit) drain_released_elsewhere(cache);
   const unsigned site = site_of(where);
   const unsigned region_class = cache->site_class[site];
-  block_header* first = cache->take_region(region_class);
+  block_header* first = cache->take_region(region_class, site);
   if (!first) {
     refill_region(cache, region_class);  // may throw; nothing was taken
-    first = cache->take_region(region_class);
+    first = cache->take_region(region_class, site);
   }
   return open_region<true>(cache, top, first, site, label, where);
 }
@@ -434,17 +434,20 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   if (top->release_hook) call_release_hook(chunk);
   // What its site learns: the most it had in use at once (a temporary given back before the end counts), or
   // more if its first region's bump went further, or when it grew, what it has in use now if more.
-  const bool grew = chunk->more_blocks || chunk->own_blocks;
+  const bool outgrew = chunk->more_blocks;
+  const bool grew = outgrew || chunk->own_blocks;
   const std::size_t used = std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed),
                                     grew ? meta->in_use() : first_region_extent(chunk, meta));
   if (grew) chunk->give_back_blocks();
   chunk->empty_for_open();  // before the region is free again: the next open does not write these
+  if (chunk->region_class == whole_block_region)  // a site's first chunk had it moved (thread_cache::take_region)
+    chunk->learn_below = learn_below_of(whole_block_region, chunk->first_free);
   block_header* first = chunk->first_block();
   const bool whole = chunk->region_class == whole_block_region;
   const cache_binding& binding = current_binding;
   if (binding.cache == meta->home && binding.id == top->id) {  // where it was opened
     cache_section section(binding.cache);
-    binding.cache->learn(chunk, used);
+    binding.cache->learn(chunk, used, outgrew);
     leave_live_list(binding.cache, meta);
     if (whole) return binding.cache->give_shell(first);  // the meta stays attached (or goes to the cache's metas)
     return give_region(binding.cache, first, false);

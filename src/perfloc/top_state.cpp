@@ -14,10 +14,11 @@
 // keeps its free lists in a side table, never in the free blocks). Thread caches are bounded
 // (thread_cache_bound_bytes) and are counted first: a top whose caches fill the budget keeps nothing more.
 //
-// Small first regions come from slabs: a 64 KiB block a thread cache cuts into regions of one class (carve_slab),
-// each with a meta attached for the slab's life; the slab goes back to the top when all its regions are free
-// (give_region), except one per class that the cache keeps, counted in the budget like its free blocks, and
-// those it keeps as free 64 KiB blocks while it has room for them: carve_slab takes those first.
+// Small first regions come from slabs: a 64 KiB block a thread cache cuts into regions of one class as they are
+// needed, 32 KiB of it at a time (carve_slab), each with a meta attached for the slab's life; the slab goes back
+// to the top when all its regions are free (give_region), except one per class that the cache keeps, counted
+// in the budget like its free blocks, and those it keeps as free 64 KiB blocks while it has room for them:
+// carve_slab takes those first.
 //
 // Thread caches live in the meta region, are bound to a thread on first use and orphaned when it exits;
 // a new thread adopts an orphan before a new cache is made, so their number stays that of the threads.
@@ -422,47 +423,22 @@ child_meta* take_meta_locked(top_state* top, thread_cache* cache) {
 void detach_meta(child_meta*& free_metas, block_header* first);
 void attach_meta(thread_cache* cache, block_header* first, child_meta* meta);
 
-/// Cuts a 64 KiB block into small regions of one class for `cache`, each with a meta attached, and lists the
-/// slab. As many regions as metas could be had (at least one). Caller holds the mutex and owns the cache.
-/// The block is one of the cache's free 64 KiB blocks if it has one (most likely a slab an earlier wave of
-/// chunks emptied, its pages still backed), else the top's.
-void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
-  block_header* block = nullptr;
-  const bool cached = cache->count_of(0);
-  if (cached) {
-    block = cache->pop_free(0);
-    detach_meta(cache->free_metas, block);  // its meta serves one of the regions
-  } else {
-    block = take_block_locked(top, 0, cache);  // may throw: nothing was taken
-  }
-  const std::size_t region_bytes = region_bytes_of(region_class);
-  const auto most = static_cast<unsigned>((granule_bytes - slab_header_bytes) / region_bytes);
-  auto* at = reinterpret_cast<std::byte*>(block);
-  // Every page of the slab is written below (a header per region): one call backs them all, where a burst
-  // of chunks would otherwise take a page fault per page (most of a burst of coroutines' spawn time, perf on
-  // bench/idle.hpp). A cached block's pages are backed already, most likely (an emptied slab's).
-  if (!cached) os::populate(at, granule_bytes);
-  track::internal_access(at, slab_header_bytes);
-  const block_header whole = *block;
-  auto* slab = ::new (static_cast<void*>(at)) slab_header{};
-  slab->block = whole;
-  slab->block.next = nullptr;
-  slab->block.prev = nullptr;
-  slab->region_bytes = static_cast<std::uint32_t>(region_bytes);
-  slab->region_class = static_cast<std::uint8_t>(region_class);
+/// Carves up to `n` more regions at the end of `slab`'s carved part (as many as metas could be had), each with a
+/// meta attached, and pushes them on its free stack, lowest address first. Returns how many. Caller holds the
+/// mutex and owns the cache.
+unsigned carve_regions(top_state* top, thread_cache* cache, slab_header* slab, unsigned n) {
+  auto* const at = reinterpret_cast<std::byte*>(slab);
+  const std::size_t region_bytes = slab->region_bytes;
+  const unsigned first = slab->region_count;
   unsigned count = 0;
-  for (; count < most; ++count) {
+  for (; count < n && first + count < slab->capacity; ++count) {
     child_meta* meta;
     try {
       meta = take_meta_locked(top, cache);
     } catch (const std::bad_alloc&) {
-      if (count == 0) {
-        give_block_locked(top, block);
-        throw;
-      }
       break;  // the regions made so far do
     }
-    std::byte* const region_at = at + slab_header_bytes + count * region_bytes;
+    std::byte* const region_at = at + slab_header_bytes + (first + count) * region_bytes;
     track::internal_access(region_at, sizeof(block_header) + sizeof(chunk_header));
     auto* region = ::new (static_cast<void*>(region_at)) block_header{};
     region->bytes = region_bytes;
@@ -471,24 +447,82 @@ void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
     auto* chunk = header_of_first(region);
     chunk->meta = meta;
     chunk->top = top;
-    chunk->region_class = static_cast<std::uint8_t>(region_class);
+    chunk->region_class = slab->region_class;
     chunk->first_free = reinterpret_cast<std::byte*>(chunk) + chunk_header_bytes;
-    chunk->learn_below = learn_below_of(region_class, chunk->first_free);
+    chunk->learn_below = learn_below_of(slab->region_class, chunk->first_free);
     chunk->empty_for_open();
     meta->chunk = chunk;
-    slab->owners[count] = meta;
+    slab->owners[first + count] = meta;
     track::taken_back(region->payload(), region_bytes - sizeof(block_header));
   }
-  // The regions' stack, lowest address first: the first chunks of a slab fill it from the bottom.
-  for (unsigned i = count; i-- > 0;) {
+  // The new regions on top of the stack, lowest address first: the first chunks of a slab fill it from the bottom.
+  for (unsigned i = first + count; i-- > first;) {
     auto* region = reinterpret_cast<block_header*>(at + slab_header_bytes + i * region_bytes);
     region->next = slab->free_regions;
     slab->free_regions = region;
   }
-  slab->region_count = static_cast<std::uint16_t>(count);
-  slab->free_count = static_cast<std::uint16_t>(count);
-  set_block_owner(&slab->block, slab_in_cache);
+  slab->region_count = static_cast<std::uint16_t>(first + count);
+  slab->free_count = static_cast<std::uint16_t>(slab->free_count + count);
+  return count;
+}
+
+/// How many regions of `region_bytes` one step of carving makes: those that start in the next
+/// slab_carve_step_bytes of the slab (at least one), so that a slab's pages are written only as its regions
+/// are needed. The first step also holds the slab header.
+unsigned regions_per_step(std::size_t region_bytes) {
+  return static_cast<unsigned>(std::max<std::size_t>(1, slab_carve_step_bytes / region_bytes));
+}
+
+/// Gives `cache` free small regions of the class, each with a meta attached: more regions carved in the slab
+/// of the class that has room left (cache->growing), else a new slab: a 64 KiB block cut into regions of one
+/// class as they are needed (carve_regions), listed. Caller holds the mutex and owns the cache; no slab of the
+/// class is listed (all their regions are in use).
+/// The block of a new slab is one of the cache's free 64 KiB blocks if it has one (most likely a slab an
+/// earlier wave of chunks emptied, its pages still backed), else the top's.
+void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
+  const std::size_t region_bytes = region_bytes_of(region_class);
+  const unsigned step = regions_per_step(region_bytes);
   slab_header*& head = cache->slabs[region_class];
+  if (slab_header* slab = cache->growing[region_class]) {  // unlisted: its regions are all in use
+    auto* const next_at = reinterpret_cast<std::byte*>(slab) + slab_header_bytes + slab->region_count * region_bytes;
+    os::populate(next_at, std::min<std::size_t>(step * region_bytes,
+                                                static_cast<std::size_t>(slab->block.end() - next_at)));
+    if (!carve_regions(top, cache, slab, step)) throw std::bad_alloc();  // no meta: nothing was taken
+    if (slab->region_count == slab->capacity) cache->growing[region_class] = nullptr;
+    slab->block.prev = nullptr;
+    slab->block.next = head ? &head->block : nullptr;
+    if (head) head->block.prev = &slab->block;
+    head = slab;
+    return;
+  }
+  block_header* block = nullptr;
+  const bool cached = cache->count_of(0);
+  if (cached) {
+    block = cache->pop_free(0);
+    detach_meta(cache->free_metas, block);  // its meta serves one of the regions
+  } else {
+    block = take_block_locked(top, 0, cache);  // may throw: nothing was taken
+  }
+  auto* at = reinterpret_cast<std::byte*>(block);
+  // Every page of the step is written below (a header per region): one call backs them all, where a burst
+  // of chunks would otherwise take a page fault per page (most of a burst of coroutines' spawn time, perf on
+  // bench/idle.hpp). A cached block's pages are backed already, most likely (an emptied slab's).
+  if (!cached) os::populate(at, std::min(granule_bytes, slab_header_bytes + step * region_bytes));
+  track::internal_access(at, slab_header_bytes);
+  const block_header whole = *block;
+  auto* slab = ::new (static_cast<void*>(at)) slab_header{};
+  slab->block = whole;
+  slab->block.next = nullptr;
+  slab->block.prev = nullptr;
+  slab->region_bytes = static_cast<std::uint32_t>(region_bytes);
+  slab->region_class = static_cast<std::uint8_t>(region_class);
+  slab->capacity = static_cast<std::uint8_t>((granule_bytes - slab_header_bytes) / region_bytes);
+  if (!carve_regions(top, cache, slab, step)) {
+    give_block_locked(top, block);
+    throw std::bad_alloc();
+  }
+  cache->growing[region_class] = slab->region_count < slab->capacity ? slab : nullptr;
+  set_block_owner(&slab->block, slab_in_cache);
   slab->block.next = head ? &head->block : nullptr;
   if (head) head->block.prev = &slab->block;
   head = slab;
@@ -505,6 +539,7 @@ block_header* unlist_slab(thread_cache* cache, slab_header* slab, child_meta*& f
   if (prev) prev->block.next = slab->block.next;
   else cache->slabs[slab->region_class] = next;
   if (next) next->block.prev = slab->block.prev;
+  if (cache->growing[slab->region_class] == slab) cache->growing[slab->region_class] = nullptr;
   cache->empty_slabs.store(cache->empty_slabs.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
   for (unsigned i = 0; i < slab->region_count; ++i) {
     child_meta* meta = slab->owners[i];
@@ -641,7 +676,7 @@ void orphan(top_state* top, thread_cache* cache) {
   drain_locked_or_owned(cache, true);
   // The thread that adopts the cache opens other chunks at other sites (or the same library call sites for
   // other uses): it starts learning afresh.
-  std::fill(std::begin(cache->site_class), std::end(cache->site_class), whole_block_region);
+  std::fill(std::begin(cache->site_class), std::end(cache->site_class), new_site);
   std::fill(std::begin(cache->site_votes), std::end(cache->site_votes), 0);
   std::fill(std::begin(cache->site_most_used), std::end(cache->site_most_used), 0);
   flush_blocks_locked(top, cache);
@@ -985,7 +1020,7 @@ block_header* refill_shell(thread_cache* cache) {
 }
 
 void refill_region(thread_cache* cache, unsigned region_class) {
-  if (region_class == whole_block_region) return cache->push_free(refill_shell(cache), 0);
+  if (region_class >= whole_block_region) return cache->push_free(refill_shell(cache), 0);  // new_site too
   std::lock_guard lock(cache->top->mutex);
   carve_slab(cache->top, cache, region_class);
 }

@@ -177,7 +177,8 @@ BOOST_AUTO_TEST_CASE(destroy_of_nullptr_does_nothing) {
 
 BOOST_AUTO_TEST_CASE(destroyed_memory_is_reused_by_the_chunk) {
   std::vector<int> log;  // declared first: the chunk's release runs destructors that write to it
-  perfloc::process_chunk chunk;
+  perfloc::top_chunk top;  // a new site: its first chunk has a whole block, where all of this fits
+  perfloc::process_chunk chunk{top};
   tracer* first = chunk.make<tracer>(log, 1);
   chunk.make<tracer>(log, 2);  // so the first is not the latest allocation
   perfloc::destroy(first);

@@ -170,7 +170,8 @@ BOOST_AUTO_TEST_CASE(freed_odd_sizes_are_reused_in_fifo_order) {
 BOOST_AUTO_TEST_CASE(a_chunk_keeping_four_messages_alive_stays_in_the_blocks_it_first_took) {
   for (std::size_t bytes : {std::size_t{64}, std::size_t{520}, std::size_t{1000}, std::size_t{3000},
                             std::size_t{20000}}) {
-    perfloc::process_chunk chunk;
+    perfloc::top_chunk top;  // a new site: its first chunk has a whole block
+    perfloc::process_chunk chunk{top};
     std::deque<void*> messages;
     std::size_t held_with_four = 0;
     for (int i = 0; i < 50'000; ++i) {

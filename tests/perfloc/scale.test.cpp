@@ -3,7 +3,7 @@
 //
 // The documented constants these tests compute with (README, "How it works" and "Threads"): a child_meta is
 // 192 bytes, and the meta region commits 64 KiB at a time and keeps what it committed; a free block above the
-// retain budget goes back to the OS whole, header page included; a thread caches at most 14 free 64 KiB
+// retain budget goes back to the OS whole, header page included; a thread caches at most 13 free 64 KiB
 // blocks; thread caches count in retain_bytes.
 #define BOOST_TEST_MODULE perfloc.scale
 #include <boost/test/unit_test.hpp>
@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -102,8 +103,10 @@ BOOST_AUTO_TEST_CASE(free_blocks_go_back_whole_when_their_buddies_stay_in_use) {
   // the OS whole, header page included (retain_bytes = 0; the thread cache keeps at most 16 first blocks).
   constexpr std::size_t cache_shells = 16 * 64 * KiB;
   perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
-  const std::size_t before = top.stats().committed_bytes;
   std::vector<perfloc::process_chunk> chunks;
+  chunks.emplace_back(top).allocate(16 * KiB);  // the site learns that its chunks take whole blocks
+  chunks.pop_back();
+  const std::size_t before = top.stats().committed_bytes;
   open_idle_chunks(top, chunks);
   const std::size_t all = top.stats().committed_bytes - before;  // count chunks and their metas
   std::vector<perfloc::process_chunk> survivors;
@@ -119,17 +122,19 @@ BOOST_AUTO_TEST_CASE(free_blocks_go_back_whole_when_their_buddies_stay_in_use) {
 // Small first regions: a chunk costs about what it uses
 // ------------------------------------------------------------------------------------------------------------
 //
-// Documented (README, "How it works"): a chunk's first memory is a region of 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 6 or 8 KiB
-// carved from a 64 KiB slab, or a whole 64 KiB block; the thread learns per call site: the first chunks of a
-// site get a whole block, eight releases (since it last moved) that would have fit a smaller region move the
-// site down to the smallest region that holds what they used (after a header of at most 256 bytes), a chunk that outgrows its region
-// moves it up at once. A slab whose regions are all free goes back to the top, except one per class per thread
-// and those the thread keeps as free 64 KiB blocks (14 at most, with its other free 64 KiB blocks).
+// Documented (README, "How it works"): a chunk's first memory is a region of 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 4.5, 6
+// or 8 KiB carved from a 64 KiB slab, or a whole 64 KiB block; the thread learns per call site: the first chunk of
+// a site gets a whole block and those opened before one is released 1.25 KiB, its release moves the site to the
+// region that holds what it used when that is more, eight releases (since it last moved) that would have fit a
+// smaller region move the site down to the smallest region that holds what they used (after a header of at most
+// 256 bytes), a chunk that outgrows its region moves it up at once. A slab whose regions are all free goes back to the top, except one per class per thread
+// and those the thread keeps as free 64 KiB blocks (13 at most, with its other free 64 KiB blocks). A slab's
+// regions are carved (their pages written) as chunks need them.
 
 namespace {
 constexpr std::size_t slab_bytes = 64 * KiB;
 constexpr unsigned votes_to_shrink = 8;
-constexpr std::size_t cached_shells = 14;  // the free 64 KiB blocks a thread keeps at most (README, "Threads")
+constexpr std::size_t cached_shells = 13;  // the free 64 KiB blocks a thread keeps at most (README, "Threads")
 
 /// Every chunk of these tests is opened here: one call site.
 perfloc::process_chunk chunk_at_one_site(perfloc::top_chunk& top) { return perfloc::process_chunk{top}; }
@@ -140,7 +145,7 @@ void teach_site(perfloc::top_chunk& top, std::size_t bytes) {
 }
 
 /// The small first regions' sizes (README), and the most a region keeps for its headers (256 in debug builds).
-constexpr std::size_t documented_regions[] = {1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 6144, 8192};
+constexpr std::size_t documented_regions[] = {1024, 1280, 1536, 1792, 2048, 2560, 3072, 4096, 4608, 6144, 8192};
 constexpr std::size_t most_header = 256;
 
 /// The smallest documented region with room for `used` bytes after its headers.
@@ -171,6 +176,56 @@ std::vector<perfloc::process_chunk> open_small_chunks(perfloc::top_chunk& top, s
   return chunks;
 }
 }  // namespace
+
+// A burst of chunks at a new site (a server's first connections, opened before any is released): the first gets
+// a whole block, the others 1.25 KiB regions, so that the burst does not take a 64 KiB block per chunk.
+BOOST_AUTO_TEST_CASE(a_burst_of_chunks_at_a_new_site_takes_small_regions_after_the_first) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
+  const std::size_t before = top.stats().committed_bytes;
+  std::vector<perfloc::process_chunk> chunks;
+  for (int i = 0; i < 32; ++i) std::memset(chunks.emplace_back(chunk_at_one_site(top)).allocate(512), i, 512);
+  BOOST_TEST(chunks.front().stats().held_bytes == 64 * KiB);  // the site's first chunk
+  for (std::size_t i = 1; i < chunks.size(); ++i) BOOST_TEST(chunks[i].stats().held_bytes == 1280u, "chunk " << i);
+  // A whole block and one slab, where 32 whole blocks took 2 MiB.
+  BOOST_TEST(top.stats().committed_bytes - before <= 2 * slab_bytes + metas_of(32));
+}
+
+// A site's first chunk teaches the site at its release what the next ones, opened in small regions, need: what it
+// used, when that is more than their region holds.
+BOOST_AUTO_TEST_CASE(a_sites_first_chunk_moves_the_site_up_to_what_it_used) {
+  for (const std::size_t used :
+       {std::size_t{2000}, std::size_t{3000}, std::size_t{5000}, std::size_t{7000}, std::size_t{16 * KiB}}) {
+    perfloc::top_chunk top;
+    {
+      perfloc::process_chunk first = chunk_at_one_site(top);
+      std::memset(first.allocate(used), 1, used);
+      BOOST_TEST(first.stats().held_bytes == 64 * KiB);
+    }
+    perfloc::process_chunk next = chunk_at_one_site(top);
+    std::memset(next.allocate(used), 2, used);
+    BOOST_TEST(next.stats().blocks == 1u, "used " << used);
+    // More than the largest small region holds: a whole block.
+    const std::size_t fits = used + most_header <= 8 * KiB ? smallest_region_holding(used) : 64 * KiB;
+    BOOST_TEST(next.stats().held_bytes == fits, "used " << used);
+  }
+}
+
+// A slab's regions are carved as chunks need them (README, "How it works"): a class that serves a few chunks has
+// their pages resident, not the slab's 64 KiB.
+BOOST_AUTO_TEST_CASE(a_slab_serving_a_few_chunks_has_only_their_pages_resident) {
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
+  teach_site(top, state_bytes);
+  std::vector<perfloc::process_chunk> chunks = open_small_chunks(top, 3);  // 1 KiB regions
+  BOOST_TEST(chunks.front().stats().held_bytes == 1 * KiB);
+  auto* const slab = reinterpret_cast<unsigned char*>(
+      reinterpret_cast<std::uintptr_t>(chunks.front().allocate(16)) / slab_bytes * slab_bytes);
+  unsigned char pages[slab_bytes / 4096];
+  BOOST_REQUIRE(::mincore(slab, slab_bytes, pages) == 0);
+  std::size_t resident = 0;
+  for (const unsigned char page : pages) resident += page & 1;
+  BOOST_TEST_MESSAGE("resident pages of the slab: " << resident);
+  BOOST_TEST(resident <= 32 * KiB / 4096 + 1);  // the first step of carving (32 KiB), and the taught chunk's page
+}
 
 BOOST_AUTO_TEST_CASE(chunks_that_use_little_get_small_regions) {
   perfloc::top_chunk top{perfloc::top_options{.retain_bytes = 0}};
@@ -315,7 +370,7 @@ BOOST_AUTO_TEST_CASE(released_small_chunks_give_their_slabs_back) {
     std::vector<perfloc::process_chunk> chunks = open_small_chunks(top, count);
     BOOST_TEST(top.stats().committed_bytes > before + 100 * slab_bytes);  // the setup: many slabs
   }
-  // What stays: one slab kept by the thread, the 14 free 64 KiB blocks it keeps at most (emptied slabs among
+  // What stays: one slab kept by the thread, the 13 free 64 KiB blocks it keeps at most (emptied slabs among
   // them), the metas the meta region keeps.
   BOOST_TEST(top.stats().committed_bytes <= before + slab_bytes + cached_shells * slab_bytes + metas_of(count));
 }

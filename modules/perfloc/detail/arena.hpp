@@ -72,21 +72,31 @@ inline constexpr unsigned max_growth_class = 6;       ///< a chunk's bump blocks
 // block (a slab) its thread cache owns, so that an idle chunk costs about what it uses; for chunks that use
 // more, a whole 64 KiB block (a shell, as before). A chunk that outgrows its region moves on to private
 // blocks that grow geometrically. Each thread cache learns, per call site that opens chunks, which region
-// class those chunks need (thread_cache::site_class).
+// class those chunks need (thread_cache::site_class), starting from new_site_region.
 // The classes step by 256 bytes up to 2 KiB, where most idle chunks (a coroutine waiting, a connection) fall
-// and a class's rounding is most of what they cost.
-inline constexpr unsigned region_class_count = 11;
+// and a class's rounding is most of what they cost; above 4 KiB by 512 bytes to 1 KiB, then 2 KiB.
+inline constexpr unsigned region_class_count = 12;
 inline constexpr unsigned whole_block_region = region_class_count - 1;  ///< a whole 64 KiB block
 inline constexpr std::size_t region_bytes[region_class_count] = {1024, 1280, 1536, 1792, 2048, 2560,
-                                                                   3072, 4096, 6144, 8192, 65536};
+                                                                   3072, 4096, 4608, 6144, 8192, 65536};
 constexpr std::size_t region_bytes_of(unsigned region_class) noexcept { return region_bytes[region_class]; }
 static_assert(region_bytes_of(whole_block_region) == granule_bytes);
 inline constexpr std::uint8_t region_size_class = 0xff;  ///< block_header::size_class of a small region
+/// A call site no chunk was opened at yet (thread_cache::site_class): its first chunk gets a whole 64 KiB block,
+/// where it shows what the site's chunks use without growing, and the chunks opened after it, until one is
+/// released, get new_site_region.
+inline constexpr unsigned new_site = region_class_count;
+/// The class of the chunks a site opens after its first, until one is released: 1.25 KiB, what a waiting coroutine
+/// of perfloc::co_spawn takes (its spawn state and entry frame, a small frame, an operation). Those that outgrow
+/// it go on in blocks of their own and move the site up at their release. A burst of new chunks (a server's
+/// first connections) would otherwise take a whole block each, and leave a page or two touched in each, for good.
+inline constexpr unsigned new_site_region = 1;
+static_assert(region_bytes_of(new_site_region) == 1280);
 
-/// How many free blocks of a class one thread keeps per top: 14 of 64 KiB (shells), 4 of 128 KiB, 2 of 256 KiB,
+/// How many free blocks of a class one thread keeps per top: 13 of 64 KiB (shells), 4 of 128 KiB, 2 of 256 KiB,
 /// 1 of 512 KiB. Bigger blocks always go back to the top, where retain_bytes applies to them.
 constexpr unsigned cached_block_limit(unsigned size_class) noexcept {
-  return size_class == 0 ? 14u : size_class == 1 ? 4u : size_class == 2 ? 2u : 1u;
+  return size_class == 0 ? 13u : size_class == 1 ? 4u : size_class == 2 ? 2u : 1u;
 }
 
 constexpr std::size_t block_bytes_of(unsigned size_class) noexcept { return granule_bytes << size_class; }
@@ -182,8 +192,10 @@ static_assert(sizeof(block_header) == 64);
 /// region starts with a block_header whose `prev` is the slab). The owner takes and gives back regions without a
 /// lock: a region released on another thread comes home with its meta (release_elsewhere). The slabs of a
 /// class with a free region are listed in the cache, newest first; a slab whose regions are all free goes
-/// back to the top, unless it is the only one listed. The meta of each region is also noted here, written
-/// under the top's mutex, so that snapshot() can draw the regions without reading them.
+/// back to the top, unless it is the only one listed. Its regions are carved as they are needed, a step at a
+/// time (carve_slab): the first region_count of its `capacity` are, the rest of the block is untouched. The
+/// meta of each carved region is also noted here, written under the top's mutex, so that snapshot() can draw
+/// the regions without reading them.
 struct alignas(64) slab_header {
   static constexpr std::size_t most_regions = (granule_bytes - 1024) / 1024;
   block_header block;                ///< as any block's: next and prev link the cache's list of slabs
@@ -192,10 +204,16 @@ struct alignas(64) slab_header {
   std::uint16_t region_count = 0;
   std::uint16_t free_count = 0;
   std::uint8_t region_class = 0;
+  std::uint8_t capacity = 0;  ///< the regions the slab can hold; region_count of them are carved (carve_slab)
   child_meta* owners[most_regions]{};
 };
 inline constexpr std::size_t slab_header_bytes = (sizeof(slab_header) + 63) & ~std::size_t{63};
 static_assert(slab_header_bytes <= 1024);
+
+/// A slab's regions are carved (their headers written, their pages backed) this many bytes at a time, as they are
+/// needed: a slab that serves a few chunks costs the pages they use, not 64 KiB. Two steps to a slab: with four
+/// (16 KiB), a burst of 100 000 coroutines spawned 10-15% slower (a lock and a system call per step).
+inline constexpr std::size_t slab_carve_step_bytes = 32 << 10;
 
 inline slab_header* slab_of(block_header* region) noexcept { return reinterpret_cast<slab_header*>(region->prev); }
 
@@ -430,21 +448,24 @@ struct thread_cache {
 
   /// What the chunks opened at a call site need (sites are told apart by a hash of their source_location):
   /// the region class to open them with; and, of the releases since the site last moved that would have fit
-  /// a smaller region, how many and the most any of them used. The first chunk of a site gets a whole block;
-  /// eight releases that fit a smaller region move the site down to the class that fits them all; a chunk
-  /// that outgrew its region moves it up to the class that fits it at once.
+  /// a smaller region, how many and the most any of them used. The first chunk of a site gets a whole block, the
+  /// next ones new_site_region (see new_site); eight releases that fit a smaller region move the site down to
+  /// the class that fits them all; a chunk that outgrew its region (or the site's) moves it up at once.
   static constexpr unsigned site_count = 16;
   static constexpr unsigned site_votes_to_shrink = 8;
   std::uint8_t site_class[site_count];
   std::uint8_t site_votes[site_count]{};
   std::uint32_t site_most_used[site_count]{};
+  /// Per small region class: the slab whose regions are carved as they are needed and that has room for more
+  /// (carve_slab), or nullptr. It is listed in `slabs` while one of its carved regions is free.
+  slab_header* growing[whole_block_region]{};
 
   child_meta live;                         ///< sentinel of this cache's part of the children meta list
 
   thread_cache() noexcept {
     live.prev.store(&live, std::memory_order_relaxed);
     live.next.store(&live, std::memory_order_relaxed);
-    for (std::uint8_t& c : site_class) c = whole_block_region;
+    for (std::uint8_t& c : site_class) c = new_site;
   }
 
   // --- the live list (owner only) ---
@@ -486,8 +507,9 @@ struct thread_cache {
   inline void keep_shell(block_header* first) noexcept;  ///< give_shell when the cache has room
 
   // --- first regions (between enter_cache and leave_cache) ---
-  /// A free first region of the class with its meta attached, or nullptr (the cache must be refilled).
-  inline block_header* take_region(unsigned region_class) noexcept;
+  /// A free first region of the class with its meta attached, or nullptr (the cache must be refilled). For
+  /// new_site, a whole block, and the site's next chunks get new_site_region.
+  inline block_header* take_region(unsigned region_class, unsigned site) noexcept;
   /// Whether a small region can be taken back without more: not when its slab must be listed again, or
   /// would have all its regions free while another slab of its class is listed (give_region does both).
   inline bool can_keep_small_region(block_header* region) const noexcept;
@@ -497,8 +519,9 @@ struct thread_cache {
   inline bool can_keep_small_region(const slab_header* slab, unsigned free_count, unsigned region_count) const noexcept;
   inline void keep_small_region(block_header* region, slab_header* slab, unsigned free_count,
                                 unsigned region_count) noexcept;
-  /// What a chunk released at home teaches its site: `used` is what it used of its region.
-  inline void learn(const chunk_header* chunk, std::size_t used) noexcept;
+  /// What a chunk released at home teaches its site: `used` is what it used of its region; `outgrew`: it went on
+  /// in bump blocks of its own.
+  inline void learn(const chunk_header* chunk, std::size_t used, bool outgrew) noexcept;
 };
 
 /// Waits until a reclaim of `cache` is over (src/perfloc/top_state.cpp); the owner is busy again on return.
@@ -966,8 +989,19 @@ inline unsigned site_of(const std::source_location& where) noexcept {
 }
 static_assert(thread_cache::site_count == 16);
 
-inline block_header* thread_cache::take_region(unsigned region_class) noexcept {
-  if (region_class == whole_block_region) return free_blocks[0] ? pop_free(0) : nullptr;
+inline block_header* thread_cache::take_region(unsigned region_class, unsigned site) noexcept {
+  if (region_class >= whole_block_region) {
+    if (!free_blocks[0]) return nullptr;
+    block_header* block = pop_free(0);
+    if (region_class == new_site) [[unlikely]] {  // the site's first chunk: its release must teach the site
+      site_class[site] = new_site_region;
+      // Below every bump in the block: the release takes the slow path, which learns and sets it back.
+      auto* chunk = reinterpret_cast<chunk_header*>(block->payload());
+      track::internal_access(chunk, sizeof(chunk_header));
+      chunk->learn_below = static_cast<std::uint32_t>(std::bit_cast<std::uintptr_t>(block->end()));
+    }
+    return block;
+  }
   slab_header* slab = slabs[region_class];
   if (!slab) return nullptr;
   block_header* region = slab->free_regions;
@@ -1008,13 +1042,20 @@ inline void thread_cache::keep_small_region(block_header* region) noexcept {
   keep_small_region(region, slab, slab->free_count, slab->region_count);
 }
 
-inline void thread_cache::learn(const chunk_header* chunk, std::size_t used) noexcept {
+inline void thread_cache::learn(const chunk_header* chunk, std::size_t used, bool outgrew) noexcept {
   const unsigned site = chunk->site;
-  if (used < shrink_below_of(chunk->region_class)) {  // it would have fit a smaller region
+  // Measured against its region, or the site's when that is smaller: a site's first chunk, in a whole block,
+  // while the next ones get new_site_region (new_site itself, in the exit cache, is above every class).
+  const unsigned reference = site_class[site] < chunk->region_class ? site_class[site] : chunk->region_class;
+  if (outgrew) {  // it went on in blocks of its own: the site moves up, one class at least
+    const unsigned fits = region_class_for(used), next = chunk->region_class + 1u;
+    const unsigned up = next < whole_block_region ? next : whole_block_region;
+    site_class[site] = static_cast<std::uint8_t>(fits > up ? fits : up);
+  } else if (used < shrink_below_of(reference)) {  // it would have fit a smaller region
     if (used > site_most_used[site]) site_most_used[site] = static_cast<std::uint32_t>(used);
     if (++site_votes[site] < site_votes_to_shrink) return;
     site_class[site] = static_cast<std::uint8_t>(region_class_for(site_most_used[site]));
-  } else if (used > region_payload_of(chunk->region_class)) {  // it outgrew its region
+  } else if (used > region_payload_of(reference)) {  // it would not have fit the site's region
     site_class[site] = static_cast<std::uint8_t>(region_class_for(used));
   } else {
     return;
@@ -1127,7 +1168,7 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   block_header* first = nullptr;
   // One load: a pending reclaim, or metas released elsewhere to take back first.
   if (cache->attention.load(std::memory_order_acquire) ||
-      !(first = cache->take_region(cache->site_class[site]))) [[unlikely]] {
+      !(first = cache->take_region(cache->site_class[site], site))) [[unlikely]] {
     leave_cache(cache);
     return open_chunk_slow(top, {}, where);
   }
