@@ -86,6 +86,9 @@ echo "perfloc-http under wrk on 127.0.0.1: GET /items?count=20, ${connections} c
 for heap in "${heaps[@]}"; do
   extra=()
   [[ $heap == perfloc ]] && extra=(--svg "$svg")
+  # Made here, not by the redirection below: that happens in the child, which may not have run yet when the
+  # loop first reads the file (sed on a missing file ends the script: a loaded machine lost runs to it).
+  : >"$work/$heap.out"
   nice -n 5 "$server" --port 0 --threads 1 --heap "$heap" --count-heap-calls "${extra[@]}" >"$work/$heap.out" 2>&1 &
   pid[$heap]=$!
   for ((i = 0; i < 100; ++i)); do
