@@ -48,8 +48,8 @@ struct top_options {
   /// (after taking back what thread caches hold). The meta region is reserved beside it, sized for as many
   /// live chunks as this has 64 KiB blocks.
   std::size_t max_reserved_bytes = std::size_t{1} << 40;
-  /// Free committed memory kept for reuse, what the threads' caches hold included; free memory above this
-  /// goes back to the OS.
+  /// Free committed memory kept for reuse, what the threads' caches hold and the meta region (whose metas
+  /// stay once made) included; free memory above this goes back to the OS.
   std::size_t retain_bytes = std::size_t{64} << 20;
   /// Called with each chunk's final statistics when it is released, on the releasing thread, after the
   /// chunk's destructors ran (per-request high-water marks for logs or metrics). Must not throw. Unset,

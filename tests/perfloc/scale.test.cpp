@@ -77,6 +77,25 @@ BOOST_AUTO_TEST_CASE(a_released_burst_leaves_no_more_committed_than_retain_bytes
   BOOST_TEST(after <= before + retain + metas_of(count));
 }
 
+// With retain_bytes above what the metas of the burst take, the metas count in it: what the top keeps after
+// the burst, free blocks, the thread cache and the metas together, is within retain_bytes (the README's
+// "resident after a burst <= retain_bytes + what malloc keeps", tools/dev bench's burst and return).
+BOOST_AUTO_TEST_CASE(the_metas_a_burst_leaves_count_in_retain_bytes) {
+  constexpr std::size_t retain = 8 * MiB;
+  static_assert(metas_of(count) < retain);
+  perfloc::top_chunk top{perfloc::top_options{.retain_bytes = retain}};
+  const std::size_t before = top.stats().committed_bytes;
+  {
+    std::vector<perfloc::process_chunk> chunks;
+    open_idle_chunks(top, chunks);
+    BOOST_TEST(top.stats().committed_bytes > before + retain + metas_of(count));  // the setup: a real burst
+    while (!chunks.empty()) chunks.pop_back();
+  }
+  const std::size_t after = top.stats().committed_bytes;
+  BOOST_TEST_MESSAGE("committed after the burst: +" << (after - before) / KiB << " KiB, metas " << metas_of(count) / KiB);
+  BOOST_TEST(after <= before + retain);
+}
+
 // Under AddressSanitizer or ThreadSanitizer the process's resident memory is mostly their shadow memory,
 // which they keep (ASan's poisoning of the released blocks, say): the measure would be of the tool, not of
 // perfloc. committed_bytes (the test above) is checked under them too.
