@@ -440,10 +440,10 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
                                     grew ? meta->in_use() : first_region_extent(chunk, meta));
   if (grew) chunk->give_back_blocks();
   chunk->empty_for_open();  // before the region is free again: the next open does not write these
-  if (chunk->region_class == whole_block_region)  // a site's first chunk had it moved (thread_cache::take_region)
-    chunk->learn_below = learn_below_of(whole_block_region, chunk->first_free);
-  block_header* first = chunk->first_block();
   const bool whole = chunk->region_class == whole_block_region;
+  // A site's first chunk (a whole block) had its learn_below moved below every bump (thread_cache::take_region).
+  if (whole) chunk->learn_below = learn_below_of(whole_block_region, chunk->first_free);
+  block_header* first = chunk->first_block();
   const cache_binding& binding = current_binding;
   if (binding.cache == meta->home && binding.id == top->id) {  // where it was opened
     cache_section section(binding.cache);

@@ -425,6 +425,15 @@ child_meta* take_meta_locked(top_state* top, thread_cache* cache) {
 void detach_meta(child_meta*& free_metas, block_header* first);
 void attach_meta(thread_cache* cache, block_header* first, child_meta* meta);
 
+/// Lists `slab` first among its cache's slabs of its class (those with a free region).
+void list_slab_first(thread_cache* cache, slab_header* slab) noexcept {
+  slab_header*& head = cache->slabs[slab->region_class];
+  slab->block.prev = nullptr;
+  slab->block.next = head ? &head->block : nullptr;
+  if (head) head->block.prev = &slab->block;
+  head = slab;
+}
+
 /// Carves up to `n` more regions at the end of `slab`'s carved part (as many as metas could be had), each with a
 /// meta attached, and pushes them on its free stack, lowest address first. Returns how many. Caller holds the
 /// mutex and owns the cache.
@@ -484,51 +493,44 @@ unsigned regions_per_step(std::size_t region_bytes) {
 void carve_slab(top_state* top, thread_cache* cache, unsigned region_class) {
   const std::size_t region_bytes = region_bytes_of(region_class);
   const unsigned step = regions_per_step(region_bytes);
-  slab_header*& head = cache->slabs[region_class];
-  if (slab_header* slab = cache->growing[region_class]) {  // unlisted: its regions are all in use
+  slab_header* slab = cache->growing[region_class];  // unlisted: its regions are all in use
+  if (slab) {
     auto* const next_at = reinterpret_cast<std::byte*>(slab) + slab_header_bytes + slab->region_count * region_bytes;
     os::populate(next_at, std::min<std::size_t>(step * region_bytes,
                                                 static_cast<std::size_t>(slab->block.end() - next_at)));
     if (!carve_regions(top, cache, slab, step)) throw std::bad_alloc();  // no meta: nothing was taken
-    if (slab->region_count == slab->capacity) cache->growing[region_class] = nullptr;
-    slab->block.prev = nullptr;
-    slab->block.next = head ? &head->block : nullptr;
-    if (head) head->block.prev = &slab->block;
-    head = slab;
-    return;
-  }
-  block_header* block = nullptr;
-  const bool cached = cache->count_of(0);
-  if (cached) {
-    block = cache->pop_free(0);
-    detach_meta(cache->free_metas, block);  // its meta serves one of the regions
   } else {
-    block = take_block_locked(top, 0, cache);  // may throw: nothing was taken
-  }
-  auto* at = reinterpret_cast<std::byte*>(block);
-  // Every page of the step is written below (a header per region): one call backs them all, where a burst
-  // of chunks would otherwise take a page fault per page (most of a burst of coroutines' spawn time, perf on
-  // bench/idle.hpp). A cached block's pages are backed already, most likely (an emptied slab's).
-  if (!cached) os::populate(at, std::min(granule_bytes, slab_header_bytes + step * region_bytes));
-  track::internal_access(at, slab_header_bytes);
-  const block_header whole = *block;
-  auto* slab = ::new (static_cast<void*>(at)) slab_header{};
-  slab->block = whole;
-  slab->block.next = nullptr;
-  slab->block.prev = nullptr;
-  slab->region_bytes = static_cast<std::uint32_t>(region_bytes);
-  slab->region_class = static_cast<std::uint8_t>(region_class);
-  slab->capacity = static_cast<std::uint8_t>((granule_bytes - slab_header_bytes) / region_bytes);
-  if (!carve_regions(top, cache, slab, step)) {
-    give_block_locked(top, block);
-    throw std::bad_alloc();
+    block_header* block = nullptr;
+    const bool cached = cache->count_of(0);
+    if (cached) {
+      block = cache->pop_free(0);
+      detach_meta(cache->free_metas, block);  // its meta serves one of the regions
+    } else {
+      block = take_block_locked(top, 0, cache);  // may throw: nothing was taken
+    }
+    auto* at = reinterpret_cast<std::byte*>(block);
+    // Every page of the step is written below (a header per region): one call backs them all, where a burst
+    // of chunks would otherwise take a page fault per page (most of a burst of coroutines' spawn time, perf on
+    // bench/idle.hpp). A cached block's pages are backed already, most likely (an emptied slab's).
+    if (!cached) os::populate(at, std::min(granule_bytes, slab_header_bytes + step * region_bytes));
+    track::internal_access(at, slab_header_bytes);
+    const block_header whole = *block;
+    slab = ::new (static_cast<void*>(at)) slab_header{};
+    slab->block = whole;
+    slab->block.next = nullptr;
+    slab->block.prev = nullptr;
+    slab->region_bytes = static_cast<std::uint32_t>(region_bytes);
+    slab->region_class = static_cast<std::uint8_t>(region_class);
+    slab->capacity = static_cast<std::uint8_t>((granule_bytes - slab_header_bytes) / region_bytes);
+    if (!carve_regions(top, cache, slab, step)) {
+      give_block_locked(top, block);
+      throw std::bad_alloc();
+    }
+    set_block_owner(&slab->block, slab_in_cache);
+    cache->empty_slabs.store(cache->empty_slabs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
   cache->growing[region_class] = slab->region_count < slab->capacity ? slab : nullptr;
-  set_block_owner(&slab->block, slab_in_cache);
-  slab->block.next = head ? &head->block : nullptr;
-  if (head) head->block.prev = &slab->block;
-  head = slab;
-  cache->empty_slabs.store(cache->empty_slabs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  list_slab_first(cache, slab);
 }
 
 /// Takes a slab whose regions are all free out of its cache's list and gives it to the top; the metas of its
@@ -1033,13 +1035,8 @@ void refill_region(thread_cache* cache, unsigned region_class) {
 void give_region(thread_cache* cache, block_header* region, bool top_locked) noexcept {
   cache->keep_small_region(region);
   slab_header* slab = slab_of(region);
-  slab_header*& head = cache->slabs[slab->region_class];
-  if (slab->free_count == 1) {  // listed again, first
-    slab->block.prev = nullptr;
-    slab->block.next = head ? &head->block : nullptr;
-    if (head) head->block.prev = &slab->block;
-    head = slab;
-  }
+  if (slab->free_count == 1) list_slab_first(cache, slab);  // listed again
+  slab_header* const head = cache->slabs[slab->region_class];
   if (slab->free_count != slab->region_count) return;  // (keep_small_region counted it empty otherwise)
   const bool orphaned = cache->orphaned.load(std::memory_order_relaxed);
   if (head == slab && !slab->block.next && !orphaned) return;  // kept
