@@ -479,7 +479,9 @@ BOOST_AUTO_TEST_CASE(a_stale_pmr_resource_is_stopped_even_when_the_next_chunk_us
     own.assign(10, 2);
     outlives->assign(100, 1);
   });
-  BOOST_TEST(stopped_as_stale(death), death.output);
+  // Whether the stranger reuses the released chunk's memory depends on the call-site table, whose hash is of
+  // addresses (so of ASLR). When it does not, ASan builds stop at the still-poisoned chunk header first.
+  BOOST_TEST((stopped_as_stale(death) || death.output.find("use-after-poison") != std::string::npos), death.output);
 }
 
 BOOST_AUTO_TEST_CASE(a_stale_pmr_resource_is_stopped_before_the_meta_is_reused) {
