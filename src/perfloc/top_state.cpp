@@ -683,6 +683,7 @@ void orphan(top_state* top, thread_cache* cache) {
   std::fill(std::begin(cache->site_class), std::end(cache->site_class), new_site);
   std::fill(std::begin(cache->site_votes), std::end(cache->site_votes), 0);
   std::fill(std::begin(cache->site_most_used), std::end(cache->site_most_used), 0);
+  std::fill(std::begin(cache->site_outgrown), std::end(cache->site_outgrown), false);
   flush_blocks_locked(top, cache);
   while (child_meta* meta = cache->free_metas) {
     cache->free_metas = meta->free_next;
