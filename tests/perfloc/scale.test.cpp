@@ -210,6 +210,25 @@ BOOST_AUTO_TEST_CASE(a_burst_of_chunks_at_a_new_site_takes_small_regions_after_t
   BOOST_TEST(top.stats().committed_bytes - before <= 2 * slab_bytes + metas_of(32));
 }
 
+// The chunks of a new site's burst that outgrow their 1.25 KiB regions (opened before the site learned anything)
+// grow blocks of their own; at their release those go back to the OS, the pages they touched with them, rather
+// than stay committed within retain_bytes, where nothing reuses them: the chunks after them fit their learned
+// region (the HTTP demo's warm-up: up to 25 request chunks, 200 KiB resident for good beside the requests' slabs).
+// Fails when they go to the thread cache and the top as a whole block's would (tools/mutants.json:
+// small-chunks-grown-blocks-stay-committed).
+BOOST_AUTO_TEST_CASE(blocks_a_bursts_small_chunks_grew_go_back_to_the_os) {
+  perfloc::top_chunk top;  // the default retain_bytes (64 MiB) would keep them all
+  const std::size_t before = top.stats().committed_bytes;
+  {
+    std::vector<perfloc::process_chunk> chunks;
+    for (int i = 0; i < 32; ++i) std::memset(chunks.emplace_back(chunk_at_one_site(top)).allocate(6 * KiB), i, 6 * KiB);
+    for (std::size_t i = 1; i < chunks.size(); ++i) BOOST_TEST(chunks[i].stats().blocks == 2u, "chunk " << i);
+    BOOST_TEST(top.stats().committed_bytes - before >= 31 * 128 * KiB);  // the setup: a block each
+  }
+  // What stays: the first chunk's whole block, the slab of the others' regions, their metas.
+  BOOST_TEST(top.stats().committed_bytes - before <= 2 * slab_bytes + metas_of(32));
+}
+
 // A site's first chunk teaches the site at its release what the next ones, opened in small regions, need: what it
 // used, when that is more than their region holds.
 BOOST_AUTO_TEST_CASE(a_sites_first_chunk_moves_the_site_up_to_what_it_used) {

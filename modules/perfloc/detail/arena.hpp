@@ -704,6 +704,8 @@ void spill_shell(thread_cache* cache, block_header* first) noexcept;
 /// has a meta to spare, otherwise goes to the top.
 void adopt_first_block(top_state* top, block_header* first) noexcept;
 void top_give_block(top_state* top, block_header* block) noexcept;
+/// Gives a block to the top and its pages back to the OS, its header's included, whatever retain_bytes allows.
+void top_give_block_to_os(top_state* top, block_header* block) noexcept;
 /// The calling thread's cache of `top`, made on first use; nullptr past the thread's thread_local teardown.
 thread_cache* bind_cache(top_state* top);
 child_meta* refill_metas(thread_cache* cache);  ///< throws std::bad_alloc
@@ -940,7 +942,7 @@ struct chunk_header {
     if (extent > stepped_back_from) stepped_back_from = extent;
   }
   void run_cleanups() noexcept;
-  void give_back_blocks() noexcept;
+  void give_back_blocks(bool to_os) noexcept;  ///< to_os: its bump blocks go back to the OS (process.cpp)
   void file_span(std::byte* start, std::size_t n) noexcept;
   void* take_span(std::size_t n) noexcept;
   std::byte* take_span(std::size_t n, std::size_t alignment) noexcept;
