@@ -438,16 +438,25 @@ void release_chunk_slow(chunk_header* chunk) noexcept {
   const bool grew = outgrew || chunk->own_blocks;
   const std::size_t used = std::max(meta->peak_in_use_bytes.load(std::memory_order_relaxed),
                                     grew ? meta->in_use() : first_region_extent(chunk, meta));
-  if (grew) chunk->give_back_blocks();
-  chunk->empty_for_open();  // before the region is free again: the next open does not write these
   const bool whole = chunk->region_class == whole_block_region;
+  const cache_binding& binding = current_binding;
+  const bool home = binding.cache == meta->home && binding.id == top->id;  // where it was opened
+  // Its site learns first: the blocks a chunk in a small region grew go back to the OS when its site's chunks open
+  // in small regions from now on (give_back_blocks).
+  bool blocks_to_os = false;
+  if (home && grew) {
+    cache_section section(binding.cache);
+    binding.cache->learn(chunk, used, outgrew);
+    blocks_to_os = !whole && binding.cache->site_class[chunk->site] < whole_block_region;
+  }
+  if (grew) chunk->give_back_blocks(blocks_to_os);
+  chunk->empty_for_open();  // before the region is free again: the next open does not write these
   // A site's first chunk (a whole block) had its learn_below moved below every bump (thread_cache::take_region).
   if (whole) chunk->learn_below = learn_below_of(whole_block_region, chunk->first_free);
   block_header* first = chunk->first_block();
-  const cache_binding& binding = current_binding;
-  if (binding.cache == meta->home && binding.id == top->id) {  // where it was opened
+  if (home) {
     cache_section section(binding.cache);
-    binding.cache->learn(chunk, used, outgrew);
+    if (!grew) binding.cache->learn(chunk, used, outgrew);
     leave_live_list(binding.cache, meta);
     if (whole) return binding.cache->give_shell(first);  // the meta stays attached (or goes to the cache's metas)
     return give_region(binding.cache, first, false);
@@ -476,15 +485,22 @@ void chunk_header::run_cleanups() noexcept {
   }
 }
 
-void chunk_header::give_back_blocks() noexcept {
+void chunk_header::give_back_blocks(bool to_os) noexcept {
   // Own blocks first: their records live in the bump blocks.
   for (own_block* record = own_blocks; record; record = record->next)
     give_block_anywhere(top, rebuild_own_block(record));
   own_blocks = nullptr;
+  // `to_os`: the chunk grew out of a small region and its site's chunks open in small regions (release_chunk_slow):
+  // it is one its site did not expect (an outlier, or one of a new site's burst opened before the site learned),
+  // no chunk after it is likely to grow into its blocks, and the pages it touched would otherwise stay resident
+  // as long as retain_bytes allows (the HTTP demo's warm-up: up to 25 request chunks grew a 128 KiB block each,
+  // 8 KiB of it touched, 200 KiB resident for good beside the slabs of the requests after them). Otherwise the
+  // blocks go to the thread's cache and the top as usual: a site that learned whole blocks reuses them.
   while (block_header* block = more_blocks) {
     more_blocks = block->next;
     set_block_owner(block, nullptr);
-    give_block_anywhere(top, block);
+    if (to_os) top_give_block_to_os(top, block);
+    else give_block_anywhere(top, block);
   }
 }
 

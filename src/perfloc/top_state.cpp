@@ -303,7 +303,8 @@ std::byte* merge_with_buddies(top_state* top, std::byte* at, unsigned& size_clas
   return at;
 }
 
-void give_block_locked(top_state* top, block_header* block) {
+/// `to_os`: the block goes back to the OS whatever the budget (top_give_block_to_os).
+void give_block_locked(top_state* top, block_header* block, bool to_os = false) {
   auto* const at = reinterpret_cast<std::byte*>(block);
   unsigned size_class = block->size_class;
   const std::size_t bytes = block->bytes;
@@ -318,7 +319,7 @@ void give_block_locked(top_state* top, block_header* block) {
   for (unsigned c = block_class_count; top->retained_bytes > budget && c-- > 0;)
     while (top->free_blocks[c] && top->retained_bytes > budget) decommit_free(top, top->free_blocks[c]);
   // Kept committed within the budget; otherwise every page goes back, the header's included.
-  bool committed = top->retained_bytes + bytes <= budget;
+  bool committed = !to_os && top->retained_bytes + bytes <= budget;
   if (!committed) decommit(top, at, bytes);
   std::byte* const merged = merge_with_buddies(top, at, size_class, committed);
   push_free(top, merged, size_class, committed);
@@ -683,6 +684,7 @@ void orphan(top_state* top, thread_cache* cache) {
   std::fill(std::begin(cache->site_class), std::end(cache->site_class), new_site);
   std::fill(std::begin(cache->site_votes), std::end(cache->site_votes), 0);
   std::fill(std::begin(cache->site_most_used), std::end(cache->site_most_used), 0);
+  std::fill(std::begin(cache->site_outgrown), std::end(cache->site_outgrown), false);
   flush_blocks_locked(top, cache);
   while (child_meta* meta = cache->free_metas) {
     cache->free_metas = meta->free_next;
@@ -1067,6 +1069,12 @@ void adopt_first_block(top_state* top, block_header* first) noexcept {
 void top_give_block(top_state* top, block_header* block) noexcept {
   std::lock_guard lock(top->mutex);
   give_block_locked(top, block);
+}
+
+void top_give_block_to_os(top_state* top, block_header* block) noexcept {
+  track::taken_back(block->payload(), block->bytes - sizeof(block_header));
+  std::lock_guard lock(top->mutex);
+  give_block_locked(top, block, true);
 }
 
 thread_cache* bind_cache(top_state* top) {

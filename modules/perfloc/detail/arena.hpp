@@ -450,12 +450,18 @@ struct thread_cache {
   /// the region class to open them with; and, of the releases since the site last moved that would have fit
   /// a smaller region, how many and the most any of them used. The first chunk of a site gets a whole block, the
   /// next ones new_site_region (see new_site); eight releases that fit a smaller region move the site down to
-  /// the class that fits them all; a chunk that outgrew its region (or the site's) moves it up at once.
+  /// the class that fits them all; a chunk that outgrew a region smaller than the site's, or used more than the
+  /// site's region without outgrowing its own, moves it up at once; of the chunks that outgrew the site's own
+  /// region, the second since the site last moved does (site_outgrown): one outlier, a server's rare large
+  /// answer, pays a block of its own rather than moving every chunk after it to a bigger region (in the HTTP
+  /// demo, the /stats answer between the warm-up and the rounds moved the request site up, and the rounds'
+  /// first burst of 32 requests took a new slab of the bigger class: 64 KiB more at the peak).
   static constexpr unsigned site_count = 16;
   static constexpr unsigned site_votes_to_shrink = 8;
   std::uint8_t site_class[site_count];
   std::uint8_t site_votes[site_count]{};
   std::uint32_t site_most_used[site_count]{};
+  bool site_outgrown[site_count]{};  ///< a chunk outgrew the site's region since the site last moved
   /// Per small region class: the slab whose regions are carved as they are needed and that has room for more
   /// (carve_slab), or nullptr. It is listed in `slabs` while one of its carved regions is free.
   slab_header* growing[whole_block_region]{};
@@ -698,6 +704,8 @@ void spill_shell(thread_cache* cache, block_header* first) noexcept;
 /// has a meta to spare, otherwise goes to the top.
 void adopt_first_block(top_state* top, block_header* first) noexcept;
 void top_give_block(top_state* top, block_header* block) noexcept;
+/// Gives a block to the top and its pages back to the OS, its header's included, whatever retain_bytes allows.
+void top_give_block_to_os(top_state* top, block_header* block) noexcept;
 /// The calling thread's cache of `top`, made on first use; nullptr past the thread's thread_local teardown.
 thread_cache* bind_cache(top_state* top);
 child_meta* refill_metas(thread_cache* cache);  ///< throws std::bad_alloc
@@ -934,7 +942,7 @@ struct chunk_header {
     if (extent > stepped_back_from) stepped_back_from = extent;
   }
   void run_cleanups() noexcept;
-  void give_back_blocks() noexcept;
+  void give_back_blocks(bool to_os) noexcept;  ///< to_os: its bump blocks go back to the OS (process.cpp)
   void file_span(std::byte* start, std::size_t n) noexcept;
   void* take_span(std::size_t n) noexcept;
   std::byte* take_span(std::size_t n, std::size_t alignment) noexcept;
@@ -1048,6 +1056,11 @@ inline void thread_cache::learn(const chunk_header* chunk, std::size_t used, boo
   // while the next ones get new_site_region (new_site itself, in the exit cache, is above every class).
   const unsigned reference = site_class[site] < chunk->region_class ? site_class[site] : chunk->region_class;
   if (outgrew) {  // it went on in blocks of its own: the site moves up, one class at least
+    // Unless it is the first since the site moved to the region it outgrew (see site_outgrown).
+    if (chunk->region_class == site_class[site] && !site_outgrown[site]) {
+      site_outgrown[site] = true;
+      return;
+    }
     const unsigned fits = region_class_for(used), next = chunk->region_class + 1u;
     const unsigned up = next < whole_block_region ? next : whole_block_region;
     site_class[site] = static_cast<std::uint8_t>(fits > up ? fits : up);
@@ -1062,6 +1075,7 @@ inline void thread_cache::learn(const chunk_header* chunk, std::size_t used, boo
   }
   site_votes[site] = 0;
   site_most_used[site] = 0;
+  site_outgrown[site] = false;
 }
 
 
