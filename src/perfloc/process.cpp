@@ -431,8 +431,8 @@ child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_
   return open_region<true>(cache, top, first, site, label, where);
 }
 
-void release_chunk_slow(chunk_header* chunk) noexcept {
-  child_meta* meta = chunk->meta;
+void release_chunk_slow(child_meta* meta) noexcept {
+  chunk_header* chunk = meta->chunk;
   if (chunk->cleanups) chunk->run_cleanups();
   // Every object made in the chunk is destroyed now, trivially destructible ones included.
   meta->objects_destroyed.store(meta->objects_made.load(std::memory_order_relaxed), std::memory_order_relaxed);

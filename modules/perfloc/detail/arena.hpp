@@ -1198,11 +1198,27 @@ template <bool general>
 
 // The general halves of open_chunk and release_chunk (src/perfloc/process.cpp).
 child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_location where);
-void release_chunk_slow(chunk_header* chunk) noexcept;
+void release_chunk_slow(child_meta* meta) noexcept;
+
+/// open_chunk's fast path when nothing of the class is parked: a region from the cache's shells or slabs. Apart,
+/// so that open_chunk saves no registers for it (a tail call, its arguments in open_chunk's registers). Inside
+/// enter_cache; leaves it.
+[[gnu::noinline, gnu::returns_nonnull]] inline child_meta* open_chunk_from_regions(top_state* top,
+                                                                                   std::source_location where,
+                                                                                   thread_cache* cache, unsigned site) {
+  block_header* first = cache->take_region(cache->site_class[site], site);
+  if (!first) [[unlikely]] {
+    leave_cache(cache);
+    return open_chunk_slow(top, {}, where);
+  }
+  child_meta* meta = open_region<false>(cache, top, first, site, {}, where);
+  leave_cache(cache);
+  return meta;
+}
 
 /// Opens a process chunk without a label from the calling thread's cache: no lock unless the cache must be
-/// refilled. The common case (a bound cache with a region of the class its site needs, no release hook) calls
-/// nothing, so it saves no registers. Never inlined: the handle that receives the result then stays in a
+/// refilled. The common case (a bound cache that parked a region of the class its site needs, no release hook)
+/// calls nothing, so it saves no registers; a region from the shells or slabs is a tail call. Never inlined: the handle that receives the result then stays in a
 /// register at the call site. Returns the chunk's meta (never null): the handle allocates through it.
 [[gnu::noinline, gnu::returns_nonnull]] inline child_meta* open_chunk(top_state* top, std::source_location where) {
   const cache_binding& binding = current_binding;
@@ -1216,7 +1232,6 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   const unsigned site = site_of(where);
   const unsigned region_class = cache->site_class[site];
   child_meta* meta = nullptr;
-  block_header* first = nullptr;
   // One load: a pending reclaim, or metas released elsewhere to take back first.
   if (cache->attention.load(std::memory_order_acquire)) [[unlikely]] {
     leave_cache(cache);
@@ -1224,14 +1239,8 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   }
   // The parked chunk first: its meta is one load from the cache, where a slab's region is a chain of dependent
   // loads (the slab, its free stack, the region's header), and the live list is left as it is.
-  if (cache->take_parked(region_class, meta)) [[likely]] {
-    meta = open_parked(cache, top, meta, site, where);
-  } else if ((first = cache->take_region(region_class, site))) [[likely]] {
-    meta = open_region<false>(cache, top, first, site, {}, where);
-  } else {
-    leave_cache(cache);
-    return open_chunk_slow(top, {}, where);
-  }
+  if (!cache->take_parked(region_class, meta)) [[unlikely]] return open_chunk_from_regions(top, where, cache, site);
+  meta = open_parked(cache, top, meta, site, where);
   leave_cache(cache);
   return meta;
 }
@@ -1268,7 +1277,7 @@ inline child_meta* open_chunk(top_state* top, std::string_view label, std::sourc
   // (top_state::fast_key, copied into each of its caches).
   if (more || cache != meta->home || binding.id != cache->fast_key ||
       static_cast<std::int32_t>(bump_low - chunk->learn_below) < 0) [[unlikely]]
-    return release_chunk_slow(chunk);  // learns what the chunk used
+    return release_chunk_slow(meta);  // learns what the chunk used
   // A small region is parked when the slot is empty, for the next open of its class: no slab, no live list,
   // and so no busy flag either (see thread_cache::parked). The release order: a reclaimer that takes the slot
   // sees the meta free and the region as the chunk left it.
@@ -1293,7 +1302,7 @@ inline child_meta* open_chunk(top_state* top, std::string_view label, std::sourc
       (whole ? cache->count_of(0) >= cached_block_limit(0)
              : !cache->can_keep_small_region(slab, free_count, region_count))) [[unlikely]] {
     leave_cache(cache);
-    return release_chunk_slow(chunk);
+    return release_chunk_slow(meta);
   }
   leave_live_list(cache, meta);
   if (whole) cache->keep_shell(first);  // the cache has room: checked above
