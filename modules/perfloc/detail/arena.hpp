@@ -1292,15 +1292,19 @@ inline child_meta* open_chunk(top_state* top, std::string_view label, std::sourc
   }
   cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
   std::atomic_signal_fence(std::memory_order_seq_cst);
+  // Before the slab is read: a reclaimer may be editing it (it puts the parked region back on its slab).
+  if (cache->reclaim_pending(std::memory_order_acquire)) [[unlikely]] {
+    leave_cache(cache);
+    return release_chunk_slow(meta);
+  }
   block_header* first = chunk->first_block();
   const bool whole = region_class == whole_block_region;
   // A small region's slab and counts, read once (unused for a whole block).
   slab_header* const slab = slab_of(first);
   const unsigned free_count = whole ? 0 : slab->free_count;
   const unsigned region_count = whole ? 0 : slab->region_count;
-  if (cache->reclaim_pending(std::memory_order_acquire) ||
-      (whole ? cache->count_of(0) >= cached_block_limit(0)
-             : !cache->can_keep_small_region(slab, free_count, region_count))) [[unlikely]] {
+  if (whole ? cache->count_of(0) >= cached_block_limit(0)
+            : !cache->can_keep_small_region(slab, free_count, region_count)) [[unlikely]] {
     leave_cache(cache);
     return release_chunk_slow(meta);
   }
