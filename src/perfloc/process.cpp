@@ -417,7 +417,13 @@ child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_
   if (cache->attention.load(std::memory_order_relaxed) & ~thread_cache::reclaim_bit) drain_released_elsewhere(cache);
   const unsigned site = site_of(where);
   const unsigned region_class = cache->site_class[site];
-  block_header* first = cache->take_region(region_class, site);
+  block_header* first = nullptr;
+  if (child_meta* parked; cache->take_parked(region_class, parked)) {  // as the fast path: it first
+    cache->unlink(parked);  // opened as any free region, linked again below
+    first = parked->chunk->first_block();
+  } else {
+    first = cache->take_region(region_class, site);
+  }
   if (!first) {
     refill_region(cache, region_class);  // may throw; nothing was taken
     first = cache->take_region(region_class, site);
@@ -425,8 +431,8 @@ child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_
   return open_region<true>(cache, top, first, site, label, where);
 }
 
-void release_chunk_slow(chunk_header* chunk) noexcept {
-  child_meta* meta = chunk->meta;
+void release_chunk_slow(child_meta* meta) noexcept {
+  chunk_header* chunk = meta->chunk;
   if (chunk->cleanups) chunk->run_cleanups();
   // Every object made in the chunk is destroyed now, trivially destructible ones included.
   meta->objects_destroyed.store(meta->objects_made.load(std::memory_order_relaxed), std::memory_order_relaxed);

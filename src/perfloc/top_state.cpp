@@ -18,7 +18,8 @@
 // needed, 32 KiB of it at a time (carve_slab), each with a meta attached for the slab's life; the slab goes back
 // to the top when all its regions are free (give_region), except one per class that the cache keeps, counted
 // in the budget like its free blocks, and those it keeps as free 64 KiB blocks while it has room for them:
-// carve_slab takes those first.
+// carve_slab takes those first. The region a thread's last release parked (thread_cache::parked) keeps its slab
+// from the top until the thread opens a chunk of its class or the cache is flushed: counted in the budget too.
 //
 // Thread caches live in the meta region, are bound to a thread on first use and orphaned when it exits;
 // a new thread adopts an orphan before a new cache is made, so their number stays that of the threads.
@@ -267,10 +268,12 @@ block_header* take_block_from_top(top_state* top, unsigned size_class) {
   return nullptr;
 }
 
-/// Free bytes a thread cache holds: its free blocks and its slabs whose regions are all free. The counts are
-/// atomics, read while the owner runs.
+/// Free bytes a thread cache holds: its free blocks, its slabs whose regions are all free, and the slab of the
+/// region it parked (thread_cache::parked), which may be all free but for it. The counts are atomics, read
+/// while the owner runs.
 std::size_t cached_bytes(const thread_cache* cache) {
   std::size_t bytes = cache->empty_slabs.load(std::memory_order_relaxed) * granule_bytes;
+  if (cache->parked.load(std::memory_order_relaxed) != thread_cache::nothing_parked) bytes += granule_bytes;
   for (unsigned c = 0; c < cached_block_classes; ++c) bytes += cache->count_of(c) * block_bytes_of(c);
   return bytes;
 }
@@ -593,6 +596,16 @@ void detach_meta(child_meta*& free_metas, block_header* first) {
 /// not inside enter_cache .. leave_cache (reclaim_caches).
 bool flush_blocks_locked(top_state* top, thread_cache* cache, child_meta*& free_metas) {
   bool flushed = false;
+  // The parked region first, back on its slab as a release would have put it: the slab may have all its regions
+  // free then. The slot is emptied for good: an open must not find the region again once it went elsewhere.
+  if (const std::uintptr_t word = cache->parked.load(std::memory_order_acquire); word != thread_cache::nothing_parked) {
+    cache->parked.store(thread_cache::nothing_parked, std::memory_order_relaxed);
+    auto* meta = reinterpret_cast<child_meta*>(word & ~thread_cache::parked_class_bits);
+    cache->unlink(meta);
+    block_header* region = meta->chunk->first_block();
+    cache->keep_small_region(region);
+    if (slab_of(region)->free_count == 1) list_slab_first(cache, slab_of(region));  // listed again
+  }
   for (unsigned c = 0; c < whole_block_region; ++c)
     for (slab_header* slab = cache->slabs[c]; slab;) {
       auto* next = reinterpret_cast<slab_header*>(slab->block.next);

@@ -732,6 +732,41 @@ BOOST_AUTO_TEST_CASE(every_way_in_of_a_reference_into_a_nested_chunk_is_reported
   }
 }
 
+namespace {
+/// Chunks of a top of their own: one site whose chunks take 1 KiB regions once it has learned that they use
+/// little, and the first chunk of another, a whole block.
+perfloc::process_chunk small_chunk(perfloc::top_chunk& top) { return perfloc::process_chunk{top}; }
+perfloc::process_chunk chunk_at_a_new_site(perfloc::top_chunk& top) { return perfloc::process_chunk{top}; }
+}  // namespace
+
+// A thread's cache parks the region of the small chunk it released last for the next open of its class, whose
+// meta stays in the thread's list of chunks: the chunk opened in it is still the newest, for the check as for
+// any other. Both ways, the newer chunk reusing the parked region.
+BOOST_AUTO_TEST_CASE(a_chunk_opened_in_a_parked_region_is_newer_than_those_opened_before) {
+  for (const bool into_newer : {false, true}) {
+    const auto run = perfloc_test::run_in_child([into_newer] {
+      perfloc::top_chunk top;
+      for (int i = 0; i < 8; ++i) small_chunk(top).allocate(64);  // the site learns: 1 KiB regions
+      small_chunk(top).allocate(64);  // parked
+      perfloc::process_chunk outer = chunk_at_a_new_site(top);
+      int& older = *outer.make<int>(5);
+      perfloc::vector<int> outer_refs{outer};
+      perfloc::process_chunk inner = small_chunk(top);  // in the parked region
+      if (outer.stats().held_bytes != 64 * 1024 || inner.stats().held_bytes != 1024) std::_Exit(3);  // the setup
+      perfloc::vector<int> inner_refs{inner};
+      inner_refs.push_back(older);  // fine
+      if (into_newer) outer_refs.push_back(*inner.make<int>(6));  // reported
+    });
+    BOOST_TEST_CONTEXT("into the newer chunk: " << into_newer) {
+      BOOST_TEST(run.died == into_newer, run.output);
+      if (into_newer)
+        BOOST_TEST(run.output.find("opened after the vector's chunk") != std::string::npos, run.output);
+      else
+        BOOST_TEST(run.output == "");
+    }
+  }
+}
+
 BOOST_AUTO_TEST_CASE(references_into_older_chunks_are_fine) {
   // The same ways in as above, the other way round: a vector of the nested chunk holding objects of the
   // outer one (and its own). In a child, so that a check that stops too much shows as a death, not a crash.

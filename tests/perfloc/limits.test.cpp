@@ -9,6 +9,7 @@
 #define BOOST_TEST_MODULE perfloc.limits
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -114,6 +116,185 @@ BOOST_AUTO_TEST_CASE(memory_cached_by_an_idle_thread_serves_another_thread) {
   }
   BOOST_TEST(count_one_block_chunks(top) == room);
   idle_thread again([&] { BOOST_TEST(count_one_block_chunks(top) == room); });
+}
+
+namespace {
+/// Runs what it is given on one thread, a call at a time, and stays idle in between: its cache stays as the last
+/// call left it, and only a reclaim can take from it.
+class worker_thread {
+ public:
+  worker_thread() : thread_([this] { serve(); }) {}
+  ~worker_thread() {
+    run({});
+    thread_.join();
+  }
+  /// Runs `work` on the thread (an empty one ends it) and returns once it is done.
+  void run(std::function<void()> work) {
+    std::unique_lock lock(mutex_);
+    work_ = std::move(work);
+    pending_ = true;
+    changed_.notify_all();
+    changed_.wait(lock, [this] { return !pending_; });
+  }
+
+ private:
+  void serve() {
+    for (bool more = true; more;) {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [this] { return pending_; });
+      more = static_cast<bool>(work_);
+      if (more) work_();
+      pending_ = false;
+      changed_.notify_all();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::function<void()> work_;
+  bool pending_ = false;
+  std::thread thread_;
+};
+
+/// Every small chunk of these tests is opened here, one call site: after votes_to_shrink releases of chunks that
+/// use little (teach_small), its chunks get 1 KiB regions (README, "How it works"). The release of such a chunk
+/// parks its region in the thread's cache for the next open of its class.
+constexpr int votes_to_shrink = 8;
+perfloc::process_chunk small_chunk(perfloc::top_chunk& top) { return perfloc::process_chunk{top}; }
+void teach_small(perfloc::top_chunk& top) {
+  for (int i = 0; i < votes_to_shrink; ++i) small_chunk(top).allocate(256);
+}
+
+/// One-block chunks (as count_one_block_chunks) until the top refuses one, each tagged all through its allocation.
+struct tagged_fill {
+  static constexpr std::size_t words = block / 3 / sizeof(std::uint32_t);
+  std::vector<perfloc::process_chunk> chunks;
+  std::vector<std::uint32_t*> tagged;
+
+  explicit tagged_fill(perfloc::top_chunk& top) {
+    chunks.reserve(1 << 10);
+    tagged.reserve(1 << 10);
+    chunks.emplace_back(top).allocate(block / 3);  // the site learns that its chunks take whole blocks
+    chunks.pop_back();
+    try {
+      for (;;) {
+        auto* p = static_cast<std::uint32_t*>(chunks.emplace_back(top).allocate(words * sizeof(std::uint32_t)));
+        perfloc_test::write_tag(p, words, 1, 0, chunks.size());
+        tagged.push_back(p);
+      }
+    } catch (const std::bad_alloc&) {
+      if (chunks.size() > tagged.size()) chunks.pop_back();  // opened, but its allocation was refused
+    }
+  }
+  int overwritten() const { return perfloc_test::overwritten_tags(tagged, words, 1, 0); }
+};
+
+/// Opens a small chunk and writes 256 bytes in it while `fill` holds the whole top: either the top refuses it
+/// (there is no region left), or it gets a region that is none of the fill's. Returns how many of the fill's
+/// tags it overwrote.
+int small_chunk_beside(perfloc::top_chunk& top, const tagged_fill& fill) {
+  try {
+    perfloc::process_chunk chunk = small_chunk(top);
+    std::memset(chunk.allocate(256), 0x5a, 256);
+  } catch (const std::bad_alloc&) {
+  }
+  return fill.overwritten();
+}
+}  // namespace
+
+// The region a thread's cache parked comes back with the rest of an idle thread's cache: a reclaim gives its slab
+// (a 64 KiB block) back, so that the whole top serves one-block chunks again. Three ways to leave a cache that
+// holds a parked region: its last release, two releases in a row (the second finds the slot taken), and a
+// cache that holds nothing else (its first chunk released on another thread), which a reclaim must not skip.
+BOOST_AUTO_TEST_CASE(a_small_region_an_idle_thread_released_last_serves_another_thread) {
+  for (int how = 0; how < 3; ++how) {
+    BOOST_TEST_CONTEXT("way " << how) {
+      perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
+                                                  .retain_bytes = 1 * MiB}};
+      worker_thread cacher;
+      std::optional<perfloc::process_chunk> first;
+      cacher.run([&] {
+        if (how == 0) {
+          teach_small(top);
+          small_chunk(top).allocate(256);
+        } else if (how == 1) {
+          teach_small(top);
+          perfloc::process_chunk a = small_chunk(top), b = small_chunk(top);
+          // b is released first (parked), then a (to its slab)
+        } else {
+          first.emplace(small_chunk(top));  // the site's first chunk: a whole block; the next ones 1.25 KiB regions
+          small_chunk(top).allocate(1000);  // more than a 1 KiB region holds: nothing to learn, parked
+        }
+      });
+      first.reset();  // released here: its block stays on this thread
+      BOOST_TEST(count_one_block_chunks(top) == (1 * MiB - top_header) / block);
+    }
+  }
+}
+
+// The same when the thread exits: its cache gives the parked region back with the rest.
+BOOST_AUTO_TEST_CASE(a_small_region_an_exited_thread_released_last_serves_another_thread) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
+                                              .retain_bytes = 1 * MiB}};
+  std::thread([&] {
+    teach_small(top);
+    small_chunk(top).allocate(256);
+  }).join();
+  BOOST_TEST(count_one_block_chunks(top) == (1 * MiB - top_header) / block);
+}
+
+// A region taken back from the slot (a reclaim, the thread's exit, a cache refilled from the top) is gone from it:
+// it is handed out once from its slab, and not at all once the slab went back to the top.
+BOOST_AUTO_TEST_CASE(a_parked_region_taken_back_by_a_reclaim_is_handed_out_once) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
+                                              .retain_bytes = 1 * MiB}};
+  worker_thread owner;
+  std::optional<perfloc::process_chunk> kept;
+  owner.run([&] {
+    teach_small(top);
+    kept.emplace(small_chunk(top));  // keeps the slab of the region parked below with the thread
+    small_chunk(top).allocate(256);
+  });
+  count_one_block_chunks(top);  // the top runs out: the reclaim puts the parked region back on its slab
+  int overwritten = -1;
+  owner.run([&] {
+    perfloc::process_chunk a = small_chunk(top), b = small_chunk(top);  // the region, and another one
+    std::vector<std::uint32_t*> tagged;
+    for (perfloc::process_chunk* chunk : {&a, &b}) {
+      tagged.push_back(static_cast<std::uint32_t*>(chunk->allocate(256)));
+      perfloc_test::write_tag(tagged.back(), 64, 2, 0, tagged.size());
+    }
+    overwritten = perfloc_test::overwritten_tags(tagged, 64, 2, 0);
+    kept.reset();
+  });
+  BOOST_TEST(overwritten == 0);
+}
+BOOST_AUTO_TEST_CASE(a_parked_region_of_an_exited_thread_is_not_handed_out_once_its_slab_went_back) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
+                                              .retain_bytes = 1 * MiB}};
+  std::thread([&] {
+    perfloc::process_chunk first = small_chunk(top);  // a whole block; the next ones 1.25 KiB regions
+    small_chunk(top).allocate(1000);                   // parked
+  }).join();  // the thread's exit gives the region's slab back to the top
+  int overwritten = -1;
+  std::size_t first_kept = 0;
+  std::thread([&] {  // adopts the exited thread's cache
+    perfloc::process_chunk first = small_chunk(top);  // the site's next chunks take 1.25 KiB regions again
+    auto* written = static_cast<unsigned char*>(first.allocate(block / 3));
+    std::memset(written, 0x11, block / 3);
+    const tagged_fill fill(top);  // holds every other block, the slab's among them
+    overwritten = small_chunk_beside(top, fill);
+    first_kept = static_cast<std::size_t>(std::count(written, written + block / 3, 0x11));
+  }).join();
+  BOOST_TEST(overwritten == 0);
+  BOOST_TEST(first_kept == block / 3);
+}
+BOOST_AUTO_TEST_CASE(a_parked_region_of_a_cache_refilled_from_the_top_is_not_handed_out_once_its_slab_went_back) {
+  perfloc::top_chunk top{perfloc::top_options{.reservation_bytes = 1 * MiB, .max_reserved_bytes = 1 * MiB,
+                                              .retain_bytes = 1 * MiB}};
+  teach_small(top);
+  small_chunk(top).allocate(256);  // parked
+  const tagged_fill fill(top);  // runs the top out: this thread's cache goes back to it, the region's slab too
+  BOOST_TEST(small_chunk_beside(top, fill) == 0);
 }
 
 BOOST_AUTO_TEST_CASE(a_request_larger_than_any_free_block_is_served_from_blocks_an_idle_thread_cached) {

@@ -101,15 +101,16 @@ constexpr unsigned cached_block_limit(unsigned size_class) noexcept {
 
 constexpr std::size_t block_bytes_of(unsigned size_class) noexcept { return granule_bytes << size_class; }
 
-/// The most a thread cache holds (3 MiB): the README's documented bound, which counts in retain_bytes. Its
-/// free blocks, and one slab per small region class whose regions are all free (kept so that a thread that
-/// opens and releases one chunk at a time does not hand a slab to the top and back each time).
+/// The most a thread cache holds (3 MiB and 64 KiB), which counts in retain_bytes. Its free blocks, one slab
+/// per small region class whose regions are all free (kept so that a thread that opens and releases one chunk
+/// at a time does not hand a slab to the top and back each time), and the slab of the region it parked
+/// (thread_cache::parked), which may be all free but for it.
 inline constexpr std::size_t thread_cache_bound_bytes = [] {
   std::size_t bytes = 0;
   for (unsigned c = 0; c < cached_block_classes; ++c) bytes += cached_block_limit(c) * block_bytes_of(c);
-  return bytes + whole_block_region * granule_bytes;
+  return bytes + whole_block_region * granule_bytes + granule_bytes;
 }();
-static_assert(thread_cache_bound_bytes == (std::size_t{3} << 20));
+static_assert(thread_cache_bound_bytes == (std::size_t{3} << 20) + granule_bytes);
 
 /// The smallest class whose blocks hold `bytes`.
 constexpr unsigned block_class_for(std::size_t bytes) noexcept {
@@ -440,6 +441,17 @@ struct thread_cache {
   bool reclaim_pending(std::memory_order order) const noexcept { return attention.load(order) & reclaim_bit; }
   top_state* top = nullptr;
   std::uint64_t fast_key = 0;  ///< its top's fast_key, on this line: the release's fast path reads it here
+  /// The small region of the chunk its owner released last, parked rather than given back to its slab when
+  /// the slot was empty (release_chunk), for the next open of its class to take back first (open_chunk): its
+  /// meta's address plus its region class (metas are 64-aligned), or nothing_parked. The meta is free (walkers
+  /// skip it) but stays in the live list, and its slab counts the region as in use: neither fast path touches
+  /// the slab or the list, and the release takes no part in the busy protocol (only the owner fills the slot,
+  /// only when empty; a reclaimer only empties it). It keeps at most its slab from the top: counted as 64 KiB
+  /// in the retain budget (cached_bytes). flush_blocks_locked gives it back (a reclaim, the thread's exit, a
+  /// cache refilled from the top).
+  std::atomic<std::uintptr_t> parked{nothing_parked};
+  static constexpr std::uintptr_t nothing_parked = 63;  ///< no region class: no open matches it
+  static constexpr std::uintptr_t parked_class_bits = 63;
   child_meta* free_metas = nullptr;
   thread_cache* next_in_top = nullptr;     ///< all caches of the top (under the top's mutex)
   std::atomic<bool> orphaned{false};       ///< its thread has exited (written under the top's mutex)
@@ -513,6 +525,15 @@ struct thread_cache {
   inline void keep_shell(block_header* first) noexcept;  ///< give_shell when the cache has room
 
   // --- first regions (between enter_cache and leave_cache) ---
+  /// Takes the parked chunk's meta into `meta` if it is of the class (its chunk free, the meta in the live
+  /// list); false otherwise. One load and a subtraction: the class is in the word's low bits.
+  bool take_parked(unsigned region_class, child_meta*& meta) noexcept {
+    const std::uintptr_t word = parked.load(std::memory_order_relaxed) - region_class;
+    if (word & parked_class_bits) return false;
+    parked.store(nothing_parked, std::memory_order_relaxed);
+    meta = reinterpret_cast<child_meta*>(word);
+    return true;
+  }
   /// A free first region of the class with its meta attached, or nullptr (the cache must be refilled). For
   /// new_site, a whole block, and the site's next chunks get new_site_region.
   inline block_header* take_region(unsigned region_class, unsigned site) noexcept;
@@ -529,6 +550,8 @@ struct thread_cache {
   /// in bump blocks of its own.
   inline void learn(const chunk_header* chunk, std::size_t used, bool outgrew) noexcept;
 };
+
+static_assert(alignof(child_meta) == thread_cache::parked_class_bits + 1 && new_site < thread_cache::nothing_parked);
 
 /// Waits until a reclaim of `cache` is over (src/perfloc/top_state.cpp); the owner is busy again on return.
 void wait_for_reclaim(thread_cache* cache) noexcept;
@@ -997,7 +1020,7 @@ inline unsigned site_of(const std::source_location& where) noexcept {
 }
 static_assert(thread_cache::site_count == 16);
 
-inline block_header* thread_cache::take_region(unsigned region_class, unsigned site) noexcept {
+[[gnu::always_inline]] inline block_header* thread_cache::take_region(unsigned region_class, unsigned site) noexcept {
   if (region_class >= whole_block_region) {
     if (!free_blocks[0]) return nullptr;
     block_header* block = pop_free(0);
@@ -1125,19 +1148,19 @@ void copy_label(child_meta* meta, std::string_view label) noexcept;
 void note_open_time(child_meta* meta) noexcept;
 void call_release_hook(chunk_header* chunk) noexcept;
 
-/// Opens a chunk in `first`, a free first region of `cache` (its meta attached). `general` adds what the fast
-/// path leaves to the slow one: a label, and the open time for a release hook.
-template <bool general>
-[[gnu::always_inline]] inline child_meta* open_region(thread_cache* cache, top_state* top, block_header* first,
-                                                      unsigned site, std::string_view label,
+/// Opens a chunk in `chunk`, the header of a free first region of `cache` (`meta` attached). `general` adds what
+/// the fast path leaves to the slow one: a label, and the open time for a release hook. `parked`: the region is
+/// the one the cache parked (thread_cache::parked), whose meta is still in the live list and whose figures
+/// held_bytes and blocks are the region's already (its release took the fast path: it never grew).
+template <bool general, bool parked = false>
+[[gnu::always_inline]] inline child_meta* open_region(thread_cache* cache, top_state* top, chunk_header* chunk,
+                                                      child_meta* meta, unsigned site, std::string_view label,
                                                       const std::source_location& where) noexcept {
-  auto* chunk = reinterpret_cast<chunk_header*>(first->payload());
-  track::internal_access(chunk, sizeof(chunk_header));
-  child_meta* meta = chunk->meta;  // the region's meta: meta->chunk == chunk, meta->home == cache
   const child_meta::change_scope change{meta};  // a walker still reading the meta's last chunk retries
   std::byte* first_free = chunk->first_free;
-  const std::size_t region_bytes = first->bytes;  // read once: the stores below may alias it
-  std::byte* const end = reinterpret_cast<std::byte*>(first) + region_bytes;  // chunk->end already (empty_for_open)
+  const std::size_t region_bytes = parked ? 0 : chunk->first_block()->bytes;  // read once: the stores below may alias it
+  // chunk->end is the region's end already (empty_for_open, or a release on the fast path).
+  std::byte* const end = parked ? chunk->end : reinterpret_cast<std::byte*>(chunk->first_block()) + region_bytes;
   child_meta::store(meta->bump, first_free);
   child_meta::store(meta->fast_limit, end - min_alignment);
   child_meta::store(meta->counted_to, first_free);
@@ -1150,24 +1173,66 @@ template <bool general>
   meta->peak_in_use_bytes.store(0, std::memory_order_relaxed);
   meta->objects_made.store(0, std::memory_order_relaxed);
   meta->objects_destroyed.store(0, std::memory_order_relaxed);
-  meta->held_bytes.store(region_bytes, std::memory_order_relaxed);
-  meta->blocks.store(1, std::memory_order_relaxed);
+  if (!parked) {
+    meta->held_bytes.store(region_bytes, std::memory_order_relaxed);
+    meta->blocks.store(1, std::memory_order_relaxed);
+  }
   meta->state.store(meta_state::live, std::memory_order_relaxed);
   meta->opened_at.store(std::bit_cast<std::uintptr_t>(where), std::memory_order_relaxed);
   if (general && top->release_hook) note_open_time(meta);
   if (general && !label.empty()) copy_label(meta, label);
   else std::atomic_ref<char>(meta->label[0]).store('\0', std::memory_order_relaxed);
-  cache->link(meta);  // last: a walker that finds the meta finds it filled in
+  // Last: a walker that finds the meta finds it filled in. A parked meta is in the list already, and moves to
+  // its front only when a chunk opened since is before it (the list stays newest first, for check_outlives).
+  if (!parked) {
+    cache->link(meta);
+  } else if (cache->live.next.load(std::memory_order_relaxed) != meta) [[unlikely]] {
+    cache->unlink(meta);
+    cache->link(meta);
+  }
   return meta;
+}
+/// The same in `first`, a free first region of `cache` taken from its shells or slabs.
+template <bool general>
+[[gnu::always_inline]] inline child_meta* open_region(thread_cache* cache, top_state* top, block_header* first,
+                                                      unsigned site, std::string_view label,
+                                                      const std::source_location& where) noexcept {
+  auto* chunk = reinterpret_cast<chunk_header*>(first->payload());
+  track::internal_access(chunk, sizeof(chunk_header));
+  // The region's meta: meta->chunk == chunk, meta->home == cache.
+  return open_region<general>(cache, top, chunk, chunk->meta, site, label, where);
+}
+/// The same in the region of `meta`, which the cache had parked (thread_cache::take_parked).
+[[gnu::always_inline]] inline child_meta* open_parked(thread_cache* cache, top_state* top, child_meta* meta,
+                                                      unsigned site, const std::source_location& where) noexcept {
+  chunk_header* chunk = meta->chunk;
+  track::internal_access(chunk, sizeof(chunk_header));  // its release poisoned the region, header included
+  return open_region<false, true>(cache, top, chunk, meta, site, {}, where);
 }
 
 // The general halves of open_chunk and release_chunk (src/perfloc/process.cpp).
 child_meta* open_chunk_slow(top_state* top, std::string_view label, std::source_location where);
-void release_chunk_slow(chunk_header* chunk) noexcept;
+void release_chunk_slow(child_meta* meta) noexcept;
+
+/// open_chunk's fast path when nothing of the class is parked: a region from the cache's shells or slabs. Apart,
+/// so that open_chunk saves no registers for it (a tail call, its arguments in open_chunk's registers). Inside
+/// enter_cache; leaves it.
+[[gnu::noinline, gnu::returns_nonnull]] inline child_meta* open_chunk_from_regions(top_state* top,
+                                                                                   std::source_location where,
+                                                                                   thread_cache* cache, unsigned site) {
+  block_header* first = cache->take_region(cache->site_class[site], site);
+  if (!first) [[unlikely]] {
+    leave_cache(cache);
+    return open_chunk_slow(top, {}, where);
+  }
+  child_meta* meta = open_region<false>(cache, top, first, site, {}, where);
+  leave_cache(cache);
+  return meta;
+}
 
 /// Opens a process chunk without a label from the calling thread's cache: no lock unless the cache must be
-/// refilled. The common case (a bound cache with a region of the class its site needs, no release hook) calls
-/// nothing, so it saves no registers. Never inlined: the handle that receives the result then stays in a
+/// refilled. The common case (a bound cache that parked a region of the class its site needs, no release hook)
+/// calls nothing, so it saves no registers; a region from the shells or slabs is a tail call. Never inlined: the handle that receives the result then stays in a
 /// register at the call site. Returns the chunk's meta (never null): the handle allocates through it.
 [[gnu::noinline, gnu::returns_nonnull]] inline child_meta* open_chunk(top_state* top, std::source_location where) {
   const cache_binding& binding = current_binding;
@@ -1179,14 +1244,17 @@ void release_chunk_slow(chunk_header* chunk) noexcept;
   cache->busy.store(true, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   const unsigned site = site_of(where);
-  block_header* first = nullptr;
+  const unsigned region_class = cache->site_class[site];
+  child_meta* meta = nullptr;
   // One load: a pending reclaim, or metas released elsewhere to take back first.
-  if (cache->attention.load(std::memory_order_acquire) ||
-      !(first = cache->take_region(cache->site_class[site], site))) [[unlikely]] {
+  if (cache->attention.load(std::memory_order_acquire)) [[unlikely]] {
     leave_cache(cache);
     return open_chunk_slow(top, {}, where);
   }
-  child_meta* meta = open_region<false>(cache, top, first, site, {}, where);
+  // The parked chunk first: its meta is one load from the cache, where a slab's region is a chain of dependent
+  // loads (the slab, its free stack, the region's header), and the live list is left as it is.
+  if (!cache->take_parked(region_class, meta)) [[unlikely]] return open_chunk_from_regions(top, where, cache, site);
+  meta = open_parked(cache, top, meta, site, where);
   leave_cache(cache);
   return meta;
 }
@@ -1223,20 +1291,36 @@ inline child_meta* open_chunk(top_state* top, std::string_view label, std::sourc
   // (top_state::fast_key, copied into each of its caches).
   if (more || cache != meta->home || binding.id != cache->fast_key ||
       static_cast<std::int32_t>(bump_low - chunk->learn_below) < 0) [[unlikely]]
-    return release_chunk_slow(chunk);  // learns what the chunk used
+    return release_chunk_slow(meta);  // learns what the chunk used
+  // A small region is parked when the slot is empty, for the next open of its class: no slab, no live list,
+  // and so no busy flag either (see thread_cache::parked). The release order: a reclaimer that takes the slot
+  // sees the meta free and the region as the chunk left it.
+  const unsigned region_class = chunk->region_class;
+  if (region_class != whole_block_region &&
+      cache->parked.load(std::memory_order_relaxed) == thread_cache::nothing_parked) [[likely]] {
+    end_generation(meta);
+    meta->state.store(meta_state::free, std::memory_order_relaxed);
+    track::taken_back(chunk->first_block()->payload(), chunk->first_block()->bytes - sizeof(block_header));
+    cache->parked.store(reinterpret_cast<std::uintptr_t>(meta) + region_class, std::memory_order_release);
+    return;
+  }
   cache->busy.store(true, std::memory_order_relaxed);  // enter_cache, waiting on the slow path (as open_chunk)
   std::atomic_signal_fence(std::memory_order_seq_cst);
+  // Before the slab is read: a reclaimer may be editing it (it puts the parked region back on its slab).
+  if (cache->reclaim_pending(std::memory_order_acquire)) [[unlikely]] {
+    leave_cache(cache);
+    return release_chunk_slow(meta);
+  }
   block_header* first = chunk->first_block();
-  const bool whole = chunk->region_class == whole_block_region;
+  const bool whole = region_class == whole_block_region;
   // A small region's slab and counts, read once (unused for a whole block).
   slab_header* const slab = slab_of(first);
   const unsigned free_count = whole ? 0 : slab->free_count;
   const unsigned region_count = whole ? 0 : slab->region_count;
-  if (cache->reclaim_pending(std::memory_order_acquire) ||
-      (whole ? cache->count_of(0) >= cached_block_limit(0)
-             : !cache->can_keep_small_region(slab, free_count, region_count))) [[unlikely]] {
+  if (whole ? cache->count_of(0) >= cached_block_limit(0)
+            : !cache->can_keep_small_region(slab, free_count, region_count)) [[unlikely]] {
     leave_cache(cache);
-    return release_chunk_slow(chunk);
+    return release_chunk_slow(meta);
   }
   leave_live_list(cache, meta);
   if (whole) cache->keep_shell(first);  // the cache has room: checked above
