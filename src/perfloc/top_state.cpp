@@ -438,6 +438,15 @@ void list_slab_first(thread_cache* cache, slab_header* slab) noexcept {
   head = slab;
 }
 
+/// Puts a free small region back on its slab's free stack, and lists the slab again (first) when that was its
+/// only free region. Returns the slab.
+slab_header* put_back_on_slab(thread_cache* cache, block_header* region) noexcept {
+  cache->keep_small_region(region);
+  slab_header* slab = slab_of(region);
+  if (slab->free_count == 1) list_slab_first(cache, slab);  // listed again
+  return slab;
+}
+
 /// Carves up to `n` more regions at the end of `slab`'s carved part (as many as metas could be had), each with a
 /// meta attached, and pushes them on its free stack, lowest address first. Returns how many. Caller holds the
 /// mutex and owns the cache.
@@ -602,9 +611,7 @@ bool flush_blocks_locked(top_state* top, thread_cache* cache, child_meta*& free_
     cache->parked.store(thread_cache::nothing_parked, std::memory_order_relaxed);
     auto* meta = reinterpret_cast<child_meta*>(word & ~thread_cache::parked_class_bits);
     cache->unlink(meta);
-    block_header* region = meta->chunk->first_block();
-    cache->keep_small_region(region);
-    if (slab_of(region)->free_count == 1) list_slab_first(cache, slab_of(region));  // listed again
+    put_back_on_slab(cache, meta->chunk->first_block());
   }
   for (unsigned c = 0; c < whole_block_region; ++c)
     for (slab_header* slab = cache->slabs[c]; slab;) {
@@ -1048,9 +1055,7 @@ void refill_region(thread_cache* cache, unsigned region_class) {
 // cache when the cache has room for one and the caller owns it (keep_slab_as_shell); otherwise it goes back to
 // the top.
 void give_region(thread_cache* cache, block_header* region, bool top_locked) noexcept {
-  cache->keep_small_region(region);
-  slab_header* slab = slab_of(region);
-  if (slab->free_count == 1) list_slab_first(cache, slab);  // listed again
+  slab_header* const slab = put_back_on_slab(cache, region);
   slab_header* const head = cache->slabs[slab->region_class];
   if (slab->free_count != slab->region_count) return;  // (keep_small_region counted it empty otherwise)
   const bool orphaned = cache->orphaned.load(std::memory_order_relaxed);
